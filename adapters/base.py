@@ -1,0 +1,124 @@
+"""The one interface every broker adapter implements, and the errors at its boundary.
+
+    BrokerError
+    ├── BrokerRejected     the broker said no: the order does not exist there. Safe to fail over.
+    ├── DeniedLocally      we refused before sending (capability, rate limit, breaker). Safe.
+    ├── CancelRejected     the broker refused a cancel (already filled, unknown order).
+    └── OutcomeUnknown     timeout, disconnect, 5xx, 429 on a POST: the order may or may not
+                           exist at the broker. Never resend; reconcile with `query` first.
+
+Adapters map their library's exceptions into these at the boundary and never guess: anything
+they cannot classify is `OutcomeUnknown`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+import msgspec
+import trio
+
+from api.contracts import CommissionStructure
+from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, OrderType, Side, TimeInForce
+from api.events import AnyBrokerEvent
+
+
+class BrokerError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BrokerRejected(BrokerError):
+    pass
+
+
+class DeniedLocally(BrokerError):
+    pass
+
+
+class CancelRejected(BrokerError):
+    pass
+
+
+class OutcomeUnknown(BrokerError):
+    pass
+
+
+class Capabilities(msgspec.Struct, frozen=True):
+    asset_classes: frozenset[AssetClass]
+    features: frozenset[BrokerFeature]
+    time_in_force: frozenset[TimeInForce] = frozenset(TimeInForce)
+
+    def supports(self, asset_class: AssetClass, order_type: OrderType, tif: TimeInForce) -> str | None:
+        """None when an order of this shape can be sent here, else the reason it cannot."""
+        if asset_class not in self.asset_classes:
+            return f"does not trade {asset_class}"
+        if order_type.feature not in self.features:
+            return f"does not support {order_type} orders"
+        if tif not in self.time_in_force:
+            return f"does not support time in force {tif}"
+        return None
+
+
+class SubmitRequest(msgspec.Struct, frozen=True):
+    """What an adapter needs to place one order. `client_order_id` is fixed and persisted by
+    the caller before `submit` is called; it is the broker-side idempotency key."""
+
+    client_order_id: str
+    account_id: str
+    symbol: str
+    asset_class: AssetClass
+    side: Side
+    order_type: OrderType
+    quantity: Decimal
+    time_in_force: TimeInForce
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+
+
+class BrokerAck(msgspec.Struct, frozen=True):
+    broker_order_id: str
+    at: datetime
+
+
+class BrokerOrderSnapshot(msgspec.Struct, frozen=True):
+    """The broker's view of one order, for reconciliation."""
+
+    client_order_id: str
+    broker_order_id: str
+    status: BrokerOrderStatus
+    filled_quantity: Decimal
+    average_price: Decimal | None = None
+
+
+@runtime_checkable
+class BrokerAdapter(Protocol):
+    """One broker connection. `run` owns the connection (connect, authenticate, stream) and
+    lives in the broker's own nursery; the other methods are called by order tasks."""
+
+    broker_id: str
+    capabilities: Capabilities
+    commission: CommissionStructure
+
+    async def run(
+        self,
+        events: trio.MemorySendChannel[AnyBrokerEvent],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Connect, report `task_status.started()` once orders can be sent, then deliver every
+        execution event into `events` until cancelled. Raises on a lost connection (the
+        supervisor restarts it)."""
+
+    async def submit(self, request: SubmitRequest) -> BrokerAck:
+        """Place one order. Raises BrokerRejected, DeniedLocally or OutcomeUnknown."""
+
+    async def cancel(self, client_order_id: str) -> None:
+        """Ask the broker to cancel; the CANCELED event arrives on the stream. Raises
+        CancelRejected or OutcomeUnknown. Idempotent."""
+
+    async def query(self, client_order_id: str) -> BrokerOrderSnapshot | None:
+        """The broker's view of the order, or None if it never received it."""

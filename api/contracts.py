@@ -1,0 +1,238 @@
+"""Wire contracts: msgspec Structs matching the spec's OpenAPI schemas field for field.
+
+Field names are snake_case here and camelCase on the wire (`rename="camel"`). Money and quantities
+are `Decimal` inside and JSON numbers outside (the spec's `double`): decoding from JSON keeps the
+exact decimal text, encoding writes the decimal digits (see `api.codec`).
+
+Fields marked "extension" are additions to the spec's schemas; `api/openapi.json` documents them.
+Response structs omit fields whose value is `None` (OpenAPI 3.0 has no implicit null).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import msgspec
+
+from api.enums import (
+    AssetClass,
+    BrokerFeature,
+    BrokerListStatus,
+    CancellationStatus,
+    ConnectionStatus,
+    ExecutionStatus,
+    ExecutionStrategy,
+    IssueType,
+    OrderType,
+    RecommendationType,
+    RoutingStatus,
+    Side,
+    TCABenchmark,
+    TimeInForce,
+    Urgency,
+)
+
+
+class Wire(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+    """Base of every request: camelCase names, unknown fields are an error (a typo'd
+    `timeInForce` must not silently become DAY)."""
+
+
+class WireOut(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """Base of every response and published message."""
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+class OrderRoutingRequest(Wire, frozen=True):
+    order_id: str
+    account_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    quantity: Decimal
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: TimeInForce = TimeInForce.DAY
+    preferred_brokers: tuple[str, ...] = ()
+    execution_strategy: ExecutionStrategy = ExecutionStrategy.SMART
+    urgency: Urgency = Urgency.MEDIUM
+
+
+class CancelOrderRequest(Wire, frozen=True):
+    order_id: str
+    broker_id: str
+    broker_order_id: str | None = None
+    reason: str | None = None
+
+
+class GetExecutionRequest(Wire, frozen=True):
+    """NATS `GetExecution`: exactly one of the two ids."""
+
+    execution_id: str | None = None
+    order_id: str | None = None
+
+
+class GetBrokerStatusRequest(Wire, frozen=True):
+    broker_id: str
+
+
+class ListBrokersRequest(Wire, frozen=True):
+    status: BrokerListStatus | None = None
+    asset_class: AssetClass | None = None
+
+
+class TCARequest(Wire, frozen=True):
+    order_id: str
+    execution_id: str | None = None
+    benchmark: TCABenchmark = TCABenchmark.ARRIVAL_PRICE
+
+
+# --- responses ----------------------------------------------------------------------------
+
+
+class OrderRoutingResponse(WireOut, frozen=True):
+    routing_id: str
+    order_id: str
+    status: RoutingStatus
+    timestamp: datetime
+    selected_broker: str | None = None
+    broker_order_id: str | None = None
+    rejection_reason: str | None = None
+    estimated_execution_time: float | None = None
+    execution_id: str | None = None  # extension: the id to pass to GetExecution
+
+
+class Fill(WireOut, frozen=True):
+    fill_id: str
+    quantity: Decimal
+    price: Decimal
+    timestamp: datetime
+    venue: str
+
+
+class ExecutionDetails(WireOut, frozen=True):
+    execution_id: str
+    order_id: str
+    broker_id: str
+    status: ExecutionStatus
+    total_quantity: Decimal
+    filled_quantity: Decimal
+    fees: Decimal
+    start_time: datetime
+    fills: tuple[Fill, ...] = ()
+    broker_order_id: str | None = None
+    average_price: Decimal | None = None
+    end_time: datetime | None = None
+    market_impact: float | None = None
+    # extensions
+    symbol: str | None = None
+    side: Side | None = None
+    client_order_id: str | None = None
+    rejection_reason: str | None = None
+
+
+class CancelOrderResponse(WireOut, frozen=True):
+    request_id: str
+    order_id: str
+    status: CancellationStatus
+    timestamp: datetime
+    rejection_reason: str | None = None
+
+
+class TieredRate(msgspec.Struct, frozen=True, rename="camel"):
+    volume_threshold: Decimal
+    rate: Decimal
+
+
+class CommissionStructure(msgspec.Struct, frozen=True, rename="camel"):
+    """`base_rate` and tier `rate`s are fractions of notional (0.0005 = 5 bps); `min_commission`
+    is in the instrument's quote currency; `volume_threshold` is traded notional in the period
+    (see `api.commission`)."""
+
+    base_rate: Decimal
+    min_commission: Decimal = Decimal(0)
+    tiered_rates: tuple[TieredRate, ...] = ()
+
+
+class LatencyStats(msgspec.Struct, frozen=True, rename="camel"):
+    average_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+
+
+class BrokerInfo(WireOut, frozen=True):
+    id: str
+    name: str
+    status: BrokerListStatus
+    supported_asset_classes: tuple[AssetClass, ...]
+    features: tuple[BrokerFeature, ...]
+    commission_structure: CommissionStructure
+    latency_stats: LatencyStats
+
+
+class BrokerIssue(WireOut, frozen=True):
+    type: IssueType
+    message: str
+    timestamp: datetime
+
+
+class BrokerStatus(WireOut, frozen=True):
+    broker_id: str
+    status: ConnectionStatus
+    uptime: float
+    current_load: float
+    issues: tuple[BrokerIssue, ...] = ()
+    last_connected: datetime | None = None
+
+
+class TCARecommendation(WireOut, frozen=True):
+    type: RecommendationType
+    description: str
+    estimated_improvement_bps: float
+
+
+class TCAResponse(WireOut, frozen=True):
+    order_id: str
+    execution_id: str
+    benchmark: TCABenchmark
+    benchmark_price: float | None = None
+    average_execution_price: float | None = None
+    slippage_bps: float | None = None
+    market_impact_bps: float | None = None
+    total_cost_bps: float | None = None
+    savings_opportunity_bps: float | None = None
+    execution_quality_score: float | None = None
+    broker_performance_rank: int | None = None
+    recommendations: tuple[TCARecommendation, ...] = ()
+
+
+class ExecutionUpdate(WireOut, frozen=True):
+    """Published on `trading.broker.v1.executions.<brokerId>.<status>.<orderId>` (the spec's
+    StreamExecutionUpdates message). `sequence` numbers the updates of one execution from 1."""
+
+    execution_id: str
+    order_id: str
+    broker_id: str
+    status: ExecutionStatus
+    filled_quantity: Decimal
+    timestamp: datetime
+    sequence: int
+    latest_fill: Fill | None = None
+    average_price: Decimal | None = None
+    broker_order_id: str | None = None
+    reason: str | None = None
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    field: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The REST 400 body, also the payload of every NATS error reply."""
+
+    message: str
+    errors: tuple[FieldError, ...] = ()

@@ -1,0 +1,36 @@
+"""The service facade: what the NATS endpoints and the REST app both call.
+
+Every method either returns its response Struct or raises an `api.errors.ServiceError`
+(InvalidRequest 400, NotFound 404, Unavailable 503). Requests arrive already decoded and
+validated by `api.validation`; the facade adds the checks that need state (unknown broker ids).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from api.contracts import (
+    BrokerInfo,
+    BrokerStatus,
+    CancelOrderRequest,
+    CancelOrderResponse,
+    ExecutionDetails,
+    GetExecutionRequest,
+    ListBrokersRequest,
+    OrderRoutingRequest,
+    OrderRoutingResponse,
+)
+
+
+class BrokerService(Protocol):
+    async def route_order(self, request: OrderRoutingRequest) -> OrderRoutingResponse:
+        """Idempotent by `orderId`: a repeat returns the first answer and sends nothing."""
+        ...
+
+    async def get_execution(self, request: GetExecutionRequest) -> ExecutionDetails: ...
+
+    async def cancel_order(self, request: CancelOrderRequest) -> CancelOrderResponse: ...
+
+    async def get_broker_status(self, broker_id: str) -> BrokerStatus: ...
+
+    async def list_brokers(self, request: ListBrokersRequest) -> list[BrokerInfo]: ...

@@ -1,0 +1,212 @@
+"""Decode a request body into a contract Struct, reporting *every* bad field at once.
+
+msgspec stops at the first error; a desk fixing an order wants them all. So the body is split
+into raw fields first, each field is decoded on its own into its declared type (exact decimals:
+the field's JSON text goes straight to `Decimal`, never through a float), and the semantic rules
+of the order (prices by order type, positive quantities, column sizes) run over the result.
+Nothing here has side effects: a request either becomes a Struct or raises `InvalidRequest`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import msgspec
+
+from api.contracts import (
+    CancelOrderRequest,
+    FieldError,
+    GetExecutionRequest,
+    OrderRoutingRequest,
+    TCARequest,
+)
+from api.errors import InvalidRequest
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+#: Largest magnitude and scale a DECIMAL(20, 8) column holds.
+MAX_INTEGER_DIGITS = 12
+MAX_SCALE = 8
+#: VARCHAR sizes of the schema's columns, by wire field name.
+MAX_LENGTHS = {
+    "orderId": 36,
+    "accountId": 36,
+    "symbol": 20,
+    "brokerId": 36,
+    "brokerOrderId": 100,
+    "executionId": 36,
+    "reason": 500,
+}
+
+Rule = Callable[[Any], list[FieldError]]  # takes a view of the decoded fields
+
+
+def decode_request(body: bytes | str, cls: type[T], *, rules: tuple[Rule, ...] = ()) -> T:
+    """Decode `body` (JSON) into `cls`, or raise `InvalidRequest` naming each bad field."""
+    try:
+        raw = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    except msgspec.ValidationError:
+        raise InvalidRequest("request body must be a JSON object", []) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}", []) from None
+    return convert_fields(raw, cls, rules=rules, decode_raw=True)
+
+
+def convert_fields(
+    fields: Mapping[str, Any], cls: type[T], *, rules: tuple[Rule, ...] = (), decode_raw: bool = False
+) -> T:
+    """Build `cls` from a mapping of wire-named fields (JSON raw values when `decode_raw`, else
+    Python values such as query-string parameters), collecting every field error."""
+    info = msgspec.structs.fields(cls)
+    known = {f.encode_name: f for f in info}
+    errors: list[FieldError] = [
+        FieldError(name, "unknown field") for name in fields if name not in known
+    ]
+    values: dict[str, Any] = {}
+    for name, field in known.items():
+        if name not in fields:
+            if field.required:
+                errors.append(FieldError(name, "is required"))
+            continue
+        value = fields[name]
+        try:
+            if decode_raw:
+                decoded = msgspec.json.decode(value, type=field.type, strict=False)
+            else:
+                decoded = msgspec.convert(value, field.type, strict=False)
+        except msgspec.ValidationError as exc:
+            errors.append(FieldError(name, _describe(exc, field.type)))
+            continue
+        if decoded is None and not field.required and value in (b"null", None):
+            continue  # explicit null for an optional field means "absent"
+        values[field.name] = decoded
+    errors.extend(_generic_checks(values, known))
+    view = _FieldView(values, info)
+    for rule in rules:
+        errors.extend(rule(view))
+    if errors:
+        raise InvalidRequest(_summary(errors), errors)
+    return cls(**values)
+
+
+class _FieldView:
+    """Attribute access to the fields that decoded, defaults for absent optional ones, None for
+    missing or invalid ones: rules check what they can and leave the rest to the field errors."""
+
+    def __init__(self, values: Mapping[str, Any], info: tuple[msgspec.structs.FieldInfo, ...]) -> None:
+        self._values = dict(values)
+        for field in info:
+            if field.name not in self._values:
+                default = field.default if field.default is not msgspec.NODEFAULT else None
+                if field.default_factory is not msgspec.NODEFAULT:
+                    default = field.default_factory()
+                self._values[field.name] = None if field.required else default
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _describe(exc: msgspec.ValidationError, typ: Any) -> str:
+    text = str(exc)
+    # msgspec says "Expected `str`, got `int`"; drop its "- at `$`" suffix for a single field.
+    return text.split(" - at ")[0]
+
+
+def _generic_checks(
+    values: Mapping[str, Any], known: Mapping[str, msgspec.structs.FieldInfo]
+) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for wire_name, field in known.items():
+        value = values.get(field.name)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            limit = MAX_LENGTHS.get(wire_name)
+            if not value.strip() and field.required:
+                errors.append(FieldError(wire_name, "must not be empty"))
+            elif limit is not None and len(value) > limit:
+                errors.append(FieldError(wire_name, f"must be at most {limit} characters"))
+        elif isinstance(value, Decimal):
+            problem = decimal_problem(value)
+            if problem:
+                errors.append(FieldError(wire_name, problem))
+    return errors
+
+
+def decimal_problem(value: Decimal) -> str | None:
+    """Why `value` cannot be stored in a DECIMAL(20, 8) column, or None."""
+    if not value.is_finite():
+        return "must be a finite number"
+    exponent = value.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > MAX_SCALE:
+        return f"must have at most {MAX_SCALE} decimal places"
+    if value.copy_abs() >= Decimal(10) ** MAX_INTEGER_DIGITS:
+        return f"must be less than 10^{MAX_INTEGER_DIGITS}"
+    return None
+
+
+def _summary(errors: list[FieldError]) -> str:
+    if not errors:
+        return "invalid request"
+    names = ", ".join(e.field for e in errors)
+    return f"invalid request: {names}"
+
+
+# --- rules of each request ----------------------------------------------------------------
+
+
+def order_rules(order: Any) -> list[FieldError]:
+    """Rules of an OrderRoutingRequest, over a view where invalid fields read as None."""
+    errors: list[FieldError] = []
+    if order.quantity is not None and order.quantity <= 0:
+        errors.append(FieldError("quantity", "must be greater than 0"))
+    if order.price is not None and order.price <= 0:
+        errors.append(FieldError("price", "must be greater than 0"))
+    if order.stop_price is not None and order.stop_price <= 0:
+        errors.append(FieldError("stopPrice", "must be greater than 0"))
+    kind = order.type
+    if kind is not None:
+        if kind.needs_price and order.price is None:
+            errors.append(FieldError("price", f"is required for {kind} orders"))
+        if not kind.needs_price and order.price is not None:
+            errors.append(FieldError("price", f"is not allowed for {kind} orders"))
+        if kind.needs_stop_price and order.stop_price is None:
+            errors.append(FieldError("stopPrice", f"is required for {kind} orders"))
+        if not kind.needs_stop_price and order.stop_price is not None:
+            errors.append(FieldError("stopPrice", f"is not allowed for {kind} orders"))
+    seen: set[str] = set()
+    for i, broker in enumerate(order.preferred_brokers or ()):
+        if not broker.strip():
+            errors.append(FieldError(f"preferredBrokers[{i}]", "must not be empty"))
+        elif broker in seen:
+            errors.append(FieldError(f"preferredBrokers[{i}]", f"duplicate broker {broker!r}"))
+        seen.add(broker)
+    return errors
+
+
+def get_execution_rules(request: Any) -> list[FieldError]:
+    if (request.execution_id is None) == (request.order_id is None):
+        return [FieldError("executionId", "exactly one of executionId and orderId is required")]
+    return []
+
+
+def decode_order(body: bytes | str) -> OrderRoutingRequest:
+    return decode_request(body, OrderRoutingRequest, rules=(order_rules,))
+
+
+def decode_cancel(body: bytes | str) -> CancelOrderRequest:
+    return decode_request(body, CancelOrderRequest)
+
+
+def decode_get_execution(body: bytes | str) -> GetExecutionRequest:
+    return decode_request(body, GetExecutionRequest, rules=(get_execution_rules,))
+
+
+def decode_tca(body: bytes | str) -> TCARequest:
+    return decode_request(body, TCARequest)
