@@ -20,9 +20,23 @@ from typing import Protocol, runtime_checkable
 import msgspec
 import trio
 
+from api.capabilities import Capabilities
 from api.contracts import CommissionStructure
-from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, OrderType, Side, TimeInForce
+from api.enums import AssetClass, BrokerOrderStatus, OrderType, Side, TimeInForce
 from api.events import AnyBrokerEvent
+
+__all__ = [
+    "BrokerAck",
+    "BrokerAdapter",
+    "BrokerError",
+    "BrokerOrderSnapshot",
+    "BrokerRejected",
+    "CancelRejected",
+    "Capabilities",
+    "DeniedLocally",
+    "OutcomeUnknown",
+    "SubmitRequest",
+]
 
 
 class BrokerError(Exception):
@@ -45,22 +59,6 @@ class CancelRejected(BrokerError):
 
 class OutcomeUnknown(BrokerError):
     pass
-
-
-class Capabilities(msgspec.Struct, frozen=True):
-    asset_classes: frozenset[AssetClass]
-    features: frozenset[BrokerFeature]
-    time_in_force: frozenset[TimeInForce] = frozenset(TimeInForce)
-
-    def supports(self, asset_class: AssetClass, order_type: OrderType, tif: TimeInForce) -> str | None:
-        """None when an order of this shape can be sent here, else the reason it cannot."""
-        if asset_class not in self.asset_classes:
-            return f"does not trade {asset_class}"
-        if order_type.feature not in self.features:
-            return f"does not support {order_type} orders"
-        if tif not in self.time_in_force:
-            return f"does not support time in force {tif}"
-        return None
 
 
 class SubmitRequest(msgspec.Struct, frozen=True):

@@ -139,3 +139,17 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
 
 def database_url_from_env() -> str | None:
     return os.environ.get("DATABASE_URL") or None
+
+
+def redact_url(url: str) -> str:
+    """`url` without its password (safe to log or print)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,300 @@
+"""The daemon: one `trio.run`, one root nursery, every task inside it.
+
+    trio.run
+    └─ trio_asyncio.open_loop()                nats-py is asyncio: bridged once (daemon.bus)
+       └─ root nursery
+          ├─ simulated market                  (embedded default)
+          ├─ execution publisher               outbox -> JetStream, deduplicated
+          ├─ execution engine                  routes, follows executions, reconciles
+          │  └─ broker supervisor              one child nursery per broker connection
+          ├─ NATS service endpoints            nats.micro, queue group
+          ├─ REST                              hypercorn.trio.serve(quart-trio app)
+          ├─ read-model refresher              materialized views on a schedule
+          └─ systemd watchdog                  WATCHDOG=1 while healthy
+
+Shutdown (SIGTERM/SIGINT): stop intake (requests get "service is stopping"), unsubscribe the
+endpoints, let in-flight requests finish within the grace period, flush the publisher, drain
+NATS, close PostgreSQL; systemd hears STOPPING=1 first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+import trio_asyncio
+
+from adapters.simulated import SimulatedBroker, SimulatedMarket
+from api.codec import to_builtins
+from api.enums import AssetClass
+from api.events import AnyBrokerEvent
+from api.openapi import openapi_document
+from api.rest import create_app
+from daemon import servers
+from daemon.bus import NatsBus
+from daemon.config import Config
+from daemon.endpoints import OVERLOADED, service_endpoints
+from daemon.publisher import Publisher
+from daemon.sdnotify import Notifier
+from nursery.brokers import BrokerHandle, supervise_brokers
+from nursery.engine import ExecutionEngine
+from sql.migrate import apply_migrations
+from sql.records import BrokerRecord, OutboxEvent
+from sql.store import Store
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+class MarketQuotes:
+    """The engine's view of the market (asset class and mid per symbol)."""
+
+    def __init__(self, market: SimulatedMarket) -> None:
+        self._market = market
+
+    def asset_class(self, symbol: str) -> AssetClass | None:
+        return self._market.asset_class(symbol)
+
+    def mid(self, symbol: str) -> Decimal | None:
+        try:
+            quote = self._market.quote(symbol)
+        except KeyError:
+            return None
+        return (quote.bid + quote.ask) / 2
+
+
+class Endpoints:
+    """Where the running daemon can be reached (written to <state>/runtime.json for the CLI)."""
+
+    def __init__(self, nats_url: str, rest_url: str | None, database: str) -> None:
+        self.nats_url = nats_url
+        self.rest_url = rest_url
+        self.database = database
+
+
+@contextlib.asynccontextmanager
+async def _infrastructure(config: Config) -> AsyncIterator[tuple[str, str]]:
+    """NATS and PostgreSQL URLs: the configured ones, or embedded servers in the state dir."""
+    state = config.state_dir
+    with contextlib.ExitStack() as stack:
+        nats_url = config.nats.url
+        if not nats_url:
+            server = servers.NatsServer(state / "nats", port=_embedded_port(state / "nats.port"))
+            await trio.to_thread.run_sync(server.start)
+            stack.callback(server.stop)
+            nats_url = server.url
+            log.info("embedded nats-server started", extra={"url": nats_url, "store": str(server.store_dir)})
+        database_url = config.database.url
+        if not database_url:
+            database_url = await trio.to_thread.run_sync(
+                stack.enter_context, servers.embedded_postgres(state / "pgdata")
+            )
+            log.info("embedded PostgreSQL started", extra={"data": str(state / "pgdata")})
+        yield nats_url, database_url
+
+
+def _embedded_port(path: Path) -> int:
+    """Reuse the embedded nats-server's port across restarts so clients keep working."""
+    try:
+        port = int(path.read_text())
+        with contextlib.suppress(OSError):
+            import socket
+
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))
+            return port
+    except (OSError, ValueError):
+        pass
+    port = servers.free_port()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(port))
+    return port
+
+
+def _broker_records(handles: list[BrokerHandle]) -> list[BrokerRecord]:
+    return [
+        BrokerRecord(
+            broker_id=h.broker_id,
+            name=h.name,
+            status=h.status.value,
+            supported_asset_classes=tuple(sorted(h.adapter.capabilities.asset_classes)),
+            features=tuple(sorted(h.adapter.capabilities.features)),
+            commission_structure=h.adapter.commission,
+            connection_params={"kind": "simulated"},
+            rate_limits={},
+            latency_stats=h.latency_stats(),
+        )
+        for h in handles
+    ]
+
+
+async def run_daemon(
+    config: Config,
+    *,
+    notifier: Notifier | None = None,
+    on_ready: Callable[[Endpoints], None] | None = None,
+    shutdown: trio.Event | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT (or `shutdown` is set). `on_ready` is called once NATS endpoints
+    and REST are listening."""
+    notifier = notifier or Notifier.from_environment()
+    shutdown = shutdown or trio.Event()
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    async with trio_asyncio.open_loop(), _infrastructure(config) as (nats_url, database_url):
+        applied = await trio.to_thread.run_sync(apply_migrations, database_url)
+        if applied:
+            log.info("migrations applied", extra={"versions": applied})
+        async with Store.open(database_url, pool_size=config.database.pool_size) as store:
+            market = SimulatedMarket(config.market)
+            handles = [BrokerHandle(SimulatedBroker(b, market), b.name) for b in config.brokers]
+            await store.upsert_brokers(_broker_records(handles))
+            name = f"broker-integration-{config.instance_id}"
+            async with NatsBus.connect(nats_url, name=name, connect_timeout=config.nats.connect_timeout_s) as bus:
+                await bus.ensure_stream(
+                    config.nats.stream,
+                    ["trading.broker.v1.executions.>"],
+                    duplicate_window=config.nats.duplicate_window_s,
+                    max_age=config.nats.stream_max_age_s,
+                )
+                await _serve(config, notifier, shutdown, on_ready, bus, store, market, handles, nats_url, database_url)
+    log.info("stopped")
+
+
+async def _serve(
+    config: Config,
+    notifier: Notifier,
+    shutdown: trio.Event,
+    on_ready: Callable[[Endpoints], None] | None,
+    bus: NatsBus,
+    store: Store,
+    market: SimulatedMarket,
+    handles: list[BrokerHandle],
+    nats_url: str,
+    database_url: str,
+) -> None:
+    publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](65536)
+    events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](65536)
+    publisher = Publisher(bus, store, timeout=config.nats.publish_timeout_s)
+    engine = ExecutionEngine(
+        store,
+        handles,
+        MarketQuotes(market),
+        publish_send,
+        attempt_deadline=config.service.attempt_deadline,  # type: ignore[arg-type]
+        duplicate_wait=config.service.duplicate_wait_s,
+    )
+    rest_stop = trio.Event()
+    async with trio.open_nursery() as root:
+        root.start_soon(_watch_signals, shutdown)
+        root.start_soon(market.run)
+        await root.start(publisher.run, publish_receive)
+        async with trio.open_nursery() as work:  # everything that produces updates
+            await work.start(engine.run, events_receive)
+            await work.start(supervise_brokers, handles, events_send)
+            await work.start(
+                bus.serve,
+                service_endpoints(engine),
+                service_name="broker-integration",
+                version=VERSION,
+                description="Broker Integration Service: RouteOrder, GetExecution, CancelOrder, broker status",
+                queue_group=config.service.queue_group,
+                workers=config.service.request_workers,
+                backlog=config.service.request_backlog,
+                overloaded=OVERLOADED,
+            )
+            rest_url = None
+            if config.rest.enabled:
+                rest_url = await work.start(_serve_rest, config, engine, rest_stop)
+            root.start_soon(_refresh_views, store, config.database.views_refresh_s)
+            endpoints = Endpoints(nats_url, rest_url, servers.redact_url(database_url))
+            _write_runtime(config.state_dir, endpoints)
+            notifier.ready(f"serving {len(handles)} brokers; NATS {nats_url}; REST {rest_url or 'off'}")
+            root.start_soon(notifier.run_watchdog, lambda: bus.is_connected and not shutdown.is_set())
+            if on_ready is not None:
+                on_ready(endpoints)
+            log.info("ready", extra={"nats": nats_url, "rest": rest_url, "brokers": [h.broker_id for h in handles]})
+            await shutdown.wait()
+
+            notifier.stopping()
+            log.info("stopping: no new orders; finishing in-flight work")
+            engine.stop_intake()
+            with trio.move_on_after(config.service.shutdown_grace_s) as grace:
+                await bus.stop_serving()
+                await engine.wait_idle()
+            if grace.cancelled_caught:
+                log.warning("grace period over with requests still in flight")
+            rest_stop.set()
+            work.cancel_scope.cancel()
+        publish_send.close()  # the publisher flushes what is left, then returns
+        with trio.move_on_after(config.nats.publish_timeout_s):
+            await publisher.finished.wait()
+        root.cancel_scope.cancel()
+    _remove_runtime(config.state_dir)
+
+
+async def _serve_rest(
+    config: Config,
+    engine: ExecutionEngine,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    app = create_app(engine, tokens=frozenset(config.rest.tokens))
+    hc = hypercorn.config.Config()
+    hc.bind = [f"{config.rest.host}:{config.rest.port}"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.graceful_timeout = 2.0
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            lambda task_status: hypercorn.trio.serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)
+        )
+        url = binds[0] if binds else f"http://{config.rest.host}:{config.rest.port}"
+        task_status.started(url)
+
+
+async def _watch_signals(shutdown: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("signal received", extra={"signal": signal.Signals(signum).name})
+            shutdown.set()
+            return
+
+
+async def _refresh_views(store: Store, every: float) -> None:
+    while True:
+        await trio.sleep(every)
+        try:
+            await store.refresh_views()
+        except Exception as exc:
+            log.warning("refreshing read models failed", extra={"error": repr(exc)})
+
+
+def _write_runtime(state_dir: Path, endpoints: Endpoints) -> None:
+    data = {
+        "pid": os.getpid(),
+        "nats_url": endpoints.nats_url,
+        "rest_url": endpoints.rest_url,
+        "database": endpoints.database,
+        "started_at": datetime.now(UTC).isoformat(),
+    }
+    path = state_dir / "runtime.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(to_builtins(data), indent=2))
+    tmp.replace(path)
+
+
+def _remove_runtime(state_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / "runtime.json").unlink()

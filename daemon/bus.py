@@ -1,0 +1,258 @@
+"""The daemon's only door to asyncio: the nats-py client, bridged into Trio by trio-asyncio.
+
+Rules (PITFALLS.md): asyncio-side callbacks only hand work to Trio (`send_nowait` into a memory
+channel, or setting a Trio event) and return; Trio code does the work and owns its errors. Every
+call into nats-py goes through `aio_as_trio(fn)(args)`. Nothing else in the project imports nats.
+
+Delivery semantics:
+- request-reply endpoints are served through `nats.micro` (so `$SRV.PING/INFO/STATS` discovery
+  works) in a queue group, so several daemons share the load;
+- a request that cannot be queued (backlog full) is answered at once with a 503 error reply, so an
+  OMS never waits for a timeout to learn the service is saturated;
+- `publish_durable` is a JetStream publish with a `Nats-Msg-Id` header: acknowledged by the stream
+  or reported failed, never silently lost; republishing the same id inside the stream's
+  duplicate window is dropped by the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+import nats
+import nats.js.api
+import nats.micro
+import trio
+from nats.micro.request import Request as MicroRequest
+from trio_asyncio import aio_as_trio
+
+log = logging.getLogger(__name__)
+
+ERROR_HEADER = "Nats-Service-Error"
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+
+class Reply(msgspec.Struct, frozen=True):
+    """What an endpoint handler returns: a payload, plus an error code for error replies."""
+
+    data: bytes
+    error_code: int | None = None
+    error_text: str | None = None
+
+
+Handler = Callable[[bytes], Awaitable[Reply]]
+
+
+class Endpoint(msgspec.Struct, frozen=True):
+    name: str
+    subject: str
+    handler: Handler
+
+
+class DurableMessage(msgspec.Struct, frozen=True):
+    subject: str
+    payload: bytes
+    msg_id: str
+
+
+class NatsBus:
+    """One NATS connection inside trio-asyncio. Create with `NatsBus.connect`."""
+
+    def __init__(self, nc: Any, connection_lost: trio.Event) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        self.connection_lost = connection_lost
+        self._service: Any = None
+
+    def __repr__(self) -> str:
+        return f"<NatsBus {getattr(self._nc, 'connected_url', None)} connected={self.is_connected}>"
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls, url: str, *, name: str, connect_timeout: float = 5.0, drain_timeout: float = 5.0
+    ) -> AsyncIterator[NatsBus]:
+        """Connect (reconnecting forever on later loss: a trading daemon must not give up after two
+        minutes, PITFALLS.md); drain and close on exit, bounded by `drain_timeout`."""
+        lost = trio.Event()
+        disconnected = False
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats error", extra={"error": repr(exc)})
+
+        async def on_disconnected() -> None:
+            nonlocal disconnected
+            disconnected = True
+            log.warning("nats disconnected; reconnecting")
+
+        async def on_reconnected() -> None:
+            log.info("nats reconnected", extra={"url": str(nc.connected_url.geturl() if nc.connected_url else "")})
+
+        async def on_closed() -> None:
+            lost.set()
+
+        try:
+            nc = await aio_as_trio(nats.connect)(
+                servers=[url],
+                name=name,
+                connect_timeout=connect_timeout,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                closed_cb=on_closed,
+                pending_size=8 * 1024 * 1024,
+            )
+        except Exception as exc:
+            raise ConnectionError(f"cannot connect to NATS at {url}: {exc!r}; is nats-server running?") from exc
+        bus = cls(nc, lost)
+        try:
+            yield bus
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(drain_timeout):
+                await bus._close()
+
+    async def _close(self) -> None:
+        if self._nc.is_closed:
+            return
+        try:
+            await aio_as_trio(self._nc.drain)()
+        except Exception as exc:  # a drain that fails still must close the socket
+            log.warning("nats drain failed", extra={"error": repr(exc)})
+            with contextlib.suppress(Exception):
+                await aio_as_trio(self._nc.close)()
+
+    # --- request-reply --------------------------------------------------------------------
+
+    async def serve(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        service_name: str,
+        version: str,
+        description: str,
+        queue_group: str,
+        workers: int,
+        backlog: int,
+        overloaded: bytes,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve `endpoints` until cancelled. Reports started once every endpoint is subscribed."""
+        send, receive = trio.open_memory_channel[tuple[Handler, MicroRequest]](backlog)
+        handlers: Mapping[str, Handler] = {e.subject: e.handler for e in endpoints}
+
+        async def on_request(request: MicroRequest) -> None:
+            # asyncio side: hand over and return; never do the work here.
+            try:
+                send.send_nowait((handlers[request.subject], request))
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                await request.respond_error("503", "service overloaded or stopping", overloaded)
+
+        self._service = await aio_as_trio(nats.micro.add_service)(
+            self._nc,
+            name=service_name,
+            version=version,
+            description=description,
+            queue_group=queue_group,
+        )
+        for endpoint in endpoints:
+            await aio_as_trio(self._service.add_endpoint)(
+                name=endpoint.name, subject=endpoint.subject, handler=on_request
+            )
+        async with trio.open_nursery() as nursery:
+            for _ in range(workers):
+                nursery.start_soon(self._work, receive.clone())
+            receive.close()
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                send.close()
+
+    async def stop_serving(self) -> None:
+        """Unsubscribe every endpoint (other daemons in the queue group take new requests);
+        requests already handed to Trio are still answered."""
+        service, self._service = self._service, None
+        if service is not None:
+            with contextlib.suppress(Exception):
+                await aio_as_trio(service.stop)()
+
+    async def _work(self, receive: trio.MemoryReceiveChannel[tuple[Handler, MicroRequest]]) -> None:
+        async with receive:
+            async for handler, request in receive:
+                reply = await handler(request.data)
+                try:
+                    await aio_as_trio(_respond)(request, reply)
+                except Exception as exc:  # the requester is gone or NATS is down; nothing to answer
+                    log.warning("reply failed", extra={"subject": request.subject, "error": repr(exc)})
+
+    # --- publishing -----------------------------------------------------------------------
+
+    async def ensure_stream(
+        self, name: str, subjects: Sequence[str], *, duplicate_window: float, max_age: float
+    ) -> None:
+        """Create or update the JetStream stream that keeps execution updates."""
+        config = nats.js.api.StreamConfig(
+            name=name,
+            subjects=list(subjects),
+            duplicate_window=duplicate_window,
+            max_age=max_age,
+            storage=nats.js.api.StorageType.FILE,
+        )
+        try:
+            await aio_as_trio(self._js.add_stream)(config)
+        except nats.js.errors.BadRequestError:
+            await aio_as_trio(self._js.update_stream)(config)
+
+    async def publish_durable(
+        self, messages: Sequence[DurableMessage], *, timeout: float
+    ) -> list[BaseException | None]:
+        """Publish a batch to JetStream in one bridge crossing; one result per message (None when
+        the stream acknowledged it, the exception otherwise)."""
+        return await aio_as_trio(_publish_batch)(self._js, messages, timeout)  # type: ignore[no-any-return]
+
+    async def publish(self, subject: str, payload: bytes) -> None:
+        """Core NATS publish (not durable)."""
+        await aio_as_trio(self._nc.publish)(subject, payload)
+
+    async def request(self, subject: str, payload: bytes, *, timeout: float) -> tuple[bytes, dict[str, str]]:
+        msg = await aio_as_trio(self._nc.request)(subject, payload, timeout=timeout)
+        return msg.data, dict(msg.headers or {})
+
+
+# --- asyncio side (runs inside trio-asyncio's loop) -------------------------------------------
+
+
+async def _respond(request: MicroRequest, reply: Reply) -> None:
+    if reply.error_code is None:
+        await request.respond(reply.data)
+    else:
+        await request.respond_error(str(reply.error_code), reply.error_text or "error", reply.data)
+
+
+async def _publish_batch(js: Any, messages: Sequence[DurableMessage], timeout: float) -> list[BaseException | None]:
+    import asyncio
+
+    futures = []
+    for message in messages:
+        futures.append(
+            await js.publish_async(message.subject, message.payload, headers={"Nats-Msg-Id": message.msg_id})
+        )
+    results: list[BaseException | None] = []
+    done, _pending = await asyncio.wait(futures, timeout=timeout)
+    for future in futures:
+        if future not in done:
+            future.cancel()
+            results.append(TimeoutError("no JetStream ack within timeout"))
+        else:
+            results.append(future.exception())
+    return results

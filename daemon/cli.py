@@ -1,0 +1,304 @@
+"""`broker-integration`: run the daemon, or talk to it as an OMS would.
+
+    broker-integration run [--config FILE] [--state-dir DIR]
+    broker-integration order buy AAPL 100 --type LIMIT --price 190
+    broker-integration cancel ORDER_ID --broker BROKER_ID
+    broker-integration execution --order ORDER_ID      (or an execution id)
+    broker-integration brokers [--status ACTIVE] [--asset-class EQUITY]
+    broker-integration status BROKER_ID
+    broker-integration watch [--order ID] [--broker ID] [--status COMPLETED] [--replay]
+    broker-integration migrate [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from api import subjects
+from api.enums import (
+    AssetClass,
+    BrokerListStatus,
+    ExecutionStatus,
+    ExecutionStrategy,
+    OrderType,
+    TimeInForce,
+    Urgency,
+)
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        result: int = args.func(args)
+        return result
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="broker-integration", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state-dir", type=Path, default=None, help="daemon state directory (default: ./.state)")
+    parser.add_argument("--nats", default=None, help="NATS URL (default: $NATS_URL or the local daemon's)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="request timeout in seconds")
+    parser.add_argument("--json", action="store_true", help="print raw JSON")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run the daemon (embedded default without configuration)")
+    run.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    run.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help="state directory")
+    run.set_defaults(func=_cmd_run)
+
+    order = sub.add_parser("order", help="send a RouteOrder request")
+    order.add_argument("side", type=str.upper, choices=["BUY", "SELL"])
+    order.add_argument("symbol")
+    order.add_argument("quantity")
+    order.add_argument("--type", type=str.upper, default="MARKET", choices=[t.value for t in OrderType])
+    order.add_argument("--price")
+    order.add_argument("--stop-price")
+    order.add_argument("--tif", type=str.upper, default="DAY", choices=[t.value for t in TimeInForce])
+    order.add_argument("--account", default="ACC-1")
+    order.add_argument("--order-id", default=None, help="default: a new uuid")
+    order.add_argument("--strategy", type=str.upper, default="SMART", choices=[s.value for s in ExecutionStrategy])
+    order.add_argument("--urgency", type=str.upper, default="MEDIUM", choices=[u.value for u in Urgency])
+    order.add_argument("--broker", action="append", default=[], help="preferred broker (repeatable, in order)")
+    order.set_defaults(func=_cmd_order)
+
+    cancel = sub.add_parser("cancel", help="send a CancelOrder request")
+    cancel.add_argument("order_id")
+    cancel.add_argument("--broker", required=True)
+    cancel.add_argument("--reason", default=None)
+    cancel.set_defaults(func=_cmd_cancel)
+
+    execution = sub.add_parser("execution", help="GetExecution by execution id or --order")
+    execution.add_argument("execution_id", nargs="?")
+    execution.add_argument("--order", default=None)
+    execution.set_defaults(func=_cmd_execution)
+
+    brokers = sub.add_parser("brokers", help="ListBrokers")
+    brokers.add_argument("--status", type=str.upper, choices=[s.value for s in BrokerListStatus])
+    brokers.add_argument("--asset-class", type=str.upper, choices=[a.value for a in AssetClass])
+    brokers.set_defaults(func=_cmd_brokers)
+
+    status = sub.add_parser("status", help="GetBrokerStatus")
+    status.add_argument("broker_id")
+    status.set_defaults(func=_cmd_status)
+
+    watch = sub.add_parser("watch", help="print execution updates as they arrive")
+    watch.add_argument("--order", default=None)
+    watch.add_argument("--broker", default=None)
+    watch.add_argument("--status", type=str.upper, choices=[s.value for s in ExecutionStatus])
+    watch.add_argument("--replay", action="store_true", help="first replay what the stream kept")
+    watch.add_argument("--stream", default="BROKER_EXECUTIONS")
+    watch.set_defaults(func=_cmd_watch)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations and exit")
+    migrate.add_argument("--database-url", default=None, help="default: $DATABASE_URL")
+    migrate.set_defaults(func=_cmd_migrate)
+    return parser
+
+
+# --- daemon -------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    import trio
+
+    from daemon.app import Endpoints, run_daemon
+    from daemon.config import ConfigError, load_config
+    from daemon.logs import configure_logging
+
+    if args.state_dir is not None:
+        os.environ["BIS_STATE_DIR"] = str(args.state_dir)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(config.service.log_level)
+
+    def banner(endpoints: Endpoints) -> None:
+        if not sys.stdout.isatty():
+            return
+        brokers = ", ".join(b.broker_id for b in config.brokers)
+        print(
+            f"\nBroker Integration Service is ready\n"
+            f"  NATS      {endpoints.nats_url}\n"
+            f"  REST      {endpoints.rest_url or 'disabled'}"
+            f"{'  (no auth: set rest.tokens to require a bearer token)' if not config.rest.tokens else ''}\n"
+            f"  database  {endpoints.database}\n"
+            f"  brokers   {brokers}\n\n"
+            f"Send an order from another terminal:\n"
+            f"  .venv/bin/broker-integration order buy AAPL 100 --type LIMIT --price 190\n"
+            f"  .venv/bin/broker-integration watch\n"
+            f"  curl -s {endpoints.rest_url or 'http://127.0.0.1:8080'}/brokers\n",
+            flush=True,
+        )
+
+    try:
+        trio.run(lambda: run_daemon(config, on_ready=banner))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        import logging
+
+        logging.getLogger("daemon").critical("daemon failed", exc_info=exc)
+        print(f"broker-integration failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    import os
+
+    from daemon.servers import redact_url
+    from sql.migrate import apply_migrations
+
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        print("no database: pass --database-url or set DATABASE_URL", file=sys.stderr)
+        return EXIT_USAGE
+    applied = apply_migrations(url)
+    print(f"{redact_url(url)}: applied {', '.join(applied) if applied else 'nothing (up to date)'}")
+    return 0
+
+
+# --- OMS-side client ----------------------------------------------------------------------
+
+
+def _call(args: argparse.Namespace, subject: str, payload: Any) -> int:
+    from daemon.client import ClientError, request, resolve_nats_url
+
+    try:
+        url = resolve_nats_url(args.nats, _state_dir(args))
+        reply = asyncio.run(request(url, subject, payload, args.timeout))
+    except ClientError as exc:
+        print(f"error{f' {exc.code}' if exc.code else ''}: {exc}", file=sys.stderr)
+        if isinstance(exc.body, dict):
+            for error in exc.body.get("errors", []):
+                print(f"  {error.get('field')}: {error.get('message')}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(reply, indent=None if args.json else 2))
+    return 0
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    import os
+
+    return Path(args.state_dir or os.environ.get("BIS_STATE_DIR") or ".state")
+
+
+def _cmd_order(args: argparse.Namespace) -> int:
+    payload: dict[str, Any] = {
+        "orderId": args.order_id or str(uuid.uuid4()),
+        "accountId": args.account,
+        "symbol": args.symbol,
+        "side": args.side,
+        "type": args.type,
+        "quantity": _number(args.quantity),
+        "timeInForce": args.tif,
+        "executionStrategy": args.strategy,
+        "urgency": args.urgency,
+    }
+    if args.price is not None:
+        payload["price"] = _number(args.price)
+    if args.stop_price is not None:
+        payload["stopPrice"] = _number(args.stop_price)
+    if args.broker:
+        payload["preferredBrokers"] = args.broker
+    return _call(args, subjects.ROUTE_ORDER, payload)
+
+
+def _number(text: str) -> Any:
+    """Pass numbers through as JSON numbers with their exact digits (no float rounding)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text  # the service names the field in its error reply
+    return value if isinstance(value, int | float) else text
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    payload = {"orderId": args.order_id, "brokerId": args.broker}
+    if args.reason:
+        payload["reason"] = args.reason
+    return _call(args, subjects.CANCEL_ORDER, payload)
+
+
+def _cmd_execution(args: argparse.Namespace) -> int:
+    if bool(args.execution_id) == bool(args.order):
+        print("give an execution id or --order ORDER_ID (one of them)", file=sys.stderr)
+        return EXIT_USAGE
+    payload = {"executionId": args.execution_id} if args.execution_id else {"orderId": args.order}
+    return _call(args, subjects.GET_EXECUTION, payload)
+
+
+def _cmd_brokers(args: argparse.Namespace) -> int:
+    payload = {}
+    if args.status:
+        payload["status"] = args.status
+    if args.asset_class:
+        payload["assetClass"] = args.asset_class
+    return _call(args, subjects.LIST_BROKERS, payload)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    return _call(args, subjects.GET_BROKER_STATUS, {"brokerId": args.broker_id})
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from daemon.client import ClientError, resolve_nats_url, updates_subject, watch_updates
+
+    subject = updates_subject(args.broker, args.status, args.order)
+
+    def show(subject_: str, update: Any) -> None:
+        if args.json:
+            print(json.dumps(update), flush=True)
+            return
+        stamp = update.get("timestamp", "")
+        try:
+            stamp = datetime.fromisoformat(stamp.replace("Z", "+00:00")).strftime("%H:%M:%S.%f")[:-3]
+        except ValueError:
+            pass
+        line = (
+            f"{stamp}  {update.get('brokerId', '?'):<12} {update.get('orderId', '?'):<38}"
+            f" {update.get('status', '?'):<16} filled {update.get('filledQuantity')}"
+        )
+        if update.get("averagePrice") is not None:
+            line += f" @ {update['averagePrice']}"
+        fill = update.get("latestFill")
+        if fill:
+            line += f"  (fill {fill['quantity']} @ {fill['price']} on {fill['venue']})"
+        if update.get("reason"):
+            line += f"  reason: {update['reason']}"
+        print(line, flush=True)
+
+    try:
+        url = resolve_nats_url(args.nats, _state_dir(args))
+        print(f"watching {subject} on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        asyncio.run(watch_updates(url, subject, replay=args.replay, stream=args.stream, on_message=show))
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

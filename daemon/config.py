@@ -1,0 +1,162 @@
+"""Daemon configuration: a TOML file, then environment overrides, then the embedded defaults.
+
+Precedence (highest first): environment variables, the TOML file, built-in defaults. With no file
+and no environment the daemon runs its embedded default: its own nats-server and PostgreSQL in the
+state directory, three simulated brokers and a simulated market. `daemon/example.toml` documents
+every key.
+
+Environment overrides:
+    NATS_URL              join this NATS server instead of starting one
+    DATABASE_URL          join this PostgreSQL instead of starting one
+    BIS_STATE_DIR         state directory (also $STATE_DIRECTORY under systemd)
+    BIS_REST_HOST / BIS_REST_PORT
+    BIS_REST_TOKENS       comma-separated bearer tokens (empty: REST auth disabled)
+    BIS_INSTANCE_ID       this daemon's id in logs and NATS connection names
+    BIS_LOG_LEVEL         DEBUG, INFO, WARNING, ...
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from adapters.simulated.config import (
+    MarketConfig,
+    SimulatedBrokerConfig,
+    default_brokers,
+    default_instruments,
+)
+from api.enums import Urgency
+
+
+class ConfigError(Exception):
+    pass
+
+
+class ServiceSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    instance_id: str = ""
+    state_dir: str = ""
+    log_level: str = "INFO"
+    queue_group: str = "broker-integration"
+    #: Trio tasks answering NATS requests concurrently.
+    request_workers: int = 128
+    #: Requests queued beyond the workers before new ones get a 503 error reply.
+    request_backlog: int = 4096
+    #: Graceful stop: in-flight work gets this long after SIGTERM (keep < systemd TimeoutStopSec).
+    shutdown_grace_s: float = 10.0
+    #: How long one broker attempt may take before its outcome counts as unknown, by urgency.
+    attempt_deadline_ms: dict[str, float] = msgspec.field(
+        default_factory=lambda: {"LOW": 5000.0, "MEDIUM": 3000.0, "HIGH": 1500.0, "CRITICAL": 750.0}
+    )
+    #: How long a repeated orderId waits for the first request's answer.
+    duplicate_wait_s: float = 10.0
+
+    def attempt_deadline(self, urgency: Urgency) -> float:
+        return self.attempt_deadline_ms.get(urgency.value, 3000.0) / 1000.0
+
+
+class NatsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str = ""  # empty: start the embedded nats-server
+    stream: str = "BROKER_EXECUTIONS"
+    #: JetStream deduplication window: must cover the longest republish horizon after a crash.
+    duplicate_window_s: float = 600.0
+    stream_max_age_s: float = 7 * 24 * 3600.0
+    connect_timeout_s: float = 5.0
+    publish_timeout_s: float = 5.0
+
+
+class DatabaseSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str = ""  # empty: DATABASE_URL, else the embedded PostgreSQL
+    pool_size: int = 8
+    views_refresh_s: float = 60.0
+
+
+class RestSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tokens: tuple[str, ...] = ()
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    service: ServiceSection = ServiceSection()
+    nats: NatsSection = NatsSection()
+    database: DatabaseSection = DatabaseSection()
+    rest: RestSection = RestSection()
+    market: MarketConfig = msgspec.field(
+        default_factory=lambda: MarketConfig(seed=7, tick_interval_ms=250.0, instruments=default_instruments())
+    )
+    brokers: tuple[SimulatedBrokerConfig, ...] = msgspec.field(default_factory=default_brokers)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.service.state_dir or ".state").resolve()
+
+    @property
+    def instance_id(self) -> str:
+        return self.service.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (if given), then apply environment overrides. Raises ConfigError with the
+    offending key on any problem, so the operator knows what to fix."""
+    env = os.environ if environ is None else environ
+    if path is not None:
+        try:
+            config = msgspec.toml.decode(path.read_bytes(), type=Config)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    else:
+        config = Config()
+    config = _apply_environment(config, env)
+    _check(config)
+    return config
+
+
+def _apply_environment(config: Config, env: Mapping[str, str]) -> Config:
+    service, nats, database, rest = config.service, config.nats, config.database, config.rest
+    replace = msgspec.structs.replace
+    if env.get("NATS_URL"):
+        nats = replace(nats, url=env["NATS_URL"])
+    if env.get("DATABASE_URL"):
+        database = replace(database, url=env["DATABASE_URL"])
+    state_dir = env.get("BIS_STATE_DIR") or env.get("STATE_DIRECTORY")
+    if state_dir:
+        service = replace(service, state_dir=state_dir.split(":")[0])
+    if env.get("BIS_INSTANCE_ID"):
+        service = replace(service, instance_id=env["BIS_INSTANCE_ID"])
+    if env.get("BIS_LOG_LEVEL"):
+        service = replace(service, log_level=env["BIS_LOG_LEVEL"])
+    if env.get("BIS_REST_HOST"):
+        rest = replace(rest, host=env["BIS_REST_HOST"])
+    if env.get("BIS_REST_PORT"):
+        try:
+            rest = replace(rest, port=int(env["BIS_REST_PORT"]))
+        except ValueError:
+            raise ConfigError(f"BIS_REST_PORT must be a port number, got {env['BIS_REST_PORT']!r}") from None
+    if "BIS_REST_TOKENS" in env:
+        tokens = tuple(t.strip() for t in env["BIS_REST_TOKENS"].split(",") if t.strip())
+        rest = replace(rest, tokens=tokens)
+    return replace(config, service=service, nats=nats, database=database, rest=rest)
+
+
+def _check(config: Config) -> None:
+    ids = [b.broker_id for b in config.brokers]
+    duplicates = {i for i in ids if ids.count(i) > 1}
+    if duplicates:
+        raise ConfigError(f"brokers: duplicate broker_id {sorted(duplicates)}")
+    if not config.brokers:
+        raise ConfigError("brokers: at least one broker must be configured")
+    if not 0 <= config.rest.port <= 65535:
+        raise ConfigError(f"rest.port: {config.rest.port} is not a port number")
+    if config.service.request_workers < 1:
+        raise ConfigError("service.request_workers must be at least 1")
+    unknown = set(config.service.attempt_deadline_ms) - {u.value for u in Urgency}
+    if unknown:
+        raise ConfigError(f"service.attempt_deadline_ms: unknown urgency {sorted(unknown)}")

@@ -1,0 +1,65 @@
+"""NATS request-reply endpoints: JSON bytes in, JSON bytes out, over the service facade.
+
+Each endpoint decodes and validates with `api.validation`, calls the facade, and encodes the
+reply. Every failure is an error reply (never silence): the `Nats-Service-Error-Code` header
+carries the HTTP-like code and the payload is the REST error body with field errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from api import subjects
+from api.codec import encode
+from api.contracts import ErrorBody, GetBrokerStatusRequest, ListBrokersRequest
+from api.errors import ServiceError
+from api.service import BrokerService
+from api.validation import decode_cancel, decode_get_execution, decode_order, decode_request
+from daemon.bus import Endpoint, Reply
+
+log = logging.getLogger(__name__)
+
+OVERLOADED = encode(ErrorBody(message="service overloaded or stopping: retry shortly"))
+
+
+def _endpoint(name: str, subject: str, call: Callable[[bytes], Awaitable[Any]]) -> Endpoint:
+    async def handle(data: bytes) -> Reply:
+        try:
+            return Reply(encode(await call(data)))
+        except ServiceError as exc:
+            return Reply(encode(exc.body()), exc.code, exc.message)
+        except Exception:
+            log.exception("request failed", extra={"subject": subject})
+            body = ErrorBody(message="internal error: the request was not completed; see the service log")
+            return Reply(encode(body), 500, "internal error")
+
+    return Endpoint(name=name, subject=subject, handler=handle)
+
+
+def service_endpoints(service: BrokerService) -> list[Endpoint]:
+    async def route_order(data: bytes) -> Any:
+        return await service.route_order(decode_order(data))
+
+    async def get_execution(data: bytes) -> Any:
+        return await service.get_execution(decode_get_execution(data))
+
+    async def cancel_order(data: bytes) -> Any:
+        return await service.cancel_order(decode_cancel(data))
+
+    async def get_broker_status(data: bytes) -> Any:
+        request = decode_request(data, GetBrokerStatusRequest)
+        return await service.get_broker_status(request.broker_id)
+
+    async def list_brokers(data: bytes) -> Any:
+        request = decode_request(data or b"{}", ListBrokersRequest)
+        return await service.list_brokers(request)
+
+    return [
+        _endpoint("RouteOrder", subjects.ROUTE_ORDER, route_order),
+        _endpoint("GetExecution", subjects.GET_EXECUTION, get_execution),
+        _endpoint("CancelOrder", subjects.CANCEL_ORDER, cancel_order),
+        _endpoint("GetBrokerStatus", subjects.GET_BROKER_STATUS, get_broker_status),
+        _endpoint("ListBrokers", subjects.LIST_BROKERS, list_brokers),
+    ]

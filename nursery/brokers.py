@@ -1,0 +1,202 @@
+"""Broker connections: one child nursery per broker under a supervisor.
+
+Each broker's `adapter.run` (connect, authenticate, stream executions) lives in its own nursery.
+When it fails, only that broker restarts — with capped exponential backoff and jitter — while the
+other brokers and the daemon keep serving. `BrokerHandle` holds what the rest of the daemon
+reads about a broker: connection status, issues, in-flight orders and measured latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import trio
+
+from adapters.base import BrokerAdapter
+from api.contracts import BrokerInfo, BrokerIssue, BrokerStatus, LatencyStats
+from api.enums import BrokerListStatus, ConnectionStatus, IssueType
+from api.events import AnyBrokerEvent
+from routing.select import BrokerCandidate
+
+log = logging.getLogger(__name__)
+
+LATENCY_WINDOW = 1000
+DAY = timedelta(hours=24)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BrokerHandle:
+    """Live state of one broker connection (mutated only by its supervisor and order tasks)."""
+
+    def __init__(self, adapter: BrokerAdapter, name: str, clock: Callable[[], datetime] = _now) -> None:
+        self.adapter = adapter
+        self.broker_id = adapter.broker_id
+        self.name = name
+        self.status = ConnectionStatus.DISCONNECTED
+        self.maintenance = False
+        self.last_connected: datetime | None = None
+        self.issues: deque[BrokerIssue] = deque(maxlen=20)
+        self.in_flight = 0
+        self.running_volume = Decimal(0)
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._clock = clock
+        self._started = clock()
+        self._connected_since: datetime | None = None
+        self._connected_total = timedelta(0)
+
+    def __repr__(self) -> str:
+        return f"<BrokerHandle {self.broker_id} {self.status} in_flight={self.in_flight}>"
+
+    # --- state changes --------------------------------------------------------------------
+
+    def mark_connected(self) -> None:
+        now = self._clock()
+        self.status = ConnectionStatus.CONNECTED
+        self.last_connected = now
+        if self._connected_since is None:
+            self._connected_since = now
+
+    def mark_disconnected(self, issue: IssueType, message: str) -> None:
+        now = self._clock()
+        if self._connected_since is not None:
+            self._connected_total += now - self._connected_since
+            self._connected_since = None
+        self.status = ConnectionStatus.DISCONNECTED
+        self.report_issue(issue, message)
+
+    def report_issue(self, issue: IssueType, message: str) -> None:
+        self.issues.append(BrokerIssue(type=issue, message=message, timestamp=self._clock()))
+
+    def record_latency(self, milliseconds: float) -> None:
+        self._latencies.append(milliseconds)
+
+    # --- views ----------------------------------------------------------------------------
+
+    @property
+    def effective_status(self) -> ConnectionStatus:
+        return ConnectionStatus.MAINTENANCE if self.maintenance else self.status
+
+    def latency_stats(self) -> LatencyStats:
+        if not self._latencies:
+            return LatencyStats()
+        ordered = sorted(self._latencies)
+
+        def pct(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+        return LatencyStats(
+            average_ms=sum(ordered) / len(ordered), p95_ms=pct(0.95), p99_ms=pct(0.99)
+        )
+
+    def mean_latency_ms(self) -> float:
+        return sum(self._latencies) / len(self._latencies) if self._latencies else 0.0
+
+    def uptime_percent(self) -> float:
+        """Share of the time since start (at most the last 24 h) spent CONNECTED."""
+        now = self._clock()
+        window_start = max(self._started, now - DAY)
+        elapsed = (now - window_start).total_seconds()
+        connected = self._connected_total
+        if self._connected_since is not None:
+            connected += now - max(self._connected_since, window_start)
+        if elapsed <= 0:
+            return 100.0 if self._connected_since is not None else 0.0
+        return round(min(100.0, 100.0 * connected.total_seconds() / elapsed), 3)
+
+    def candidate(self) -> BrokerCandidate:
+        return BrokerCandidate(
+            broker_id=self.broker_id,
+            status=self.effective_status,
+            capabilities=self.adapter.capabilities,
+            commission=self.adapter.commission,
+            latency_ms=self.mean_latency_ms(),
+            running_volume=self.running_volume,
+        )
+
+    def info(self) -> BrokerInfo:
+        status = self.effective_status
+        if status is ConnectionStatus.MAINTENANCE:
+            listed = BrokerListStatus.MAINTENANCE
+        elif status in (ConnectionStatus.CONNECTED, ConnectionStatus.DEGRADED):
+            listed = BrokerListStatus.ACTIVE
+        else:
+            listed = BrokerListStatus.INACTIVE
+        caps = self.adapter.capabilities
+        return BrokerInfo(
+            id=self.broker_id,
+            name=self.name,
+            status=listed,
+            supported_asset_classes=tuple(sorted(caps.asset_classes)),
+            features=tuple(sorted(caps.features)),
+            commission_structure=self.adapter.commission,
+            latency_stats=self.latency_stats(),
+        )
+
+    def status_report(self) -> BrokerStatus:
+        return BrokerStatus(
+            broker_id=self.broker_id,
+            status=self.effective_status,
+            uptime=self.uptime_percent(),
+            current_load=float(self.in_flight),
+            issues=tuple(self.issues),
+            last_connected=self.last_connected,
+        )
+
+
+async def supervise_brokers(
+    handles: Sequence[BrokerHandle],
+    events: trio.MemorySendChannel[AnyBrokerEvent],
+    *,
+    backoff_initial: float = 0.25,
+    backoff_max: float = 30.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run every broker connection until cancelled. Reports started once each broker has either
+    connected or failed its first attempt, so a dead broker does not hold the daemon back."""
+    async with trio.open_nursery() as nursery:
+        for handle in handles:
+            await nursery.start(_supervise_one, handle, events.clone(), backoff_initial, backoff_max)
+        task_status.started()
+
+
+async def _supervise_one(
+    handle: BrokerHandle,
+    events: trio.MemorySendChannel[AnyBrokerEvent],
+    backoff_initial: float,
+    backoff_max: float,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    delay = backoff_initial
+    first = True
+    async with events:
+        while True:
+            try:
+                async with trio.open_nursery() as connection:
+                    await connection.start(handle.adapter.run, events)
+                    handle.mark_connected()
+                    log.info("broker connected", extra={"broker_id": handle.broker_id})
+                    delay = backoff_initial
+                    if first:
+                        first = False
+                        task_status.started()
+            except Exception as exc:
+                handle.mark_disconnected(IssueType.CONNECTIVITY, f"connection failed: {exc!r}")
+                log.warning(
+                    "broker connection failed; restarting",
+                    extra={"broker_id": handle.broker_id, "error": repr(exc), "retry_in_s": delay},
+                )
+            else:
+                handle.mark_disconnected(IssueType.CONNECTIVITY, "connection ended")
+            if first:
+                first = False
+                task_status.started()
+            await trio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(backoff_max, delay * 2)

@@ -1,0 +1,578 @@
+"""The execution engine: routes orders to brokers and follows each execution to its end.
+
+Guarantees (DESIGN.md invariants):
+- `orderId` is the idempotency key. The first request for an order id claims it in PostgreSQL
+  (one row, primary key); every repeat — sequential, concurrent, or through another daemon on the
+  same database — gets the first answer and sends nothing. A repeat carrying a *different* order
+  is refused (400 on `orderId`) instead of being answered with someone else's result.
+- Write before send: the claim commits the order, the chosen broker and the deterministic client
+  order id before the adapter is called.
+- Every state change goes through `api.lifecycle.apply_event`, is committed together with its
+  outbox row, and only then published; the publisher retries until JetStream acknowledges.
+- An attempt whose outcome is unknown (timeout, disconnect) is never resent: the order is
+  answered PENDING and reconciled by querying the broker with its client order id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Protocol
+
+import trio
+from sql.records import ClaimResult, OrderClaim, OutboxEvent
+from sql.store import Store
+
+from adapters.base import (
+    BrokerRejected,
+    CancelRejected,
+    DeniedLocally,
+    OutcomeUnknown,
+    SubmitRequest,
+)
+from api.contracts import (
+    BrokerInfo,
+    BrokerStatus,
+    CancelOrderRequest,
+    CancelOrderResponse,
+    ExecutionDetails,
+    FieldError,
+    GetExecutionRequest,
+    ListBrokersRequest,
+    OrderRoutingRequest,
+    OrderRoutingResponse,
+)
+from api.enums import AssetClass, BrokerOrderStatus, CancellationStatus, RoutingStatus
+from api.errors import InvalidRequest, NotFound, Unavailable
+from api.events import AnyBrokerEvent, OrderAccepted, OrderRejected
+from api.lifecycle import IllegalTransition, apply_event
+from api.orders import BrokerOrder
+from nursery.brokers import BrokerHandle
+from nursery.identity import client_order_id, execution_id, execution_of_client_order, request_hash
+from nursery.live import LiveBook, LiveExecution
+from nursery.updates import outbox_event
+from routing.select import select_broker
+
+log = logging.getLogger(__name__)
+
+
+class MarketView(Protocol):
+    def asset_class(self, symbol: str) -> AssetClass | None: ...
+
+    def mid(self, symbol: str) -> Decimal | None: ...
+
+
+class EngineSettings(Protocol):
+    duplicate_wait_s: float
+
+    def attempt_deadline(self, urgency: object) -> float: ...
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ExecutionEngine:
+    def __init__(
+        self,
+        store: Store,
+        brokers: Sequence[BrokerHandle],
+        market: MarketView,
+        publish: trio.MemorySendChannel[OutboxEvent],
+        *,
+        attempt_deadline: Callable[[object], float],
+        duplicate_wait: float = 10.0,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._store = store
+        self._brokers: dict[str, BrokerHandle] = {b.broker_id: b for b in brokers}
+        self._market = market
+        self._publish = publish
+        self._attempt_deadline = attempt_deadline
+        self._duplicate_wait = duplicate_wait
+        self._clock = clock
+        self._live = LiveBook()
+        self._routing: dict[str, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self._stopping = False
+        self._active_requests = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def __repr__(self) -> str:
+        return f"<ExecutionEngine brokers={len(self._brokers)} live={len(self._live)} stopping={self._stopping}>"
+
+    @property
+    def brokers(self) -> Mapping[str, BrokerHandle]:
+        return self._brokers
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(
+        self,
+        events: trio.MemoryReceiveChannel[AnyBrokerEvent],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Recover open executions, then consume broker events until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for order in await self._store.load_open_executions():
+                live = LiveExecution(order)
+                self._live.add(live)
+                if order.status is BrokerOrderStatus.PENDING:
+                    nursery.start_soon(self._reconcile, live, "recovered after restart")
+            nursery.start_soon(self._evict_periodically)
+            task_status.started()
+            async with events:
+                async for event in events:
+                    self._enqueue(event)
+
+    def stop_intake(self) -> None:
+        """New routing and cancel requests are refused from now on (503, 'service is stopping')."""
+        self._stopping = True
+
+    async def wait_idle(self) -> None:
+        """Wait until no routing or cancel request is in progress."""
+        await self._idle.wait()
+
+    def open_executions(self) -> int:
+        return self._live.open_count()
+
+    # --- routing --------------------------------------------------------------------------
+
+    async def route_order(self, request: OrderRoutingRequest) -> OrderRoutingResponse:
+        self._check_accepting()
+        asset_class = self._check_routable(request)
+        fingerprint = request_hash(request)
+        self._begin()
+        try:
+            earlier = self._routing.get(request.order_id)
+            if earlier is not None:  # same order id already being routed here: wait for its answer
+                with trio.move_on_after(self._duplicate_wait):
+                    await earlier.wait()
+                claim = await self._store.get_claim(request.order_id)
+                assert claim is not None, "an order being routed is always claimed"
+                return await self._answer_repeat(request.order_id, fingerprint, claim)
+            done = self._routing[request.order_id] = trio.Event()
+            try:
+                return await self._route_new(request, asset_class, fingerprint)
+            finally:
+                done.set()
+                del self._routing[request.order_id]
+        finally:
+            self._end()
+
+    def _check_accepting(self) -> None:
+        if self._stopping:
+            raise Unavailable("service is stopping: send the request again (another instance will take it)")
+
+    def _check_routable(self, request: OrderRoutingRequest) -> AssetClass:
+        errors: list[FieldError] = []
+        asset_class = self._market.asset_class(request.symbol)
+        if asset_class is None:
+            errors.append(FieldError("symbol", f"unknown instrument {request.symbol!r}"))
+        for i, broker in enumerate(request.preferred_brokers):
+            if broker not in self._brokers:
+                known = ", ".join(sorted(self._brokers))
+                errors.append(FieldError(f"preferredBrokers[{i}]", f"unknown broker {broker!r} (known: {known})"))
+        if errors:
+            raise InvalidRequest("invalid request: " + ", ".join(e.field for e in errors), errors)
+        assert asset_class is not None
+        return asset_class
+
+    async def _route_new(
+        self, request: OrderRoutingRequest, asset_class: AssetClass, fingerprint: str
+    ) -> OrderRoutingResponse:
+        received = self._clock()
+        arrival = self._market.mid(request.symbol)
+        reference = request.price or request.stop_price or arrival
+        selection = select_broker(
+            [b.candidate() for b in self._brokers.values()], request, asset_class, reference
+        )
+        routing_id = str(uuid.uuid4())
+        broker_id = selection.chosen
+        if broker_id is None:
+            response = OrderRoutingResponse(
+                routing_id=routing_id,
+                order_id=request.order_id,
+                status=RoutingStatus.REJECTED,
+                timestamp=received,
+                rejection_reason=selection.rejection_reason(),
+            )
+            claim = OrderClaim(
+                order_id=request.order_id,
+                routing_id=routing_id,
+                request_hash=fingerprint,
+                request=request,
+                received_at=received,
+                arrival_price=arrival,
+                execution=None,
+                asset_class=asset_class.value,
+                event=None,
+                response=response,
+            )
+            result = await self._store.claim_order(claim)
+            return response if result.claimed else await self._answer_repeat(request.order_id, fingerprint, result)
+
+        execution = execution_id(request.order_id, 1)
+        order = BrokerOrder(
+            id=execution,
+            order_id=request.order_id,
+            broker_id=broker_id,
+            client_order_id=client_order_id(execution),
+            account_id=request.account_id,
+            symbol=request.symbol,
+            side=request.side,
+            order_type=request.type,
+            quantity=request.quantity,
+            time_in_force=request.time_in_force,
+            execution_strategy=request.execution_strategy,
+            urgency=request.urgency,
+            created_at=received,
+            updated_at=received,
+            price=request.price,
+            stop_price=request.stop_price,
+        )
+        claim = OrderClaim(
+            order_id=request.order_id,
+            routing_id=routing_id,
+            request_hash=fingerprint,
+            request=request,
+            received_at=received,
+            arrival_price=arrival,
+            execution=order,
+            asset_class=asset_class.value,
+            event=None,
+            response=None,
+        )
+        result = await self._store.claim_order(claim)  # write before send
+        if not result.claimed:
+            return await self._answer_repeat(request.order_id, fingerprint, result)
+        live = LiveExecution(order)
+        self._live.add(live)
+        return await self._attempt(live, routing_id, asset_class, request)
+
+    async def _attempt(
+        self, live: LiveExecution, routing_id: str, asset_class: AssetClass, request: OrderRoutingRequest
+    ) -> OrderRoutingResponse:
+        order = live.order
+        handle = self._brokers[order.broker_id]
+        submit = SubmitRequest(
+            client_order_id=order.client_order_id,
+            account_id=order.account_id,
+            symbol=order.symbol,
+            asset_class=asset_class,
+            side=order.side,
+            order_type=order.order_type,
+            quantity=order.quantity,
+            time_in_force=order.time_in_force,
+            price=order.price,
+            stop_price=order.stop_price,
+        )
+
+        def response(status: RoutingStatus, **fields: object) -> OrderRoutingResponse:
+            return OrderRoutingResponse(
+                routing_id=routing_id,
+                order_id=order.order_id,
+                status=status,
+                timestamp=self._clock(),
+                selected_broker=order.broker_id,
+                execution_id=order.id,
+                estimated_execution_time=handle.mean_latency_ms(),
+                **fields,  # type: ignore[arg-type]
+            )
+
+        handle.in_flight += 1
+        started = time.perf_counter()
+        unknown_reason: str | None = None
+        try:
+            with trio.move_on_after(self._attempt_deadline(request.urgency)) as scope:
+                ack = await handle.adapter.submit(submit)
+            if scope.cancelled_caught:
+                unknown_reason = "no answer from the broker within the attempt deadline"
+        except (BrokerRejected, DeniedLocally) as exc:
+            reason = f"{order.broker_id}: {exc.reason}"
+            answer = response(RoutingStatus.REJECTED, rejection_reason=reason)
+            await self._apply(live, [OrderRejected(order.client_order_id, self._clock(), reason)], answer)
+            return answer
+        except OutcomeUnknown as exc:
+            unknown_reason = exc.reason
+        except Exception as exc:  # an adapter bug must not look like a rejection: outcome unknown
+            log.exception("adapter submit failed", extra={"broker_id": order.broker_id, "order_id": order.order_id})
+            unknown_reason = f"adapter error: {exc!r}"
+        finally:
+            handle.in_flight -= 1
+
+        if unknown_reason is not None:
+            answer = response(RoutingStatus.PENDING)
+            await self._store.save_response(order.order_id, answer)
+            log.warning(
+                "order outcome unknown; reconciling",
+                extra={"order_id": order.order_id, "broker_id": order.broker_id, "reason": unknown_reason},
+            )
+            self._spawn(self._reconcile, live, unknown_reason)
+            return answer
+
+        handle.record_latency((time.perf_counter() - started) * 1000.0)
+        answer = response(RoutingStatus.ACCEPTED, broker_order_id=ack.broker_order_id)
+        accepted = OrderAccepted(order.client_order_id, ack.at, ack.broker_order_id)
+        await self._apply(live, [accepted], answer)
+        if live.cancel_requested and not live.order.status.is_final:
+            self._spawn(self._send_cancel, live)
+        return answer
+
+    async def _answer_repeat(self, order_id: str, fingerprint: str, claim: ClaimResult) -> OrderRoutingResponse:
+        if claim.request_hash != fingerprint:
+            raise InvalidRequest(
+                "orderId already used for a different order",
+                [FieldError("orderId", f"{order_id!r} was already routed with different parameters")],
+            )
+        deadline = trio.current_time() + self._duplicate_wait
+        while claim.response is None:  # the first request is still being routed (maybe elsewhere)
+            if trio.current_time() > deadline:
+                raise Unavailable(f"order {order_id!r} is still being routed; ask again or use GetExecution")
+            await trio.sleep(0.005)
+            fresh = await self._store.get_claim(order_id)
+            assert fresh is not None
+            claim = fresh
+        return claim.response
+
+    # --- applying broker events -----------------------------------------------------------
+
+    def _enqueue(self, event: AnyBrokerEvent) -> None:
+        live = self._live.by_client_order(event.client_order_id)
+        if live is None:
+            self._spawn(self._load_and_enqueue, event)
+            return
+        live.queue.append(event)
+        if not live.draining:
+            live.draining = True
+            self._spawn(self._drain, live)
+
+    async def _load_and_enqueue(self, event: AnyBrokerEvent) -> None:
+        execution = execution_of_client_order(event.client_order_id)
+        order = await self._store.load_execution(execution) if execution else None
+        if order is None:
+            log.error("event for an order we do not know", extra={"client_order_id": event.client_order_id})
+            return
+        if self._live.by_client_order(event.client_order_id) is None:
+            live = LiveExecution(order)
+            self._live.add(live)
+            if order.status.is_final:
+                self._live.finished(live)
+        self._enqueue(event)
+
+    async def _drain(self, live: LiveExecution) -> None:
+        try:
+            while live.queue:
+                events = list(live.queue)
+                live.queue.clear()
+                await self._apply(live, events)
+        finally:
+            live.draining = False
+
+    async def _apply(
+        self, live: LiveExecution, events: Sequence[AnyBrokerEvent], response: OrderRoutingResponse | None = None
+    ) -> None:
+        """Apply `events` in order, persist each published transition with its outbox row (and
+        `response`, if given, with the last), then publish. Serialised per execution."""
+        async with live.lock:
+            order = live.order
+            changes = []
+            for event in events:
+                try:
+                    transition = apply_event(order, event)
+                except IllegalTransition as exc:
+                    log.error("broker event refused by the order state machine", extra={"error": str(exc)})
+                    continue
+                if transition.changed:
+                    order = transition.order
+                    changes.append(transition)
+            if not changes:
+                if response is not None:
+                    await self._store.save_response(order.order_id, response)
+                return
+            published: list[OutboxEvent] = []
+            previous_sequence = live.order.sequence
+            for i, transition in enumerate(changes):
+                state = transition.order
+                event = None
+                if state.sequence != previous_sequence:
+                    event = outbox_event(state, transition.fill)
+                    published.append(event)
+                    previous_sequence = state.sequence
+                last = i == len(changes) - 1
+                await self._store.save_transition(
+                    state,
+                    transition.fill,
+                    event,
+                    (state.order_id, response) if last and response is not None else None,
+                )
+                if transition.fill is not None:
+                    self._brokers[state.broker_id].running_volume += transition.fill.quantity * transition.fill.price
+            live.order = order
+            if order.status.is_final:
+                self._live.finished(live)
+        for event in published:
+            try:
+                self._publish.send_nowait(event)
+            except trio.WouldBlock:  # the outbox sweep publishes it
+                log.warning("publish queue full; left to the outbox sweep", extra={"msg_id": event.msg_id})
+
+    # --- reconciliation and cancels -------------------------------------------------------
+
+    async def _reconcile(self, live: LiveExecution, reason: str) -> None:
+        """Find out what became of an attempt whose outcome is unknown. Never resends: queries
+        the broker by client order id until it answers; adopts the order if the broker has it;
+        declares it rejected only once the broker, connected and answering, says it never got it."""
+        order = live.order
+        handle = self._brokers.get(order.broker_id)
+        if handle is None:
+            log.error("cannot reconcile: broker no longer configured", extra={"broker_id": order.broker_id})
+            return
+        delay = 0.05
+        while not live.order.status.is_final:
+            try:
+                with trio.fail_after(max(1.0, self._attempt_deadline(order.urgency))):
+                    snapshot = await handle.adapter.query(order.client_order_id)
+            except Exception as exc:
+                log.info("reconcile query failed; retrying", extra={"order_id": order.order_id, "error": repr(exc)})
+                await trio.sleep(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            if snapshot is None:
+                why = f"{order.broker_id}: order never reached the broker ({reason})"
+                await self._apply(live, [OrderRejected(order.client_order_id, self._clock(), why)])
+            else:
+                adopted = OrderAccepted(order.client_order_id, self._clock(), snapshot.broker_order_id)
+                await self._apply(live, [adopted])
+            return
+
+    async def cancel_order(self, request: CancelOrderRequest) -> CancelOrderResponse:
+        self._check_accepting()
+        if request.broker_id not in self._brokers:
+            raise InvalidRequest(
+                "invalid request: brokerId", [FieldError("brokerId", f"unknown broker {request.broker_id!r}")]
+            )
+        self._begin()
+        try:
+            return await self._cancel(request)
+        finally:
+            self._end()
+
+    async def _cancel(self, request: CancelOrderRequest) -> CancelOrderResponse:
+        now = self._clock()
+        request_id = str(uuid.uuid4())
+
+        def answer(status: CancellationStatus, reason: str | None = None) -> CancelOrderResponse:
+            return CancelOrderResponse(
+                request_id=request_id, order_id=request.order_id, status=status, timestamp=now, rejection_reason=reason
+            )
+
+        live = self._live.by_order(request.order_id)
+        order = live.order if live is not None else await self._store.load_latest_execution(request.order_id)
+        if order is None:
+            return answer(CancellationStatus.REJECTED, f"unknown order {request.order_id!r}")
+        if order.broker_id != request.broker_id:
+            return answer(
+                CancellationStatus.REJECTED,
+                f"order {request.order_id!r} is at broker {order.broker_id!r}, not {request.broker_id!r}",
+            )
+        if request.broker_order_id and order.broker_order_id and request.broker_order_id != order.broker_order_id:
+            return answer(
+                CancellationStatus.REJECTED,
+                f"brokerOrderId {request.broker_order_id!r} does not match {order.broker_order_id!r}",
+            )
+        if order.status.is_final:
+            return answer(
+                CancellationStatus.REJECTED, f"order is already {order.status.execution_status.value}"
+            )
+        if live is None:
+            live = LiveExecution(order)
+            self._live.add(live)
+        if order.status is BrokerOrderStatus.PENDING:
+            live.cancel_requested = True  # sent as soon as the broker acknowledges the order
+            return answer(CancellationStatus.PENDING, None)
+        try:
+            with trio.fail_after(self._attempt_deadline(order.urgency)):
+                await self._brokers[order.broker_id].adapter.cancel(order.client_order_id)
+        except CancelRejected as exc:
+            return answer(CancellationStatus.REJECTED, f"{order.broker_id}: {exc.reason}")
+        except (OutcomeUnknown, trio.TooSlowError):
+            live.cancel_requested = True
+            self._spawn(self._send_cancel, live)
+            return answer(CancellationStatus.PENDING, None)
+        return answer(CancellationStatus.ACCEPTED, None)
+
+    async def _send_cancel(self, live: LiveExecution) -> None:
+        """Cancel by client order id until the broker answers (cancels are idempotent)."""
+        delay = 0.05
+        handle = self._brokers[live.order.broker_id]
+        while not live.order.status.is_final:
+            try:
+                with trio.fail_after(max(1.0, self._attempt_deadline(live.order.urgency))):
+                    await handle.adapter.cancel(live.order.client_order_id)
+                return
+            except CancelRejected as exc:
+                log.warning("cancel refused by broker", extra={"order_id": live.order.order_id, "reason": exc.reason})
+                return
+            except Exception as exc:
+                log.info("cancel failed; retrying", extra={"order_id": live.order.order_id, "error": repr(exc)})
+                await trio.sleep(delay)
+                delay = min(5.0, delay * 2)
+
+    # --- queries --------------------------------------------------------------------------
+
+    async def get_execution(self, request: GetExecutionRequest) -> ExecutionDetails:
+        if request.execution_id is not None:
+            live = self._live.by_execution(request.execution_id)
+            order = live.order if live else await self._store.load_execution(request.execution_id)
+            key = f"execution {request.execution_id!r}"
+        else:
+            assert request.order_id is not None
+            live = self._live.by_order(request.order_id)
+            order = live.order if live else await self._store.load_latest_execution(request.order_id)
+            key = f"order {request.order_id!r}"
+        if order is None:
+            raise NotFound(f"no execution for {key}")
+        return order.to_details()
+
+    async def get_broker_status(self, broker_id: str) -> BrokerStatus:
+        handle = self._brokers.get(broker_id)
+        if handle is None:
+            raise NotFound(f"unknown broker {broker_id!r}")
+        return handle.status_report()
+
+    async def list_brokers(self, request: ListBrokersRequest) -> list[BrokerInfo]:
+        infos = [handle.info() for handle in self._brokers.values()]
+        return [
+            info
+            for info in infos
+            if (request.status is None or info.status == request.status)
+            and (request.asset_class is None or request.asset_class in info.supported_asset_classes)
+        ]
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _spawn(self, fn: Callable[..., object], *args: object) -> None:
+        assert self._nursery is not None, "engine.run() is not running"
+        self._nursery.start_soon(fn, *args)  # type: ignore[arg-type]
+
+    def _begin(self) -> None:
+        self._active_requests += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+
+    def _end(self) -> None:
+        self._active_requests -= 1
+        if self._active_requests == 0:
+            self._idle.set()
+
+    async def _evict_periodically(self) -> None:
+        while True:
+            await trio.sleep(30)
+            self._live.evict_finished()

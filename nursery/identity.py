@@ -1,0 +1,42 @@
+"""Deterministic identities of an order's attempts.
+
+The execution id and the client order id of attempt N of OMS order X are functions of (X, N):
+two daemons (or one daemon after a crash) that route the same order derive the same ids, so the
+broker's own duplicate check on client order ids backs up our idempotency. The client order id
+is the execution id's hex with a prefix, so an event from a broker maps back to its execution
+without a lookup table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from api.codec import encode
+from api.contracts import OrderRoutingRequest
+
+_EXECUTION_NAMESPACE = uuid.UUID("2b7d6f0e-3c1a-4e8b-9a55-7e0c4d1f9b21")
+CLIENT_ORDER_PREFIX = "bis-"
+
+
+def execution_id(order_id: str, attempt: int) -> str:
+    return str(uuid.uuid5(_EXECUTION_NAMESPACE, f"{order_id}\x1f{attempt}"))
+
+
+def client_order_id(execution: str) -> str:
+    return CLIENT_ORDER_PREFIX + uuid.UUID(execution).hex
+
+
+def execution_of_client_order(client_id: str) -> str | None:
+    """The execution id behind one of our client order ids (None if it is not ours)."""
+    if not client_id.startswith(CLIENT_ORDER_PREFIX):
+        return None
+    try:
+        return str(uuid.UUID(hex=client_id[len(CLIENT_ORDER_PREFIX) :]))
+    except ValueError:
+        return None
+
+
+def request_hash(request: OrderRoutingRequest) -> str:
+    """Fingerprint of a routing request: a repeat with the same orderId must carry the same order."""
+    return hashlib.sha256(encode(request)).hexdigest()

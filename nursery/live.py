@@ -1,0 +1,91 @@
+"""The executions this daemon is currently driving, in memory.
+
+A `LiveExecution` serialises everything that changes one order: broker events are queued on it
+and applied in arrival order by a single drain task at a time, under its lock, so the persisted
+sequence of states is exactly the order in which they were applied. Finished executions stay for
+`retain` so that late events (a fill racing a cancel) still find them; older ones are reloaded
+from PostgreSQL on demand.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+import trio
+
+from api.events import AnyBrokerEvent
+from api.orders import BrokerOrder
+
+
+class LiveExecution:
+    __slots__ = ("cancel_requested", "draining", "finished_at", "lock", "order", "queue")
+
+    def __init__(self, order: BrokerOrder) -> None:
+        self.order = order
+        self.lock = trio.Lock()
+        self.queue: deque[AnyBrokerEvent] = deque()
+        self.draining = False
+        self.cancel_requested = False
+        self.finished_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<LiveExecution {self.order!r} queued={len(self.queue)}>"
+
+
+class LiveBook:
+    """Live executions by client order id, execution id and order id."""
+
+    def __init__(self, retain: float = 300.0) -> None:
+        self._by_client: dict[str, LiveExecution] = {}
+        self._by_execution: dict[str, LiveExecution] = {}
+        self._by_order: dict[str, LiveExecution] = {}
+        self._finished: deque[LiveExecution] = deque()
+        self.retain = retain
+
+    def __len__(self) -> int:
+        return len(self._by_client)
+
+    def __iter__(self) -> Iterator[LiveExecution]:
+        return iter(list(self._by_client.values()))
+
+    def add(self, live: LiveExecution) -> None:
+        order = live.order
+        self._by_client[order.client_order_id] = live
+        self._by_execution[order.id] = live
+        self._by_order[order.order_id] = live
+
+    def by_client_order(self, client_order_id: str) -> LiveExecution | None:
+        return self._by_client.get(client_order_id)
+
+    def by_execution(self, execution_id: str) -> LiveExecution | None:
+        return self._by_execution.get(execution_id)
+
+    def by_order(self, order_id: str) -> LiveExecution | None:
+        return self._by_order.get(order_id)
+
+    def finished(self, live: LiveExecution) -> None:
+        if live.finished_at is None:
+            live.finished_at = trio.current_time()
+            self._finished.append(live)
+
+    def open_count(self) -> int:
+        return len(self._by_client) - len(self._finished)
+
+    def evict_finished(self) -> int:
+        """Forget executions finished more than `retain` seconds ago; returns how many."""
+        now = trio.current_time()
+        evicted = 0
+        while self._finished:
+            live = self._finished[0]
+            assert live.finished_at is not None
+            if now - live.finished_at < self.retain or live.queue or live.draining:
+                break
+            self._finished.popleft()
+            order = live.order
+            self._by_client.pop(order.client_order_id, None)
+            self._by_execution.pop(order.id, None)
+            if self._by_order.get(order.order_id) is live:
+                del self._by_order[order.order_id]
+            evicted += 1
+        return evicted
