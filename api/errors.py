@@ -1,9 +1,9 @@
 """The service's error hierarchy, shared by the NATS endpoints and the REST app.
 
-    ServiceError                 code, message, field errors -> error reply / HTTP status
-    ├── InvalidRequest           400: the request is malformed or breaks a rule; nothing written
-    ├── NotFound                 404: no such execution, order or broker
-    └── Unavailable              503: the service is stopping or a dependency is down; retry
+ServiceError                 code, message, field errors -> error reply / HTTP status
+├── InvalidRequest           400: the request is malformed or breaks a rule; nothing written
+├── NotFound                 404: no such execution, order or broker
+└── Unavailable              503: the service is stopping or a dependency is down; retry
 """
 
 from __future__ import annotations

@@ -61,9 +61,7 @@ def convert_fields(
     Python values such as query-string parameters), collecting every field error."""
     info = msgspec.structs.fields(cls)
     known = {f.encode_name: f for f in info}
-    errors: list[FieldError] = [
-        FieldError(name, "unknown field") for name in fields if name not in known
-    ]
+    errors: list[FieldError] = [FieldError(name, "unknown field") for name in fields if name not in known]
     values: dict[str, Any] = {}
     for name, field in known.items():
         if name not in fields:

@@ -20,6 +20,7 @@ NATS, close PostgreSQL; systemd hears STOPPING=1 first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -33,12 +34,12 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 import trio_asyncio
+from sql.store import Store
 
 from adapters.simulated import SimulatedBroker, SimulatedMarket
 from api.codec import to_builtins
 from api.enums import AssetClass
 from api.events import AnyBrokerEvent
-from api.openapi import openapi_document
 from api.rest import create_app
 from daemon import servers
 from daemon.bus import NatsBus
@@ -50,7 +51,6 @@ from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from sql.migrate import apply_migrations
 from sql.records import BrokerRecord, OutboxEvent
-from sql.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +160,18 @@ async def run_daemon(
             handles = [BrokerHandle(SimulatedBroker(b, market), b.name) for b in config.brokers]
             await store.upsert_brokers(_broker_records(handles))
             name = f"broker-integration-{config.instance_id}"
-            async with NatsBus.connect(nats_url, name=name, connect_timeout=config.nats.connect_timeout_s) as bus:
+            async with NatsBus.connect(
+                nats_url, name=name, connect_timeout=config.nats.connect_timeout_s
+            ) as bus:
                 await bus.ensure_stream(
                     config.nats.stream,
                     ["trading.broker.v1.executions.>"],
                     duplicate_window=config.nats.duplicate_window_s,
                     max_age=config.nats.stream_max_age_s,
                 )
-                await _serve(config, notifier, shutdown, on_ready, bus, store, market, handles, nats_url, database_url)
+                await _serve(
+                    config, notifier, shutdown, on_ready, bus, store, market, handles, nats_url, database_url
+                )
     log.info("stopped")
 
 
@@ -202,17 +206,18 @@ async def _serve(
         async with trio.open_nursery() as work:  # everything that produces updates
             await work.start(engine.run, events_receive)
             await work.start(supervise_brokers, handles, events_send)
-            await work.start(
+            serve_nats = functools.partial(
                 bus.serve,
                 service_endpoints(engine),
                 service_name="broker-integration",
                 version=VERSION,
-                description="Broker Integration Service: RouteOrder, GetExecution, CancelOrder, broker status",
+                description="Broker Integration Service: order routing, executions, broker status",
                 queue_group=config.service.queue_group,
                 workers=config.service.request_workers,
                 backlog=config.service.request_backlog,
                 overloaded=OVERLOADED,
             )
+            await work.start(serve_nats)
             rest_url = None
             if config.rest.enabled:
                 rest_url = await work.start(_serve_rest, config, engine, rest_stop)
@@ -223,7 +228,9 @@ async def _serve(
             root.start_soon(notifier.run_watchdog, lambda: bus.is_connected and not shutdown.is_set())
             if on_ready is not None:
                 on_ready(endpoints)
-            log.info("ready", extra={"nats": nats_url, "rest": rest_url, "brokers": [h.broker_id for h in handles]})
+            log.info(
+                "ready", extra={"nats": nats_url, "rest": rest_url, "brokers": [h.broker_id for h in handles]}
+            )
             await shutdown.wait()
 
             notifier.stopping()
@@ -258,7 +265,9 @@ async def _serve_rest(
     hc.graceful_timeout = 2.0
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(
-            lambda task_status: hypercorn.trio.serve(app, hc, shutdown_trigger=stop.wait, task_status=task_status)
+            lambda task_status: hypercorn.trio.serve(
+                app, hc, shutdown_trigger=stop.wait, task_status=task_status
+            )
         )
         url = binds[0] if binds else f"http://{config.rest.host}:{config.rest.port}"
         task_status.started(url)

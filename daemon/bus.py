@@ -93,7 +93,9 @@ class NatsBus:
             log.warning("nats disconnected; reconnecting")
 
         async def on_reconnected() -> None:
-            log.info("nats reconnected", extra={"url": str(nc.connected_url.geturl() if nc.connected_url else "")})
+            log.info(
+                "nats reconnected", extra={"url": str(nc.connected_url.geturl() if nc.connected_url else "")}
+            )
 
         async def on_closed() -> None:
             lost.set()
@@ -113,7 +115,9 @@ class NatsBus:
                 pending_size=8 * 1024 * 1024,
             )
         except Exception as exc:
-            raise ConnectionError(f"cannot connect to NATS at {url}: {exc!r}; is nats-server running?") from exc
+            raise ConnectionError(
+                f"cannot connect to NATS at {url}: {exc!r}; is nats-server running?"
+            ) from exc
         bus = cls(nc, lost)
         try:
             yield bus
@@ -239,7 +243,9 @@ async def _respond(request: MicroRequest, reply: Reply) -> None:
         await request.respond_error(str(reply.error_code), reply.error_text or "error", reply.data)
 
 
-async def _publish_batch(js: Any, messages: Sequence[DurableMessage], timeout: float) -> list[BaseException | None]:
+async def _publish_batch(
+    js: Any, messages: Sequence[DurableMessage], timeout: float
+) -> list[BaseException | None]:
     import asyncio
 
     futures = []

@@ -1,13 +1,13 @@
 """`broker-integration`: run the daemon, or talk to it as an OMS would.
 
-    broker-integration run [--config FILE] [--state-dir DIR]
-    broker-integration order buy AAPL 100 --type LIMIT --price 190
-    broker-integration cancel ORDER_ID --broker BROKER_ID
-    broker-integration execution --order ORDER_ID      (or an execution id)
-    broker-integration brokers [--status ACTIVE] [--asset-class EQUITY]
-    broker-integration status BROKER_ID
-    broker-integration watch [--order ID] [--broker ID] [--status COMPLETED] [--replay]
-    broker-integration migrate [--database-url URL]
+broker-integration run [--config FILE] [--state-dir DIR]
+broker-integration order buy AAPL 100 --type LIMIT --price 190
+broker-integration cancel ORDER_ID --broker BROKER_ID
+broker-integration execution --order ORDER_ID      (or an execution id)
+broker-integration brokers [--status ACTIVE] [--asset-class EQUITY]
+broker-integration status BROKER_ID
+broker-integration watch [--order ID] [--broker ID] [--status COMPLETED] [--replay]
+broker-integration migrate [--database-url URL]
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="broker-integration", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--state-dir", type=Path, default=None, help="daemon state directory (default: ./.state)")
+    parser.add_argument(
+        "--state-dir", type=Path, default=None, help="daemon state directory (default: ./.state)"
+    )
     parser.add_argument("--nats", default=None, help="NATS URL (default: $NATS_URL or the local daemon's)")
     parser.add_argument("--timeout", type=float, default=10.0, help="request timeout in seconds")
     parser.add_argument("--json", action="store_true", help="print raw JSON")
@@ -72,9 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     order.add_argument("--tif", type=str.upper, default="DAY", choices=[t.value for t in TimeInForce])
     order.add_argument("--account", default="ACC-1")
     order.add_argument("--order-id", default=None, help="default: a new uuid")
-    order.add_argument("--strategy", type=str.upper, default="SMART", choices=[s.value for s in ExecutionStrategy])
+    order.add_argument(
+        "--strategy", type=str.upper, default="SMART", choices=[s.value for s in ExecutionStrategy]
+    )
     order.add_argument("--urgency", type=str.upper, default="MEDIUM", choices=[u.value for u in Urgency])
-    order.add_argument("--broker", action="append", default=[], help="preferred broker (repeatable, in order)")
+    order.add_argument(
+        "--broker", action="append", default=[], help="preferred broker (repeatable, in order)"
+    )
     order.set_defaults(func=_cmd_order)
 
     cancel = sub.add_parser("cancel", help="send a CancelOrder request")

@@ -88,7 +88,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     database: DatabaseSection = DatabaseSection()
     rest: RestSection = RestSection()
     market: MarketConfig = msgspec.field(
-        default_factory=lambda: MarketConfig(seed=7, tick_interval_ms=250.0, instruments=default_instruments())
+        default_factory=lambda: MarketConfig(
+            seed=7, tick_interval_ms=250.0, instruments=default_instruments()
+        )
     )
     brokers: tuple[SimulatedBrokerConfig, ...] = msgspec.field(default_factory=default_brokers)
 

@@ -12,10 +12,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import trio
+from sql.store import Store
 
 from daemon.bus import DurableMessage, NatsBus
 from sql.records import OutboxEvent
-from sql.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ class Publisher:
             self.failed += len(events)
             log.warning("publish failed; the sweep retries", extra={"count": len(events), "error": repr(exc)})
             return
-        done = [(e.execution_id, e.sequence) for e, error in zip(events, results, strict=True) if error is None]
+        done = [
+            (e.execution_id, e.sequence) for e, error in zip(events, results, strict=True) if error is None
+        ]
         failures = len(events) - len(done)
         if failures:
             self.failed += failures

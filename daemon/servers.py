@@ -81,11 +81,15 @@ class NatsServer:
         self.proc = subprocess.Popen(
             [
                 nats_server_binary(),
-                "-a", self.host,
-                "-p", str(self.port),
+                "-a",
+                self.host,
+                "-p",
+                str(self.port),
                 "-js",
-                "-sd", str(self.store_dir),
-                "--http_port", "0",
+                "-sd",
+                str(self.store_dir),
+                "--http_port",
+                "0",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -129,7 +133,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     import pgserver  # imported here: only the embedded default needs it
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
     try:
         yield str(server.get_uri())
     finally:

@@ -92,9 +92,7 @@ class BrokerHandle:
         def pct(q: float) -> float:
             return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-        return LatencyStats(
-            average_ms=sum(ordered) / len(ordered), p95_ms=pct(0.95), p99_ms=pct(0.99)
-        )
+        return LatencyStats(average_ms=sum(ordered) / len(ordered), p95_ms=pct(0.95), p99_ms=pct(0.99))
 
     def mean_latency_ms(self) -> float:
         return sum(self._latencies) / len(self._latencies) if self._latencies else 0.0

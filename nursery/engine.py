@@ -24,7 +24,6 @@ from decimal import Decimal
 from typing import Protocol
 
 import trio
-from sql.records import ClaimResult, OrderClaim, OutboxEvent
 from sql.store import Store
 
 from adapters.base import (
@@ -56,6 +55,7 @@ from nursery.identity import client_order_id, execution_id, execution_of_client_
 from nursery.live import LiveBook, LiveExecution
 from nursery.updates import outbox_event
 from routing.select import select_broker
+from sql.records import ClaimResult, OrderClaim, OutboxEvent
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,9 @@ class ExecutionEngine:
         self._idle.set()
 
     def __repr__(self) -> str:
-        return f"<ExecutionEngine brokers={len(self._brokers)} live={len(self._live)} stopping={self._stopping}>"
+        return (
+            f"<ExecutionEngine brokers={len(self._brokers)} live={len(self._live)} stopping={self._stopping}>"
+        )
 
     @property
     def brokers(self) -> Mapping[str, BrokerHandle]:
@@ -179,7 +181,9 @@ class ExecutionEngine:
         for i, broker in enumerate(request.preferred_brokers):
             if broker not in self._brokers:
                 known = ", ".join(sorted(self._brokers))
-                errors.append(FieldError(f"preferredBrokers[{i}]", f"unknown broker {broker!r} (known: {known})"))
+                errors.append(
+                    FieldError(f"preferredBrokers[{i}]", f"unknown broker {broker!r} (known: {known})")
+                )
         if errors:
             raise InvalidRequest("invalid request: " + ", ".join(e.field for e in errors), errors)
         assert asset_class is not None
@@ -217,7 +221,11 @@ class ExecutionEngine:
                 response=response,
             )
             result = await self._store.claim_order(claim)
-            return response if result.claimed else await self._answer_repeat(request.order_id, fingerprint, result)
+            return (
+                response
+                if result.claimed
+                else await self._answer_repeat(request.order_id, fingerprint, result)
+            )
 
         execution = execution_id(request.order_id, 1)
         order = BrokerOrder(
@@ -303,7 +311,9 @@ class ExecutionEngine:
         except OutcomeUnknown as exc:
             unknown_reason = exc.reason
         except Exception as exc:  # an adapter bug must not look like a rejection: outcome unknown
-            log.exception("adapter submit failed", extra={"broker_id": order.broker_id, "order_id": order.order_id})
+            log.exception(
+                "adapter submit failed", extra={"broker_id": order.broker_id, "order_id": order.order_id}
+            )
             unknown_reason = f"adapter error: {exc!r}"
         finally:
             handle.in_flight -= 1
@@ -326,7 +336,9 @@ class ExecutionEngine:
             self._spawn(self._send_cancel, live)
         return answer
 
-    async def _answer_repeat(self, order_id: str, fingerprint: str, claim: ClaimResult) -> OrderRoutingResponse:
+    async def _answer_repeat(
+        self, order_id: str, fingerprint: str, claim: ClaimResult
+    ) -> OrderRoutingResponse:
         if claim.request_hash != fingerprint:
             raise InvalidRequest(
                 "orderId already used for a different order",
@@ -377,7 +389,10 @@ class ExecutionEngine:
             live.draining = False
 
     async def _apply(
-        self, live: LiveExecution, events: Sequence[AnyBrokerEvent], response: OrderRoutingResponse | None = None
+        self,
+        live: LiveExecution,
+        events: Sequence[AnyBrokerEvent],
+        response: OrderRoutingResponse | None = None,
     ) -> None:
         """Apply `events` in order, persist each published transition with its outbox row (and
         `response`, if given, with the last), then publish. Serialised per execution."""
@@ -401,28 +416,30 @@ class ExecutionEngine:
             previous_sequence = live.order.sequence
             for i, transition in enumerate(changes):
                 state = transition.order
-                event = None
+                outbox = None
                 if state.sequence != previous_sequence:
-                    event = outbox_event(state, transition.fill)
-                    published.append(event)
+                    outbox = outbox_event(state, transition.fill)
+                    published.append(outbox)
                     previous_sequence = state.sequence
                 last = i == len(changes) - 1
                 await self._store.save_transition(
                     state,
                     transition.fill,
-                    event,
+                    outbox,
                     (state.order_id, response) if last and response is not None else None,
                 )
                 if transition.fill is not None:
-                    self._brokers[state.broker_id].running_volume += transition.fill.quantity * transition.fill.price
+                    self._brokers[state.broker_id].running_volume += (
+                        transition.fill.quantity * transition.fill.price
+                    )
             live.order = order
             if order.status.is_final:
                 self._live.finished(live)
-        for event in published:
+        for update in published:
             try:
-                self._publish.send_nowait(event)
+                self._publish.send_nowait(update)
             except trio.WouldBlock:  # the outbox sweep publishes it
-                log.warning("publish queue full; left to the outbox sweep", extra={"msg_id": event.msg_id})
+                log.warning("publish queue full; left to the outbox sweep", extra={"msg_id": update.msg_id})
 
     # --- reconciliation and cancels -------------------------------------------------------
 
@@ -441,7 +458,9 @@ class ExecutionEngine:
                 with trio.fail_after(max(1.0, self._attempt_deadline(order.urgency))):
                     snapshot = await handle.adapter.query(order.client_order_id)
             except Exception as exc:
-                log.info("reconcile query failed; retrying", extra={"order_id": order.order_id, "error": repr(exc)})
+                log.info(
+                    "reconcile query failed; retrying", extra={"order_id": order.order_id, "error": repr(exc)}
+                )
                 await trio.sleep(delay)
                 delay = min(5.0, delay * 2)
                 continue
@@ -471,7 +490,11 @@ class ExecutionEngine:
 
         def answer(status: CancellationStatus, reason: str | None = None) -> CancelOrderResponse:
             return CancelOrderResponse(
-                request_id=request_id, order_id=request.order_id, status=status, timestamp=now, rejection_reason=reason
+                request_id=request_id,
+                order_id=request.order_id,
+                status=status,
+                timestamp=now,
+                rejection_reason=reason,
             )
 
         live = self._live.by_order(request.order_id)
@@ -483,7 +506,11 @@ class ExecutionEngine:
                 CancellationStatus.REJECTED,
                 f"order {request.order_id!r} is at broker {order.broker_id!r}, not {request.broker_id!r}",
             )
-        if request.broker_order_id and order.broker_order_id and request.broker_order_id != order.broker_order_id:
+        if (
+            request.broker_order_id
+            and order.broker_order_id
+            and request.broker_order_id != order.broker_order_id
+        ):
             return answer(
                 CancellationStatus.REJECTED,
                 f"brokerOrderId {request.broker_order_id!r} does not match {order.broker_order_id!r}",
@@ -519,10 +546,14 @@ class ExecutionEngine:
                     await handle.adapter.cancel(live.order.client_order_id)
                 return
             except CancelRejected as exc:
-                log.warning("cancel refused by broker", extra={"order_id": live.order.order_id, "reason": exc.reason})
+                log.warning(
+                    "cancel refused by broker", extra={"order_id": live.order.order_id, "reason": exc.reason}
+                )
                 return
             except Exception as exc:
-                log.info("cancel failed; retrying", extra={"order_id": live.order.order_id, "error": repr(exc)})
+                log.info(
+                    "cancel failed; retrying", extra={"order_id": live.order.order_id, "error": repr(exc)}
+                )
                 await trio.sleep(delay)
                 delay = min(5.0, delay * 2)
 

@@ -4,12 +4,11 @@ loses nothing: the publisher sends it again with the same Nats-Msg-Id)."""
 
 from __future__ import annotations
 
-from sql.records import OutboxEvent
-
 from api.codec import encode
 from api.contracts import ExecutionUpdate
 from api.orders import BrokerOrder, OrderFill
 from api.subjects import execution_subject
+from sql.records import OutboxEvent
 
 
 def msg_id(execution_id: str, sequence: int) -> str:

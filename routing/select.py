@@ -49,7 +49,9 @@ class Selection(msgspec.Struct, frozen=True):
         return f"no eligible broker ({reasons})"
 
 
-def ineligibility(candidate: BrokerCandidate, order: OrderRoutingRequest, asset_class: AssetClass) -> str | None:
+def ineligibility(
+    candidate: BrokerCandidate, order: OrderRoutingRequest, asset_class: AssetClass
+) -> str | None:
     if candidate.status not in _ROUTABLE:
         return f"status {candidate.status}"
     return candidate.capabilities.supports(asset_class, order.type, order.time_in_force)
