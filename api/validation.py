@@ -10,7 +10,8 @@ Nothing here has side effects: a request either becomes a Struct or raises `Inva
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from decimal import Decimal
+import re
+from decimal import Context, Decimal
 from typing import Any, TypeVar
 
 import msgspec
@@ -51,6 +52,10 @@ def decode_request(body: bytes | str, cls: type[T], *, rules: tuple[Rule, ...] =
         raise InvalidRequest("request body must be a JSON object", []) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"malformed JSON: {exc}", []) from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("malformed JSON: not valid UTF-8", []) from None
+    except RecursionError:
+        raise InvalidRequest("malformed JSON: nested too deeply", []) from None
     return convert_fields(raw, cls, rules=rules, decode_raw=True)
 
 
@@ -69,6 +74,8 @@ def convert_fields(
                 errors.append(FieldError(name, "is required"))
             continue
         value = fields[name]
+        if not field.required and (value is None or (decode_raw and bytes(value).strip() == b"null")):
+            continue  # explicit null for an optional field means "absent" (its default)
         try:
             if decode_raw:
                 decoded = msgspec.json.decode(value, type=field.type, strict=False)
@@ -77,8 +84,9 @@ def convert_fields(
         except msgspec.ValidationError as exc:
             errors.append(FieldError(name, _describe(exc, field.type)))
             continue
-        if decoded is None and not field.required and value in (b"null", None):
-            continue  # explicit null for an optional field means "absent"
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            errors.append(FieldError(name, "is not valid JSON text"))
+            continue
         values[field.name] = decoded
     errors.extend(_generic_checks(values, known))
     view = _FieldView(values, info)
@@ -124,11 +132,9 @@ def _generic_checks(
         if value is None:
             continue
         if isinstance(value, str):
-            limit = MAX_LENGTHS.get(wire_name)
-            if not value.strip() and field.required:
-                errors.append(FieldError(wire_name, "must not be empty"))
-            elif limit is not None and len(value) > limit:
-                errors.append(FieldError(wire_name, f"must be at most {limit} characters"))
+            problem = text_problem(value, MAX_LENGTHS.get(wire_name), required=field.required)
+            if problem:
+                errors.append(FieldError(wire_name, problem))
         elif isinstance(value, Decimal):
             problem = decimal_problem(value)
             if problem:
@@ -136,16 +142,31 @@ def _generic_checks(
     return errors
 
 
+def text_problem(value: str, limit: int | None, *, required: bool = True) -> str | None:
+    """Why `value` is not an acceptable identifier or text field, or None."""
+    if not value.strip():
+        return "must not be empty" if required else None
+    if _CONTROL.search(value):
+        return "must not contain control characters"
+    if limit is not None and len(value) > limit:
+        return f"must be at most {limit} characters"
+    return None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EXACT = Context(prec=MAX_INTEGER_DIGITS + MAX_SCALE + 2)
+_QUANTUM = Decimal(1).scaleb(-MAX_SCALE)
+
+
 def decimal_problem(value: Decimal) -> str | None:
-    """Why `value` cannot be stored in a DECIMAL(20, 8) column, or None."""
+    """Why `value` cannot be stored exactly in a DECIMAL(20, 8) column, or None. Never rounds:
+    a value with more than 8 significant decimal places is refused, not silently cut."""
     if not value.is_finite():
         return "must be a finite number"
-    exponent = value.normalize().as_tuple().exponent
-    assert isinstance(exponent, int)
-    if -exponent > MAX_SCALE:
-        return f"must have at most {MAX_SCALE} decimal places"
     if value.copy_abs() >= Decimal(10) ** MAX_INTEGER_DIGITS:
         return f"must be less than 10^{MAX_INTEGER_DIGITS}"
+    if value != value.quantize(_QUANTUM, context=_EXACT):
+        return f"must have at most {MAX_SCALE} decimal places"
     return None
 
 
@@ -180,8 +201,9 @@ def order_rules(order: Any) -> list[FieldError]:
             errors.append(FieldError("stopPrice", f"is not allowed for {kind} orders"))
     seen: set[str] = set()
     for i, broker in enumerate(order.preferred_brokers or ()):
-        if not broker.strip():
-            errors.append(FieldError(f"preferredBrokers[{i}]", "must not be empty"))
+        problem = text_problem(broker, MAX_LENGTHS["brokerId"])
+        if problem:
+            errors.append(FieldError(f"preferredBrokers[{i}]", problem))
         elif broker in seen:
             errors.append(FieldError(f"preferredBrokers[{i}]", f"duplicate broker {broker!r}"))
         seen.add(broker)

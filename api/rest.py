@@ -1,0 +1,173 @@
+"""The REST API: a quart-trio app over the `BrokerService` facade, served by hypercorn.
+
+The app is a thin driver: it authenticates, decodes with `api.validation`, calls the facade and
+encodes with `api.codec`. Its routes and bodies are exactly those of `api/openapi.json` (the
+tests hold the two together). Every response, errors included, is JSON:
+
+    ServiceError (InvalidRequest 400, NotFound 404, Unavailable 503)  -> its code, ErrorBody
+    unknown route 404, wrong method 405, body over the limit 413      -> {"message": ...}
+    missing or wrong bearer token                                     -> 401, WWW-Authenticate
+    anything else                                                     -> 500, generic message, logged
+
+A request rejected for any of these reasons never reaches the facade, so nothing is written.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioResponse
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from api.codec import encode
+from api.contracts import ErrorBody, GetBrokerStatusRequest, GetExecutionRequest, ListBrokersRequest
+from api.errors import ServiceError
+from api.openapi import openapi_bytes
+from api.service import BrokerService
+from api.validation import convert_fields, decode_cancel, decode_order, get_execution_rules
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+#: Endpoints (named by the document's operationId) that answer without a token.
+PUBLIC_ENDPOINTS = frozenset({"getOpenApiDocument", "getHealth"})
+
+_UNAUTHORIZED = encode(ErrorBody(message="Authentication required"))
+_HEALTH = encode({"status": "ok"})
+_INTERNAL = encode(ErrorBody(message="internal server error"))
+_HTTP_MESSAGES = {
+    404: encode(ErrorBody(message="not found")),
+    405: encode(ErrorBody(message="method not allowed")),
+}
+
+
+def create_app(
+    service: BrokerService, *, tokens: frozenset[str], max_body_bytes: int = 64 * 1024
+) -> QuartTrio:
+    """The REST app over `service`, ready for `hypercorn.trio.serve`.
+
+    Every route except `GET /openapi.json` and `GET /health` needs `Authorization: Bearer <t>`
+    with `t` in `tokens` (compared in constant time); otherwise 401. **An empty `tokens` turns
+    authentication off**: that is the embedded default, which listens on localhost only. A request
+    body over `max_body_bytes` gets 413 and is never buffered past the limit (a declared
+    Content-Length over it is refused before reading).
+    """
+    if not all(_is_token(token) for token in tokens):
+        raise ValueError("bearer tokens must be non-empty printable ASCII without spaces")
+
+    app = QuartTrio(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    # OPTIONS would be a route the document does not have (and CORS is not ours to answer).
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    too_large = encode(ErrorBody(message=f"request body larger than {max_body_bytes} bytes"))
+    document = openapi_bytes()
+
+    if tokens:
+        app.before_request(_authenticator(tokens))
+
+    # Endpoints are named by the document's operationId; path variables keep their wire names.
+    @app.get("/brokers", endpoint="listBrokers")
+    async def list_brokers() -> Response:
+        query = convert_fields(_query_fields(request.args.to_dict(flat=False)), ListBrokersRequest)
+        return _json(encode(await service.list_brokers(query)))
+
+    @app.get("/brokers/<brokerId>/status", endpoint="getBrokerStatus")
+    async def get_broker_status(brokerId: str) -> Response:
+        query = convert_fields({"brokerId": brokerId}, GetBrokerStatusRequest)
+        return _json(encode(await service.get_broker_status(query.broker_id)))
+
+    @app.post("/execution/route", endpoint="routeOrder")
+    async def route_order() -> Response:
+        order = decode_order(await request.get_data(cache=False))
+        return _json(encode(await service.route_order(order)), 202)
+
+    @app.get("/execution/<executionId>", endpoint="getExecution")
+    async def get_execution(executionId: str) -> Response:
+        query = convert_fields(
+            {"executionId": executionId}, GetExecutionRequest, rules=(get_execution_rules,)
+        )
+        return _json(encode(await service.get_execution(query)))
+
+    @app.post("/execution/cancel", endpoint="cancelOrder")
+    async def cancel_order() -> Response:
+        cancel = decode_cancel(await request.get_data(cache=False))
+        return _json(encode(await service.cancel_order(cancel)), 202)
+
+    @app.get("/openapi.json", endpoint="getOpenApiDocument")
+    async def get_openapi_document() -> Response:
+        return _json(document)
+
+    @app.get("/health", endpoint="getHealth")
+    async def get_health() -> Response:
+        return _json(_HEALTH)
+
+    @app.errorhandler(ServiceError)
+    async def service_error(error: ServiceError) -> Response:
+        return _json(encode(error.body()), error.code)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        code = error.code or 500
+        if code == 413:
+            return _json(too_large, 413)
+        headers: dict[str, str] = {}
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        body = _HTTP_MESSAGES.get(code) or encode(ErrorBody(message=error.name.lower()))
+        return _json(body, code, headers)
+
+    @app.errorhandler(Exception)
+    async def unexpected_error(error: Exception) -> Response:
+        log.error("unhandled error in %s %s", request.method, request.path, exc_info=error)
+        return _json(_INTERNAL, 500)
+
+    return app
+
+
+def _authenticator(tokens: frozenset[str]) -> Callable[[], Awaitable[Response | None]]:
+    expected = tuple(token.encode() for token in tokens)
+
+    async def authenticate() -> Response | None:
+        if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
+            return None  # public, or no route matched: let the 404/405 through
+        if _bearer_matches(request.headers.get("Authorization"), expected):
+            return None
+        return _json(_UNAUTHORIZED, 401, {"WWW-Authenticate": "Bearer"})
+
+    return authenticate
+
+
+def _is_token(token: str) -> bool:
+    # RFC 6750 b64token characters are a subset of this; anything else could never match a
+    # header value, which arrives as latin-1 text.
+    return bool(token) and token.isascii() and token.isprintable() and " " not in token
+
+
+def _bearer_matches(header: str | None, expected: tuple[bytes, ...]) -> bool:
+    """Whether `header` is `Bearer <token>` with a known token. Every known token is compared,
+    each in constant time, so the timing tells nothing about which one nearly matched."""
+    if header is None:
+        return False
+    scheme, _, credentials = header.partition(" ")
+    presented = credentials.strip().encode("utf-8", "surrogatepass")
+    if scheme.lower() != "bearer" or not presented:
+        return False
+    matched = False
+    for token in expected:
+        matched |= hmac.compare_digest(presented, token)
+    return matched
+
+
+def _query_fields(args: Mapping[str, list[str]]) -> dict[str, Any]:
+    """Query parameters by name: a single value as itself, a repeated one as its list (which
+    the Struct's scalar field then rejects, naming the parameter)."""
+    return {name: values[0] if len(values) == 1 else values for name, values in args.items()}
+
+
+def _json(body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return TrioResponse(body, status=status, headers=dict(headers) if headers else None, content_type=JSON)
