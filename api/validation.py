@@ -9,8 +9,8 @@ Nothing here has side effects: a request either becomes a Struct or raises `Inva
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 import re
+from collections.abc import Callable, Mapping
 from decimal import Context, Decimal
 from typing import Any, TypeVar
 
