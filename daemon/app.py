@@ -34,7 +34,6 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 import trio_asyncio
-from sql.store import Store
 
 from adapters.simulated import SimulatedBroker, SimulatedMarket
 from api.codec import to_builtins
@@ -51,6 +50,7 @@ from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from sql.migrate import apply_migrations
 from sql.records import BrokerRecord, OutboxEvent
+from sql.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -127,7 +127,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from daemon.app import Endpoints, run_daemon
     from daemon.config import ConfigError, load_config
-    from daemon.logs import configure_logging
+    from daemon.logs import configure_logging, register_secret
 
     if args.state_dir is not None:
         os.environ["BIS_STATE_DIR"] = str(args.state_dir)
@@ -137,6 +137,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(config.service.log_level)
+    for secret in (*config.rest.tokens, _password(config.database.url), _password(config.nats.url)):
+        if secret:
+            register_secret(secret)
 
     def banner(endpoints: Endpoints) -> None:
         if not sys.stdout.isatty():
@@ -167,6 +170,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"broker-integration failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _password(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password if url else None
+    except ValueError:
+        return None
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:

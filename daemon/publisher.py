@@ -12,10 +12,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import trio
-from sql.store import Store
 
 from daemon.bus import DurableMessage, NatsBus
 from sql.records import OutboxEvent
+from sql.store import Store
 
 log = logging.getLogger(__name__)
 

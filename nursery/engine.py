@@ -24,7 +24,6 @@ from decimal import Decimal
 from typing import Protocol
 
 import trio
-from sql.store import Store
 
 from adapters.base import (
     BrokerRejected,
@@ -56,6 +55,7 @@ from nursery.live import LiveBook, LiveExecution
 from nursery.updates import outbox_event
 from routing.select import select_broker
 from sql.records import ClaimResult, OrderClaim, OutboxEvent
+from sql.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,105 @@
+# Broker Integration Service: install, run, lint, test and benchmark.
+#
+# Needs only Python 3.11+ on the machine: everything else goes into $(VENV), created on first
+# use. Installs are remembered in stamp files (inside $(VENV)) that depend on pyproject.toml, so
+# pip runs again only when the dependencies change.
+#
+#   make run                   the daemon on its embedded default, state in ./.state
+#   make test                  lint, then every test (PYTEST_ARGS="tests/daemon -x" to narrow)
+#   make lint | bench | install | clean | distclean
+
+PYTHON ?= python3
+VENV ?= .venv
+STATE_DIR ?= $(or $(BIS_STATE_DIR),.state)
+CONFIG ?=
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+BIN := $(VENV)/bin
+VENV_PYTHON := $(BIN)/python
+PIP := $(VENV_PYTHON) -m pip --disable-pip-version-check
+INSTALL_STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+# With a config file, the state directory is the config's unless STATE_DIR is given explicitly.
+ifdef CONFIG
+RUN_FLAGS := --config $(CONFIG)$(if $(filter-out file default undefined,$(origin STATE_DIR)), --state-dir $(STATE_DIR))
+else
+RUN_FLAGS := --state-dir $(STATE_DIR)
+endif
+
+# $(call require_python,INTERPRETER,WHAT TO DO): fail clearly unless it runs and is Python 3.11+.
+define require_python
+@version=$$($(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || { \
+  echo "error: '$(1)' does not run. $(2)" >&2; exit 1; }; \
+$(1) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+  echo "error: '$(1)' is Python $$version; this project needs 3.11 or newer. $(2)" >&2; exit 1; }
+endef
+NEED_PYTHON := Install Python 3.11+, or name one: make $(MAKECMDGOALS) PYTHON=/path/to/python3.11
+NEED_NEW_VENV := Remove the old virtualenv (make distclean) and try again, with PYTHON=python3.11 if needed.
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint bench clean distclean
+
+help:
+	@echo "make run        start the daemon (embedded NATS, PostgreSQL, simulated brokers; state in $(STATE_DIR))"
+	@echo "                CONFIG=path.toml to use a config file, RUN_ARGS='...' for more flags"
+	@echo "make test       lint, then pytest (PYTEST_ARGS='...' passed through)"
+	@echo "make lint       ruff check and mypy --strict over the packages"
+	@echo "make bench      run every bench/*.py (BENCH_ARGS='...' passed through)"
+	@echo "make install    create $(VENV) and install the project (editable)"
+	@echo "make clean      remove caches and build artefacts (keeps $(VENV) and .state)"
+	@echo "make distclean  clean, and remove $(VENV) too"
+
+$(VENV_PYTHON):
+	$(call require_python,$(PYTHON),$(NEED_PYTHON))
+	@echo "creating $(VENV) with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV) || { \
+	  echo "error: '$(PYTHON) -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2; \
+	  rm -rf $(VENV); exit 1; }
+
+$(INSTALL_STAMP): pyproject.toml | $(VENV_PYTHON)
+	$(call require_python,$(VENV_PYTHON),$(NEED_NEW_VENV))
+	@echo "installing the project into $(VENV)"
+	$(PIP) install -q -e .
+	@touch $@
+
+# The test extra includes everything `install` does: one pip run serves both stamps.
+$(TEST_STAMP): pyproject.toml | $(VENV_PYTHON)
+	$(call require_python,$(VENV_PYTHON),$(NEED_NEW_VENV))
+	@echo "installing the project and its test tools into $(VENV)"
+	$(PIP) install -q -e '.[test]'
+	@touch $@ $(INSTALL_STAMP)
+
+install: $(INSTALL_STAMP)
+
+run: $(INSTALL_STAMP)
+	exec $(BIN)/broker-integration run $(RUN_FLAGS) $(RUN_ARGS)
+
+# Both linters run even when the first fails, so one pass shows every problem.
+lint: $(TEST_STAMP)
+	@status=0; \
+	echo "ruff check ."; $(BIN)/ruff check . || status=1; \
+	echo "mypy (packages from pyproject.toml [tool.mypy])"; $(BIN)/mypy || status=1; \
+	exit $$status
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(INSTALL_STAMP)
+	@found=0; \
+	for script in bench/*.py; do \
+	  [ -e "$$script" ] || continue; \
+	  case "$${script##*/}" in _*|__init__.py) continue;; esac; \
+	  found=1; echo "== $$script"; \
+	  PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(VENV_PYTHON) "$$script" $(BENCH_ARGS) || exit 1; \
+	done; \
+	[ $$found = 1 ] || echo "no benchmarks in bench/"
+
+clean:
+	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
