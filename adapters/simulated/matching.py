@@ -17,7 +17,9 @@ Semantics, per quote update of a symbol:
   is canceled with no fill; DAY rests until `end_of_day`; GTC rests until canceled.
 - Each fill has an id unique within the engine (`<prefix>F<n>`) and a fee from
   `api.commission.commission` over the venue's running traded notional (tiers apply; the volume
-  never resets: the simulated "period" is the engine's life).
+  never resets: the simulated "period" is the engine's life). The minimum commission is per
+  order, as brokers charge it: the first fill pays at least the minimum, later fills only what
+  the rates add beyond it, so an order's fees total max(minimum, rate x notional).
 
 Resting orders are kept sorted by price then arrival (stops by stop price), so a quote touches
 only the orders it makes marketable or triggers, however many rest away from the market.
@@ -31,6 +33,8 @@ import bisect
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Protocol
+
+import msgspec
 
 from adapters.base import BrokerOrderSnapshot, CancelRejected, SubmitRequest
 from api.commission import commission
@@ -86,11 +90,13 @@ class WorkingOrder:
         "bound",
         "broker_order_id",
         "client_order_id",
+        "fees",
         "filled",
         "is_buy",
         "notional",
         "quantity",
         "rank",
+        "rate_fees",
         "seq",
         "side",
         "status",
@@ -103,6 +109,8 @@ class WorkingOrder:
     def __init__(self, request: SubmitRequest, broker_order_id: str, seq: int) -> None:
         self.client_order_id = request.client_order_id
         self.broker_order_id = broker_order_id
+        self.rate_fees = _ZERO  # commission by rates alone, before the per-order minimum
+        self.fees = _ZERO  # charged so far
         self.seq = seq
         self.symbol = request.symbol
         self.side = request.side
@@ -241,6 +249,7 @@ class MatchingEngine:
         self.broker_id = broker_id
         self.venue = venue
         self.commission = commission
+        self._rates_only = msgspec.structs.replace(commission, min_commission=_ZERO)
         self.liquidity_share = liquidity_share
         self._prefix = f"{broker_id}-{session}-" if session else f"{broker_id}-"
         self._orders: dict[str, WorkingOrder] = {}
@@ -421,7 +430,10 @@ class MatchingEngine:
         events: list[AnyBrokerEvent],
     ) -> None:
         notional = quantity * price
-        fee = commission(self.commission, notional, self._volume)
+        order.rate_fees += commission(self._rates_only, notional, self._volume)
+        charged = max(order.rate_fees, self.commission.min_commission)
+        fee = charged - order.fees
+        order.fees = charged
         self._volume += notional
         self._fill_count += 1
         order.filled += quantity

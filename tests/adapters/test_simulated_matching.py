@@ -409,6 +409,19 @@ def test_tiered_fees_follow_the_venues_running_volume() -> None:
     assert engine.volume == D(13000)
 
 
+def test_minimum_commission_is_charged_once_per_order_not_per_fill() -> None:
+    structure = CommissionStructure(base_rate=D("0.0005"), min_commission=D("1"))
+    engine = make_engine(structure=structure)
+    engine.on_quote(quote("100.00", "100.00", ask_size="10"))
+    first = fills_with_fees(submit(engine, request("a", Side.BUY, OrderType.MARKET, "30")))
+    later: list[Decimal] = []
+    for _ in range(2):  # the rest fills on the next quotes, 10 at a time
+        later += fills_with_fees(engine.on_quote(quote("100.00", "100.00", ask_size="10")))
+    assert first == [D("1")]  # 1,000 at 5 bps = 0.50, raised to the 1.00 minimum
+    assert later == [D("0"), D("0.50")]  # 0.50 + 0.50 -> still 1.00; then 0.50 beyond it
+    assert sum(first + later) == commission(structure, D(3000))  # 1.50, as for one fill of 3,000
+
+
 def fills_with_fees(events: list[AnyBrokerEvent]) -> list[Decimal]:
     return [e.fee for e in events if isinstance(e, OrderFilled)]
 
