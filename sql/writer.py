@@ -1,0 +1,355 @@
+"""Group commit: many writers, one connection, one transaction per burst.
+
+    submit(ops) ──> queue ──> writer task: take the first submission, drain every other one
+    already queued (up to `max_batch` ops), run them all in ONE transaction in a worker thread,
+    commit, wake each caller with its own results.
+
+One commit (one fsync) then carries every write that arrived while the previous one was in
+flight: throughput grows with load while each caller still returns only after its own writes
+are committed (write-before-send relies on this).
+
+A write is a `WriteOp`. Ops of the same class in a batch run together through the class's
+`run_batch` (an executemany in pipeline mode), classes in `phase` order; so the ops of one
+submission run in phase order, and ops of the same class in submission order.
+
+Failures: if the batch transaction fails, it is rolled back and each submission is re-run alone
+in its own transaction, so one bad submission cannot fail the others; the bad one gets its
+exception. If the connection breaks, every submission of that batch gets the error (the outcome
+of an interrupted COMMIT is unknown; callers reconcile) and the next batch reconnects.
+
+Cancellation: a caller cancelled before the writer takes its submission writes nothing. Once
+taken, the submission is committed or rolled back regardless: the cancelled caller waits
+(shielded, bounded by `timeout`) for that outcome before `Cancelled` propagates, so no write is
+left half-known inside this process. Every wait is bounded: `timeout` for callers, the server's
+`statement_timeout` and TCP timeouts for the thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+import psycopg
+import trio
+from psycopg.conninfo import conninfo_to_dict
+
+__all__ = [
+    "GroupWriter",
+    "WriteOp",
+    "WriteTimeout",
+    "WriterClosed",
+    "WriterStats",
+    "configure_session",
+    "connect",
+    "connection_kwargs",
+]
+
+R = TypeVar("R")
+
+
+class WriteOp(Generic[R]):
+    """One write whose result is an `R`. Subclasses implement `run_batch`, which executes every
+    op of its class in a batch (inside the batch's transaction) and returns one result per op,
+    in order. A lower `phase` runs earlier in the transaction."""
+
+    __slots__ = ()
+    phase: ClassVar[int] = 0
+
+    @classmethod
+    def run_batch(cls, conn: psycopg.Connection[Any], ops: Sequence[Self]) -> Sequence[R]:
+        raise NotImplementedError
+
+
+class WriterClosed(RuntimeError):
+    """The writer is not running (not started yet, or shut down)."""
+
+
+class WriteTimeout(TimeoutError):
+    """A submission did not complete within the writer's timeout."""
+
+
+@dataclass
+class WriterStats:
+    batches: int = 0  # transactions committed or attempted
+    ops: int = 0
+    submissions: int = 0
+    max_batch: int = 0  # most ops in one transaction
+    fallbacks: int = 0  # batches re-run one submission at a time
+    failures: int = 0  # submissions that got an exception
+
+    @property
+    def mean_batch(self) -> float:
+        return self.ops / self.batches if self.batches else 0.0
+
+
+class _Submission:
+    __slots__ = ("abandoned", "done", "error", "ops", "results", "taken")
+
+    def __init__(self, ops: list[WriteOp[Any]]) -> None:
+        self.ops = ops
+        self.taken = False  # the writer has it: it will be committed or rolled back
+        self.abandoned = False  # the caller left before the writer took it: skip it
+        self.done = trio.Event()
+        self.results: list[Any] = []
+        self.error: BaseException | None = None
+
+
+def connection_kwargs(conninfo: str, *, statement_timeout: float) -> dict[str, Any]:
+    """libpq settings that bound every wait on the network (connect, a dead peer, unacknowledged
+    data), unless `conninfo` sets them itself."""
+    defaults: dict[str, Any] = {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(max(10.0, 2 * statement_timeout) * 1000),
+    }
+    given = conninfo_to_dict(conninfo)
+    return {key: value for key, value in defaults.items() if key not in given}
+
+
+def configure_session(conn: psycopg.Connection[Any], *, statement_timeout: float) -> None:
+    """UTC session time zone (timestamps come back in UTC; a naive one would be read as UTC) and
+    a server-side bound on each statement."""
+    conn.execute(
+        b"SELECT set_config('TimeZone', 'UTC', false), set_config('statement_timeout', %s, false)",
+        (f"{max(1, int(statement_timeout * 1000))}ms",),
+    )
+
+
+def connect(conninfo: str, *, statement_timeout: float) -> psycopg.Connection[Any]:
+    """An autocommit connection set up the way the store expects."""
+    conn = psycopg.connect(
+        conninfo, autocommit=True, **connection_kwargs(conninfo, statement_timeout=statement_timeout)
+    )
+    try:
+        configure_session(conn, statement_timeout=statement_timeout)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class GroupWriter:
+    """Owns one dedicated connection. Start `run` with `nursery.start`; `close()` stops intake
+    and lets `run` finish what is queued, then disconnect."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        max_batch: int = 512,
+        timeout: float = 30.0,
+        statement_timeout: float = 10.0,
+        queue_size: int | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._conninfo = conninfo
+        self._max_batch = max_batch
+        self._timeout = timeout
+        self._statement_timeout = statement_timeout
+        self._send, self._receive = trio.open_memory_channel[_Submission](
+            queue_size if queue_size is not None else 4 * max_batch
+        )
+        self._conn: psycopg.Connection[Any] | None = None
+        self._limiter = trio.CapacityLimiter(1)
+        self._running = False
+        self._stopped = trio.Event()
+        self.stats = WriterStats()
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return f"<GroupWriter {state} batches={self.stats.batches} ops={self.stats.ops}>"
+
+    # --- caller side ----------------------------------------------------------------------
+
+    async def submit(self, ops: Sequence[WriteOp[R]]) -> list[R]:
+        """Run `ops` in one transaction (shared with other submissions) and return their results
+        once committed. Raises the op's exception if this submission failed alone, `WriterClosed`
+        if the writer is not running, `WriteTimeout` past `timeout` (before the writer took the
+        submission: nothing written; after: outcome unknown)."""
+        if not ops:
+            return []
+        if not self._running:
+            raise WriterClosed("the writer is not running")
+        sub = _Submission(list(ops))
+        deadline = trio.current_time() + self._timeout
+        try:
+            with trio.move_on_at(deadline):
+                try:
+                    await self._send.send(sub)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    raise WriterClosed("the writer is shutting down") from None
+                await sub.done.wait()
+        except trio.Cancelled:
+            await self._settle_cancelled(sub)
+            raise
+        if not sub.done.is_set():
+            if sub.taken:
+                raise WriteTimeout(f"write not confirmed within {self._timeout}s: outcome unknown")
+            sub.abandoned = True
+            raise WriteTimeout(f"writer queue did not drain within {self._timeout}s: nothing written")
+        if sub.error is not None:
+            raise sub.error
+        return sub.results
+
+    async def _settle_cancelled(self, sub: _Submission) -> None:
+        if not sub.taken:
+            sub.abandoned = True
+            return
+        with trio.move_on_after(self._timeout) as scope:
+            scope.shield = True
+            await sub.done.wait()
+
+    # --- writer side ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, report started, then commit batches until `close()` (or cancellation)."""
+        self._conn = await trio.to_thread.run_sync(self._connect, limiter=self._limiter)
+        self._running = True
+        try:
+            task_status.started()
+            await self._loop()
+        finally:
+            self._running = False
+            self._fail_queued()  # then close: later senders get WriterClosed
+            self._receive.close()
+            with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
+                await trio.to_thread.run_sync(self._disconnect, abandon_on_cancel=True)
+            self._stopped.set()
+
+    def close(self) -> None:
+        """Stop taking submissions; `run` commits what is already queued and returns."""
+        self._send.close()
+
+    async def aclose(self) -> None:
+        """`close()`, then wait until `run` has committed the queue and disconnected (returns at
+        once if `run` never started)."""
+        self.close()
+        if self._running:
+            await self._stopped.wait()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                first = await self._receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            batch: list[_Submission] = []
+            size = 0
+            candidate: _Submission | None = first
+            while candidate is not None:
+                if not candidate.abandoned:
+                    candidate.taken = True
+                    batch.append(candidate)
+                    size += len(candidate.ops)
+                candidate = None
+                if size < self._max_batch:
+                    try:
+                        candidate = self._receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        pass
+            if batch:
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[_Submission]) -> None:
+        try:
+            outcomes, fell_back = await trio.to_thread.run_sync(self._run_batch, batch, limiter=self._limiter)
+        except BaseException as exc:  # a bug in this module: never leave a caller waiting
+            for sub in batch:
+                sub.error = exc if isinstance(exc, Exception) else WriterClosed("the writer failed")
+                sub.done.set()
+            raise
+        stats = self.stats
+        size = sum(len(sub.ops) for sub in batch)
+        stats.batches += 1
+        stats.ops += size
+        stats.submissions += len(batch)
+        stats.max_batch = max(stats.max_batch, size)
+        stats.fallbacks += fell_back
+        for sub, (results, error) in zip(batch, outcomes, strict=True):
+            sub.results = results
+            sub.error = error
+            if error is not None:
+                stats.failures += 1
+            sub.done.set()
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                sub = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            sub.error = WriterClosed("the writer stopped before this write was taken")
+            sub.done.set()
+
+    # --- worker thread --------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return connect(self._conninfo, statement_timeout=self._statement_timeout)
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _run_batch(
+        self, batch: list[_Submission]
+    ) -> tuple[list[tuple[list[Any], BaseException | None]], bool]:
+        try:
+            conn = self._usable_connection()
+        except psycopg.Error as exc:
+            return [([], exc) for _ in batch], False
+        try:
+            return [(results, None) for results in _transact(conn, batch)], False
+        except Exception as exc:
+            if conn.broken or conn.closed:
+                self._drop_connection()
+                return [([], exc) for _ in batch], False
+            if len(batch) == 1:
+                return [([], exc)], False
+        outcomes: list[tuple[list[Any], BaseException | None]] = []
+        for sub in batch:
+            if conn.broken or conn.closed:
+                self._drop_connection()
+                outcomes.append(([], psycopg.OperationalError("connection lost")))
+                continue
+            try:
+                outcomes.append((_transact(conn, [sub])[0], None))
+            except Exception as exc:
+                outcomes.append(([], exc))
+        return outcomes, True
+
+    def _usable_connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._drop_connection()
+            self._conn = self._connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def _transact(conn: psycopg.Connection[Any], batch: Sequence[_Submission]) -> list[list[Any]]:
+    """Run every op of `batch` in one transaction (pipeline mode); results per submission."""
+    groups: dict[type[WriteOp[Any]], list[tuple[int, int, WriteOp[Any]]]] = {}
+    for s, sub in enumerate(batch):
+        for o, op in enumerate(sub.ops):
+            groups.setdefault(type(op), []).append((s, o, op))
+    results: list[list[Any]] = [[None] * len(sub.ops) for sub in batch]
+    ordered = sorted(groups.items(), key=lambda item: item[0].phase)  # stable: ties keep arrival order
+    with conn.pipeline(), conn.transaction():
+        for cls, items in ordered:
+            out = cls.run_batch(conn, [op for _, _, op in items])
+            if len(out) != len(items):
+                raise RuntimeError(f"{cls.__name__}.run_batch: {len(out)} results for {len(items)} ops")
+            for (s, o, _), result in zip(items, out, strict=True):
+                results[s][o] = result
+    return results

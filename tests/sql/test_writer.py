@@ -1,0 +1,236 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import psycopg
+import pytest
+import trio
+import trio.testing
+from psycopg import errors
+
+from sql.writer import GroupWriter, WriteOp, WriterClosed
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Insert(WriteOp[int]):
+    """Insert `value` into the test table; the result is the value doubled by the database, so
+    a caller can tell its own result from another's."""
+
+    table: str
+    value: int
+
+    @classmethod
+    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
+        cur = conn.cursor()
+        cur.executemany(
+            f"INSERT INTO {ops[0].table} (value) VALUES (%s) RETURNING value * 2".encode(),
+            [(op.value,) for op in ops],
+            returning=True,
+        )
+        return [row[0] for row in (result.fetchone() for result in cur.results()) if row is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep(WriteOp[int]):
+    """Keeps the writer's thread busy; returns the writer connection's backend pid."""
+
+    seconds: float
+    phase: ClassVar[int] = -1
+
+    @classmethod
+    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
+        row = conn.execute(
+            b"SELECT pg_backend_pid(), pg_sleep(%s)", (max(op.seconds for op in ops),)
+        ).fetchone()
+        assert row is not None
+        return [row[0]] * len(ops)
+
+
+@dataclass(frozen=True, slots=True)
+class Count(WriteOp[int]):
+    """Counts the test table's rows from inside the transaction (phase 5: after the inserts)."""
+
+    table: str
+    phase: ClassVar[int] = 5
+
+    @classmethod
+    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
+        counts = []
+        for op in ops:
+            row = conn.execute(f"SELECT count(*) FROM {op.table}".encode()).fetchone()
+            assert row is not None
+            counts.append(row[0])
+        return counts
+
+
+@pytest.fixture
+def table(migrated_database_url: str) -> str:
+    name = f"writer_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(migrated_database_url) as conn:
+        conn.execute(f"CREATE TABLE {name} (value INT PRIMARY KEY CHECK (value >= 0))".encode())
+    return name
+
+
+async def values_in(url: str, table: str) -> set[int]:
+    def read() -> set[int]:
+        with psycopg.connect(url) as conn:
+            return {row[0] for row in conn.execute(f"SELECT value FROM {table}".encode())}
+
+    return await trio.to_thread.run_sync(read)
+
+
+@pytest.fixture
+async def writer(migrated_database_url: str) -> AsyncIterator[GroupWriter]:
+    writer = GroupWriter(migrated_database_url, max_batch=64, timeout=10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        yield writer
+        await writer.aclose()
+
+
+async def submit_all(writer: GroupWriter, ops: Sequence[WriteOp[Any]]) -> dict[int, Any]:
+    """Submit each op from its own task at once; result (or exception) per op index."""
+    outcomes: dict[int, Any] = {}
+
+    async def one(i: int, op: WriteOp[Any]) -> None:
+        try:
+            (outcomes[i],) = await writer.submit([op])
+        except Exception as exc:
+            outcomes[i] = exc
+
+    async with trio.open_nursery() as nursery:
+        for i, op in enumerate(ops):
+            nursery.start_soon(one, i, op)
+    return outcomes
+
+
+async def test_concurrent_submissions_share_transactions(
+    writer: GroupWriter, table: str, migrated_database_url: str
+) -> None:
+    outcomes = await submit_all(writer, [Insert(table, i) for i in range(300)])
+    assert outcomes == {i: 2 * i for i in range(300)}  # each caller got its own result
+    assert await values_in(migrated_database_url, table) == set(range(300))
+    stats = writer.stats
+    assert stats.submissions == 300 and stats.ops == 300
+    assert stats.batches < 300 / 4, stats
+    assert 1 < stats.max_batch <= 64, stats
+
+
+async def test_a_failing_op_fails_alone(writer: GroupWriter, table: str, migrated_database_url: str) -> None:
+    async def hold_writer() -> None:
+        await writer.submit([Sleep(0.3)])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold_writer)
+        await trio.sleep(0.1)  # the writer's thread is busy: everything below queues up together
+        ops = [Insert(table, i) for i in range(20)] + [Insert(table, -1), Insert(table, -2)]
+        outcomes = await submit_all(writer, ops)
+    assert isinstance(outcomes[20], errors.CheckViolation)
+    assert isinstance(outcomes[21], errors.CheckViolation)
+    assert {i: outcomes[i] for i in range(20)} == {i: 2 * i for i in range(20)}
+    assert await values_in(migrated_database_url, table) == set(range(20))
+    assert writer.stats.fallbacks >= 1 and writer.stats.failures == 2
+
+
+async def test_ops_of_a_submission_run_in_phase_order(writer: GroupWriter, table: str) -> None:
+    ops: list[WriteOp[int]] = [Count(table), Insert(table, 1), Insert(table, 2), Count(table)]
+    # the counts (phase 5) ran after both inserts (phase 0), in the same transaction
+    assert await writer.submit(ops) == [2, 2, 4, 2]
+
+
+async def test_cancelled_before_taken_writes_nothing(
+    writer: GroupWriter, table: str, migrated_database_url: str
+) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.submit, [Sleep(0.3)])
+        await trio.sleep(0.1)
+        with trio.move_on_after(0.05) as scope:
+            await writer.submit([Insert(table, 1)])
+        assert scope.cancelled_caught
+    await writer.submit([Insert(table, 2)])
+    assert await values_in(migrated_database_url, table) == {2}
+
+
+async def test_cancelled_while_committing_is_committed(
+    writer: GroupWriter, table: str, migrated_database_url: str
+) -> None:
+    done = False
+    with trio.move_on_after(0.1) as scope:
+        await writer.submit([Sleep(0.3), Insert(table, 7)])
+        done = True
+    assert scope.cancelled_caught and not done
+    # Cancelled propagated only after the commit: the row is there already.
+    assert await values_in(migrated_database_url, table) == {7}
+
+
+async def test_queued_work_is_committed_on_close(migrated_database_url: str, table: str) -> None:
+    writer = GroupWriter(migrated_database_url)
+    committed: set[int] = set()
+    refused: set[int] = set()
+
+    async def one(i: int) -> None:
+        try:
+            await writer.submit([Insert(table, i)])
+            committed.add(i)
+        except WriterClosed:
+            refused.add(i)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        for i in range(10):
+            nursery.start_soon(one, i)
+        await trio.testing.wait_all_tasks_blocked()  # all queued (or in the writer's hands)
+        await writer.aclose()
+    assert committed == set(range(10)) and not refused
+    assert await values_in(migrated_database_url, table) == committed
+    with pytest.raises(WriterClosed):
+        await writer.submit([Insert(table, 99)])
+
+
+async def test_stopped_writer_fails_what_it_did_not_take(migrated_database_url: str, table: str) -> None:
+    writer = GroupWriter(migrated_database_url)
+    outcomes: dict[int, Any] = {}
+
+    async def one(i: int, op: WriteOp[Any]) -> None:
+        try:
+            (outcomes[i],) = await writer.submit([op])
+        except WriterClosed as exc:
+            outcomes[i] = exc
+
+    async with trio.open_nursery() as callers, trio.open_nursery() as service:
+        await service.start(writer.run)
+        callers.start_soon(one, 0, Sleep(0.3))
+        await trio.sleep(0.1)
+        for i in range(1, 6):
+            callers.start_soon(one, i, Insert(table, i))
+        await trio.testing.wait_all_tasks_blocked()
+        service.cancel_scope.cancel()  # the writer dies with work queued
+    assert isinstance(outcomes[0], int)  # in the thread when cancelled: completed
+    assert all(isinstance(outcomes[i], WriterClosed) for i in range(1, 6))
+    assert await values_in(migrated_database_url, table) == set()
+
+
+async def test_submit_before_start_is_refused(migrated_database_url: str, table: str) -> None:
+    with pytest.raises(WriterClosed):
+        await GroupWriter(migrated_database_url).submit([Insert(table, 1)])
+
+
+async def test_lost_connection_fails_the_batch_then_reconnects(
+    writer: GroupWriter, table: str, migrated_database_url: str
+) -> None:
+    (pid,) = await writer.submit([Sleep(0)])
+
+    def kill() -> None:
+        with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+            conn.execute(b"SELECT pg_terminate_backend(%s)", (pid,))
+
+    await trio.to_thread.run_sync(kill)
+    with pytest.raises(psycopg.OperationalError):
+        await writer.submit([Insert(table, 1)])
+    assert await writer.submit([Insert(table, 2)]) == [4]
+    assert await values_in(migrated_database_url, table) == {2}
