@@ -122,7 +122,7 @@ class ExecutionDetails(WireOut, frozen=True):
     filled_quantity: Decimal
     fees: Decimal
     start_time: datetime
-    fills: tuple[Fill, ...] = ()
+    fills: tuple[Fill, ...]  # always present, [] before the first fill
     broker_order_id: str | None = None
     average_price: Decimal | None = None
     end_time: datetime | None = None

@@ -101,6 +101,7 @@ class FakeBrokerService:
             filled_quantity=Decimal(0),
             fees=Decimal(0),
             start_time=NOW,
+            fills=(),
             symbol=request.symbol,
             side=request.side,
         )

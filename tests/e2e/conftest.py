@@ -1,0 +1,54 @@
+"""End-to-end fixtures: the real daemon as a separate process, on the session's nats-server and
+PostgreSQL database. Tests talk to it only through NATS and REST, as an OMS would."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.daemon import TEST_TOKEN, DaemonProcess
+
+
+@pytest.fixture(scope="session")
+def daemon(
+    tmp_path_factory: pytest.TempPathFactory, nats_url: str, database_url: str
+) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(tmp_path_factory.mktemp("daemon"), nats_url, database_url)
+    process.start()
+    try:
+        yield process
+    finally:
+        code = process.stop()
+        assert code == 0, process.log()
+        assert "Traceback" not in process.log(), process.log()
+
+
+@pytest.fixture
+def second_daemon(
+    tmp_path_factory: pytest.TempPathFactory, nats_url: str, database_url: str, daemon: DaemonProcess
+) -> Iterator[DaemonProcess]:
+    """Another instance sharing NATS and PostgreSQL with `daemon`, for one test only: it joins
+    the same queue group, and its simulated venues are its own (a real broker is shared), so a
+    cancel it happened to receive would not find an order the first daemon placed."""
+    process = DaemonProcess(tmp_path_factory.mktemp("daemon2"), nats_url, database_url, instance="e2e-2")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def rest(daemon: DaemonProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=daemon.rest_url, headers={"Authorization": f"Bearer {TEST_TOKEN}"}, timeout=10.0
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def order_id() -> str:
+    return f"e2e-{uuid.uuid4().hex[:24]}"

@@ -1,0 +1,154 @@
+"""A real daemon process for end-to-end tests, configured by a TOML file the test writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from daemon.servers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+TEST_TOKEN = "e2e-secret-token"
+
+#: Brokers of the end-to-end tests: zero latency, distinct costs and capabilities.
+BROKERS_TOML = """
+[[brokers]]
+broker_id = "sim-cheap"
+name = "Simulated Cheap"
+asset_classes = ["EQUITY", "CRYPTO"]
+features = ["MARKET_ORDERS", "LIMIT_ORDERS", "STOP_ORDERS"]
+commission = { baseRate = "0.0001", minCommission = "0.35" }
+venue = "CHEAP"
+seed = 1
+
+[[brokers]]
+broker_id = "sim-fast"
+name = "Simulated Fast"
+asset_classes = ["EQUITY", "FOREX"]
+features = ["MARKET_ORDERS", "LIMIT_ORDERS", "STOP_ORDERS", "STOP_LIMIT_ORDERS"]
+venue = "FAST"
+seed = 2
+[brokers.commission]
+baseRate = "0.0008"
+minCommission = "1"
+tieredRates = [{ volumeThreshold = "1000000", rate = "0.0005" }]
+
+[[brokers]]
+broker_id = "sim-reject"
+name = "Simulated Always Rejects"
+asset_classes = ["EQUITY"]
+features = ["MARKET_ORDERS", "LIMIT_ORDERS"]
+commission = { baseRate = "0.01", minCommission = "5" }
+venue = "REJ"
+seed = 3
+reject_rate = 1.0
+"""
+
+
+def write_config(
+    path: Path, *, state_dir: Path, nats_url: str, database_url: str, rest_port: int, instance: str
+) -> Path:
+    text = f"""
+[service]
+state_dir = {json.dumps(str(state_dir))}
+instance_id = {json.dumps(instance)}
+log_level = "INFO"
+shutdown_grace_s = 5.0
+
+[nats]
+url = {json.dumps(nats_url)}
+
+[database]
+url = {json.dumps(database_url)}
+views_refresh_s = 2.0
+
+[rest]
+host = "127.0.0.1"
+port = {rest_port}
+tokens = [{json.dumps(TEST_TOKEN)}]
+
+[market]
+seed = 11
+tick_interval_ms = 20.0
+{BROKERS_TOML}
+"""
+    path.write_text(text)
+    return path
+
+
+class DaemonProcess:
+    def __init__(self, workdir: Path, nats_url: str, database_url: str, instance: str = "e2e") -> None:
+        self.workdir = workdir
+        self.state_dir = workdir / "state"
+        self.rest_port = free_port()
+        self.config = write_config(
+            workdir / "config.toml",
+            state_dir=self.state_dir,
+            nats_url=nats_url,
+            database_url=database_url,
+            rest_port=self.rest_port,
+            instance=instance,
+        )
+        self.log_path = workdir / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runtime: dict[str, Any] = {}
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def nats_url(self) -> str:
+        return str(self.runtime["nats_url"])
+
+    def start(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> None:
+        runtime = self.state_dir / "runtime.json"
+        runtime.unlink(missing_ok=True)
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("NATS_URL", None)
+        full_env.pop("DATABASE_URL", None)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config)],
+                cwd=REPO,
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            if runtime.exists():
+                self.runtime = json.loads(runtime.read_text())
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"daemon not ready after {timeout}s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+                raise RuntimeError(f"daemon did not stop within {timeout}s:\n{self.log()}") from None
+        return proc.returncode
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
