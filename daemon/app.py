@@ -43,8 +43,9 @@ from api.rest import create_app
 from daemon import servers
 from daemon.bus import NatsBus
 from daemon.config import Config
-from daemon.endpoints import OVERLOADED, service_endpoints
+from daemon.endpoints import OVERLOADED, admin_endpoints, service_endpoints
 from daemon.publisher import Publisher
+from daemon.schedule import close_sessions_daily, refresh_views_every
 from daemon.sdnotify import Notifier
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
@@ -208,7 +209,7 @@ async def _serve(
             await work.start(supervise_brokers, handles, events_send)
             serve_nats = functools.partial(
                 bus.serve,
-                service_endpoints(engine),
+                [*service_endpoints(engine), *admin_endpoints(store.refresh_views)],
                 service_name="broker-integration",
                 version=VERSION,
                 description="Broker Integration Service: order routing, executions, broker status",
@@ -221,7 +222,10 @@ async def _serve(
             rest_url = None
             if config.rest.enabled:
                 rest_url = await work.start(_serve_rest, config, engine, rest_stop)
-            root.start_soon(_refresh_views, store, config.database.views_refresh_s)
+            root.start_soon(refresh_views_every, store, config.database.views_refresh_s)
+            if config.market.session_close_utc:
+                closers = [h.adapter.end_of_day for h in handles if isinstance(h.adapter, SimulatedBroker)]
+                root.start_soon(close_sessions_daily, closers, config.market.session_close_utc)
             endpoints = Endpoints(nats_url, rest_url, servers.redact_url(database_url))
             _write_runtime(config.state_dir, endpoints)
             notifier.ready(f"serving {len(handles)} brokers; NATS {nats_url}; REST {rest_url or 'off'}")
@@ -279,15 +283,6 @@ async def _watch_signals(shutdown: trio.Event) -> None:
             log.info("signal received", extra={"signal": signal.Signals(signum).name})
             shutdown.set()
             return
-
-
-async def _refresh_views(store: Store, every: float) -> None:
-    while True:
-        await trio.sleep(every)
-        try:
-            await store.refresh_views()
-        except Exception as exc:
-            log.warning("refreshing read models failed", extra={"error": repr(exc)})
 
 
 def _write_runtime(state_dir: Path, endpoints: Endpoints) -> None:

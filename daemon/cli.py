@@ -111,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--stream", default="BROKER_EXECUTIONS")
     watch.set_defaults(func=_cmd_watch)
 
+    refresh = sub.add_parser("refresh-views", help="refresh the daemon's materialized read models now")
+    refresh.set_defaults(func=lambda args: _call(args, subjects.REFRESH_READ_MODELS, {}))
+
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument("--database-url", default=None, help="default: $DATABASE_URL")
     migrate.set_defaults(func=_cmd_migrate)

@@ -8,8 +8,12 @@ carries the HTTP-like code and the payload is the REST error body with field err
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from api import subjects
 from api.codec import encode
@@ -36,6 +40,23 @@ def _endpoint(name: str, subject: str, call: Callable[[bytes], Awaitable[Any]]) 
             return Reply(encode(body), 500, "internal error")
 
     return Endpoint(name=name, subject=subject, handler=handle)
+
+
+class ReadModelsRefreshed(msgspec.Struct, frozen=True, rename="camel"):
+    refreshed_at: datetime
+    duration_ms: float
+
+
+def admin_endpoints(refresh_read_models: Callable[[], Awaitable[None]]) -> list[Endpoint]:
+    """Operator endpoints: refresh the materialized read models now (they also refresh on a
+    schedule)."""
+
+    async def refresh(data: bytes) -> Any:
+        started = time.perf_counter()
+        await refresh_read_models()
+        return ReadModelsRefreshed(datetime.now(UTC), round((time.perf_counter() - started) * 1000, 3))
+
+    return [_endpoint("RefreshReadModels", subjects.REFRESH_READ_MODELS, refresh)]
 
 
 def service_endpoints(service: BrokerService) -> list[Endpoint]:

@@ -10,6 +10,7 @@ Rates are fractions of notional (0.0005 = 5 bps), as everywhere in `api.commissi
 
 from __future__ import annotations
 
+from datetime import time
 from decimal import Decimal
 
 import msgspec
@@ -87,8 +88,16 @@ class MarketConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     seed: int = 1
     tick_interval_ms: float | None = 100.0
     instruments: tuple[InstrumentConfig, ...] = msgspec.field(default_factory=default_instruments)
+    #: The session's close, "HH:MM" in UTC: DAY orders still open then expire. None: never.
+    session_close_utc: str | None = "21:00"
 
     def __post_init__(self) -> None:
+        if self.session_close_utc is not None:
+            try:
+                hour, minute = (int(part) for part in self.session_close_utc.split(":"))
+                time(hour, minute)
+            except ValueError:
+                raise ValueError(f"session_close_utc must be HH:MM, got {self.session_close_utc!r}") from None
         if self.tick_interval_ms is not None and self.tick_interval_ms <= 0:
             raise ValueError("tick_interval_ms must be positive (or absent for manual ticking)")
         symbols = [i.symbol for i in self.instruments]

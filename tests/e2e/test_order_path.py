@@ -264,7 +264,26 @@ def test_service_discovery_through_micro(daemon: DaemonProcess) -> None:
     reply = oms.run(oms.request(daemon.nats_url, "$SRV.INFO.broker-integration", b""))
     assert reply.body["name"] == "broker-integration"
     subjects = {e["subject"] for e in reply.body["endpoints"]}
-    assert "trading.broker.v1.RouteOrder" in subjects and len(subjects) == 5
+    assert subjects == {
+        "trading.broker.v1.RouteOrder",
+        "trading.broker.v1.GetExecution",
+        "trading.broker.v1.CancelOrder",
+        "trading.broker.v1.GetBrokerStatus",
+        "trading.broker.v1.ListBrokers",
+        "trading.broker.v1.admin.RefreshReadModels",
+    }
+
+
+def test_read_models_refresh_on_demand(daemon: DaemonProcess, database_url: str, order_id: str) -> None:
+    oms.route(daemon.nats_url, oms.order(order_id, quantity=1))
+    reply = oms.run(oms.request(daemon.nats_url, "trading.broker.v1.admin.RefreshReadModels", {}))
+    assert reply.error_code is None, reply
+    assert reply.body["durationMs"] >= 0
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT total_orders FROM broker_latency_stats WHERE broker_id = 'sim-cheap'"
+        ).fetchone()
+    assert rows is not None and rows[0] >= 1
 
 
 def test_list_brokers_and_status_over_nats(daemon: DaemonProcess) -> None:
