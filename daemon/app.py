@@ -242,7 +242,9 @@ async def _serve(
             engine.stop_intake()
             with trio.move_on_after(config.service.shutdown_grace_s) as grace:
                 await bus.stop_serving()
+                await bus.wait_answered()
                 await engine.wait_idle()
+                await engine.wait_settled()
             if grace.cancelled_caught:
                 log.warning("grace period over with requests still in flight")
             rest_stop.set()

@@ -66,6 +66,9 @@ class NatsBus:
         self._js = nc.jetstream()
         self.connection_lost = connection_lost
         self._service: Any = None
+        self._unanswered = 0  # requests handed to Trio and not yet answered
+        self._answered = trio.Event()
+        self._answered.set()
 
     def __repr__(self) -> str:
         return f"<NatsBus {getattr(self._nc, 'connected_url', None)} connected={self.is_connected}>"
@@ -160,6 +163,10 @@ class NatsBus:
                 send.send_nowait((handlers[request.subject], request))
             except (trio.WouldBlock, trio.ClosedResourceError):
                 await request.respond_error("503", "service overloaded or stopping", overloaded)
+                return
+            self._unanswered += 1
+            if self._answered.is_set():
+                self._answered = trio.Event()
 
         self._service = await aio_as_trio(nats.micro.add_service)(
             self._nc,
@@ -183,21 +190,42 @@ class NatsBus:
                 send.close()
 
     async def stop_serving(self) -> None:
-        """Unsubscribe every endpoint (other daemons in the queue group take new requests);
-        requests already handed to Trio are still answered."""
+        """Stop taking requests without dropping any: each endpoint's subscription is *drained*
+        (NATS stops delivering; what was already delivered is still handed to Trio and answered),
+        so new requests go to the other daemons of the queue group (or get "no responders"), and
+        no requester is left to time out. Then the discovery subscriptions stop."""
         service, self._service = self._service, None
-        if service is not None:
-            with contextlib.suppress(Exception):
-                await aio_as_trio(service.stop)()
+        if service is None:
+            return
+        # nats.micro's Service.stop() *unsubscribes* endpoints, which discards requests nats-py
+        # has received but not yet passed to our callback. Drain them first (the end-to-end
+        # SIGTERM-during-a-burst test guards this use of micro's internals).
+        for endpoint in list(getattr(service, "_endpoints", ())):
+            subscription = getattr(endpoint, "_subscription", None)
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await aio_as_trio(subscription.drain)()
+                endpoint._subscription = None
+        service._endpoints = []
+        with contextlib.suppress(Exception):
+            await aio_as_trio(service.stop)()
+
+    async def wait_answered(self) -> None:
+        """Wait until every request handed to Trio has been answered."""
+        await self._answered.wait()
 
     async def _work(self, receive: trio.MemoryReceiveChannel[tuple[Handler, MicroRequest]]) -> None:
         async with receive:
             async for handler, request in receive:
-                reply = await handler(request.data)
                 try:
+                    reply = await handler(request.data)
                     await aio_as_trio(_respond)(request, reply)
                 except Exception as exc:  # the requester is gone or NATS is down; nothing to answer
                     log.warning("reply failed", extra={"subject": request.subject, "error": repr(exc)})
+                finally:
+                    self._unanswered -= 1
+                    if self._unanswered == 0:
+                        self._answered.set()
 
     # --- publishing -----------------------------------------------------------------------
 

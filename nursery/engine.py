@@ -98,6 +98,8 @@ class ExecutionEngine:
         self._live = LiveBook()
         self._routing: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
+        self._events: trio.MemoryReceiveChannel[AnyBrokerEvent] | None = None
+        self._applying = 0  # drain / load tasks applying broker events right now
         self._stopping = False
         self._active_requests = 0
         self._idle = trio.Event()
@@ -129,6 +131,7 @@ class ExecutionEngine:
                 if order.status is BrokerOrderStatus.PENDING:
                     nursery.start_soon(self._reconcile, live, "recovered after restart")
             nursery.start_soon(self._evict_periodically)
+            self._events = events
             task_status.started()
             async with events:
                 async for event in events:
@@ -141,6 +144,17 @@ class ExecutionEngine:
     async def wait_idle(self) -> None:
         """Wait until no routing or cancel request is in progress."""
         await self._idle.wait()
+
+    async def wait_settled(self, quiet_for: float = 0.05) -> None:
+        """Wait until broker events stop arriving and every one received has been applied and
+        persisted (used on shutdown, under the grace deadline, so fills already reported by the
+        brokers are not left for the next start to reconcile)."""
+        quiet_since = trio.current_time()
+        while trio.current_time() - quiet_since < quiet_for:
+            await trio.sleep(0.005)
+            queued = self._events.statistics().current_buffer_used if self._events is not None else 0
+            if queued or self._applying:
+                quiet_since = trio.current_time()
 
     def open_executions(self) -> int:
         return self._live.open_count()
@@ -367,6 +381,13 @@ class ExecutionEngine:
             self._spawn(self._drain, live)
 
     async def _load_and_enqueue(self, event: AnyBrokerEvent) -> None:
+        self._applying += 1
+        try:
+            await self._load_and_enqueue_one(event)
+        finally:
+            self._applying -= 1
+
+    async def _load_and_enqueue_one(self, event: AnyBrokerEvent) -> None:
         execution = execution_of_client_order(event.client_order_id)
         order = await self._store.load_execution(execution) if execution else None
         if order is None:
@@ -380,6 +401,7 @@ class ExecutionEngine:
         self._enqueue(event)
 
     async def _drain(self, live: LiveExecution) -> None:
+        self._applying += 1
         try:
             while live.queue:
                 events = list(live.queue)
@@ -387,6 +409,7 @@ class ExecutionEngine:
                 await self._apply(live, events)
         finally:
             live.draining = False
+            self._applying -= 1
 
     async def _apply(
         self,

@@ -86,6 +86,7 @@ tick_interval_ms = 20.0
 class DaemonProcess:
     def __init__(self, workdir: Path, nats_url: str, database_url: str, instance: str = "e2e") -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.state_dir = workdir / "state"
         self.rest_port = free_port()
         self.config = write_config(

@@ -1,0 +1,47 @@
+from datetime import UTC, datetime, timedelta, timezone
+
+import trio
+
+from daemon.schedule import close_sessions_daily, next_daily
+
+
+def test_next_daily_is_later_today_or_tomorrow() -> None:
+    assert next_daily(datetime(2026, 3, 2, 20, 59, tzinfo=UTC), "21:00") == datetime(
+        2026, 3, 2, 21, 0, tzinfo=UTC
+    )
+    assert next_daily(datetime(2026, 3, 2, 21, 0, tzinfo=UTC), "21:00") == datetime(
+        2026, 3, 3, 21, 0, tzinfo=UTC
+    )
+    assert next_daily(datetime(2026, 12, 31, 23, 0, tzinfo=UTC), "00:30") == datetime(
+        2027, 1, 1, 0, 30, tzinfo=UTC
+    )
+
+
+def test_next_daily_reads_the_time_in_utc_whatever_the_zone_of_now() -> None:
+    new_york = timezone(timedelta(hours=-5))
+    now = datetime(2026, 3, 2, 15, 30, tzinfo=new_york)  # 20:30 UTC
+    assert next_daily(now, "21:00") == datetime(2026, 3, 2, 21, 0, tzinfo=UTC)
+
+
+async def test_closers_run_at_the_close_and_a_failing_one_does_not_stop_the_others(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    start = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
+    calls: list[str] = []
+
+    def clock() -> datetime:
+        return start + timedelta(seconds=trio.current_time())
+
+    def broken() -> None:
+        calls.append("broken")
+        raise RuntimeError("venue gone")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(close_sessions_daily, [broken, lambda: calls.append("ok")], "21:00", clock)
+        await trio.sleep(3599)
+        assert calls == []
+        await trio.sleep(2)
+        assert calls == ["broken", "ok"]
+        await trio.sleep(24 * 3600)
+        assert calls == ["broken", "ok", "broken", "ok"]
+        nursery.cancel_scope.cancel()
