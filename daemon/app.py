@@ -280,11 +280,17 @@ async def _serve_rest(
 
 
 async def _watch_signals(shutdown: trio.Event) -> None:
+    """The first SIGTERM/SIGINT starts the graceful stop; later ones are logged and ignored, so
+    a second Ctrl-C (or a supervisor's repeat) cannot kill the daemon in the middle of its flush.
+    Keeps receiving until the root nursery is cancelled at the very end."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            log.info("signal received", extra={"signal": signal.Signals(signum).name})
-            shutdown.set()
-            return
+            name = signal.Signals(signum).name
+            if shutdown.is_set():
+                log.warning("already stopping; signal ignored", extra={"signal": name})
+            else:
+                log.info("signal received", extra={"signal": name})
+                shutdown.set()
 
 
 def _write_runtime(state_dir: Path, endpoints: Endpoints) -> None:

@@ -125,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import os
+    import signal
 
     import trio
 
@@ -164,6 +165,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         trio.run(lambda: run_daemon(config, on_ready=banner))
+        # The daemon has stopped cleanly; a late signal must not turn that into a kill.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     except KeyboardInterrupt:
         pass
     except Exception as exc:

@@ -104,6 +104,21 @@ async def _burst(url: str, orders: list[dict[str, Any]], fire: threading.Event) 
         await nc.close()
 
 
+def test_a_second_signal_while_stopping_is_ignored(
+    tmp_path: Path, private_nats_server: NatsServer, database_url: str
+) -> None:
+    daemon = DaemonProcess(tmp_path / "d", private_nats_server.url, database_url, instance="twice")
+    daemon.start()
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    daemon.proc.send_signal(signal.SIGINT)
+    assert daemon.wait() == 0
+    log = daemon.log()
+    assert "Traceback" not in log, log
+    assert '"message":"stopped"' in log
+
+
 def test_sigterm_during_a_burst_answers_every_request_and_loses_nothing(
     tmp_path: Path, private_nats_server: NatsServer, database_url: str
 ) -> None:
@@ -118,7 +133,7 @@ def test_sigterm_during_a_burst_answers_every_request_and_loses_nothing(
     stopper.start()
     results = oms.run(_burst(private_nats_server.url, orders, fire))
     stopper.join(30)
-    code = daemon.stop()
+    code = daemon.wait()
     log = daemon.log()
     assert code == 0, log
     assert "Traceback" not in log, log

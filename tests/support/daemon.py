@@ -148,6 +148,12 @@ class DaemonProcess:
                 raise RuntimeError(f"daemon did not stop within {timeout}s:\n{self.log()}") from None
         return proc.returncode
 
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit by itself (after a signal the test sent)."""
+        proc, self.proc = self.proc, None
+        assert proc is not None
+        return proc.wait(timeout)
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
