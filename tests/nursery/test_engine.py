@@ -1,0 +1,246 @@
+"""The execution engine against real PostgreSQL, with a probe broker adapter: write before send,
+idempotency under concurrency, unknown outcomes reconciled without a resend, fills persisted and
+queued for publication exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+
+from adapters.base import BrokerAck, BrokerOrderSnapshot, BrokerRejected, OutcomeUnknown, SubmitRequest
+from api.capabilities import Capabilities
+from api.contracts import CommissionStructure, GetExecutionRequest, OrderRoutingRequest
+from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, OrderType, RoutingStatus, Side
+from api.events import AnyBrokerEvent, OrderFilled
+from nursery.brokers import BrokerHandle, supervise_brokers
+from nursery.engine import ExecutionEngine
+from sql.records import BrokerRecord, OutboxEvent
+from sql.store import Store
+
+NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+
+
+class Market:
+    def asset_class(self, symbol: str) -> AssetClass | None:
+        return AssetClass.EQUITY if symbol == "AAPL" else None
+
+    def mid(self, symbol: str) -> Decimal | None:
+        return Decimal("190.00")
+
+
+class ProbeBroker:
+    """A broker adapter that records, at the moment `submit` is called, what another database
+    session can see of the order; its behaviour per call is scripted by the test."""
+
+    broker_id = "probe"
+    capabilities = Capabilities(frozenset({AssetClass.EQUITY}), frozenset(BrokerFeature))
+    commission = CommissionStructure(base_rate=Decimal("0.0001"))
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.submits: list[SubmitRequest] = []
+        self.visible_at_submit: list[Any] = []
+        self.outcome = "accept"
+        self.placed: dict[str, BrokerOrderSnapshot] = {}
+        self.events: trio.MemorySendChannel[AnyBrokerEvent] | None = None
+
+    async def run(
+        self,
+        events: trio.MemorySendChannel[AnyBrokerEvent],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self.events = events
+        task_status.started()
+        await trio.sleep_forever()
+
+    def _visible(self, client_order_id: str) -> Any:
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute(
+                "SELECT bo.order_id, bo.broker_id, bo.status, ro.response IS NULL"
+                " FROM broker_orders bo JOIN routed_orders ro USING (order_id)"
+                " WHERE bo.client_order_id = %s",
+                (client_order_id,),
+            ).fetchone()
+
+    async def submit(self, request: SubmitRequest) -> BrokerAck:
+        self.submits.append(request)
+        self.visible_at_submit.append(await trio.to_thread.run_sync(self._visible, request.client_order_id))
+        if self.outcome == "reject":
+            raise BrokerRejected("insufficient buying power")
+        snapshot = BrokerOrderSnapshot(
+            client_order_id=request.client_order_id,
+            broker_order_id=f"B-{len(self.submits)}",
+            status=BrokerOrderStatus.ACCEPTED,
+            filled_quantity=Decimal(0),
+        )
+        if self.outcome == "lost":  # the request never reached the broker
+            raise OutcomeUnknown("connection reset before the request was sent")
+        self.placed[request.client_order_id] = snapshot
+        if self.outcome == "unknown":  # the broker took it, but the answer was lost
+            raise OutcomeUnknown("read timeout")
+        await trio.sleep(0.01)  # a real round trip: concurrent duplicates overlap it
+        return BrokerAck(snapshot.broker_order_id, NOW)
+
+    async def cancel(self, client_order_id: str) -> None:
+        raise NotImplementedError
+
+    async def query(self, client_order_id: str) -> BrokerOrderSnapshot | None:
+        return self.placed.get(client_order_id)
+
+
+def order(order_id: str, **changes: Any) -> OrderRoutingRequest:
+    fields: dict[str, Any] = dict(
+        order_id=order_id,
+        account_id="ACC",
+        symbol="AAPL",
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        quantity=Decimal(100),
+        price=Decimal("190.50"),
+    )
+    fields.update(changes)
+    return OrderRoutingRequest(**fields)
+
+
+@pytest.fixture
+async def stack(migrated_database_url: str) -> AsyncIterator[tuple[ExecutionEngine, ProbeBroker, Any]]:
+    broker = ProbeBroker(migrated_database_url)
+    publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](1000)
+    events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](1000)
+    async with Store.open(migrated_database_url) as store, trio.open_nursery() as nursery:
+        handle = BrokerHandle(broker, "Probe")
+        await store.upsert_brokers(
+            [
+                BrokerRecord(
+                    broker_id="probe",
+                    name="Probe",
+                    status="CONNECTED",
+                    supported_asset_classes=(AssetClass.EQUITY,),
+                    features=tuple(BrokerFeature),
+                    commission_structure=broker.commission,
+                )
+            ]
+        )
+        engine = ExecutionEngine(
+            store, [handle], Market(), publish_send, attempt_deadline=lambda urgency: 2.0
+        )
+        await nursery.start(engine.run, events_receive)
+        await nursery.start(supervise_brokers, [handle], events_send)
+        yield engine, broker, publish_receive
+        nursery.cancel_scope.cancel()
+
+
+async def settled_status(engine: ExecutionEngine, order_id: str) -> str:
+    """The execution's status once it has left PENDING (fails after 5 s)."""
+    with trio.fail_after(5):
+        for _ in range(10_000):
+            details = await engine.get_execution(GetExecutionRequest(order_id=order_id))
+            if details.status.value != "PENDING":
+                return details.status.value
+            await trio.sleep(0.01)
+    raise AssertionError("unreachable")
+
+
+def new_id() -> str:
+    return f"t-{uuid.uuid4().hex[:20]}"
+
+
+async def test_order_broker_and_client_order_id_are_committed_before_the_broker_is_called(stack: Any) -> None:
+    engine, broker, _ = stack
+    order_id = new_id()
+    response = await engine.route_order(order(order_id))
+    assert response.status is RoutingStatus.ACCEPTED
+    (request,) = broker.submits
+    # Seen from another session while the broker call was in progress: committed, PENDING,
+    # with the broker and the client order id the broker received; the answer not yet stored.
+    assert broker.visible_at_submit == [(order_id, "probe", "PENDING", True)]
+    assert request.client_order_id.startswith("bis-")
+
+
+async def test_concurrent_duplicates_reach_the_broker_once(stack: Any) -> None:
+    engine, broker, _ = stack
+    order_id = new_id()
+    responses: list[Any] = []
+
+    async def send() -> None:
+        responses.append(await engine.route_order(order(order_id)))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(send)
+    assert len(broker.submits) == 1
+    assert len({r.routing_id for r in responses}) == 1
+    assert all(r == responses[0] for r in responses)
+
+
+async def test_rejection_is_answered_and_persisted(stack: Any) -> None:
+    engine, broker, publish = stack
+    broker.outcome = "reject"
+    order_id = new_id()
+    response = await engine.route_order(order(order_id))
+    assert response.status is RoutingStatus.REJECTED
+    assert response.rejection_reason == "probe: insufficient buying power"
+    details = await engine.get_execution(GetExecutionRequest(order_id=order_id))
+    assert details.status.value == "REJECTED"
+    update = publish.receive_nowait()
+    assert update.subject == f"trading.broker.v1.executions.probe.REJECTED.{order_id}"
+
+
+async def test_unknown_outcome_is_pending_then_adopted_without_a_resend(stack: Any) -> None:
+    engine, broker, _ = stack
+    broker.outcome = "unknown"
+    order_id = new_id()
+    response = await engine.route_order(order(order_id))
+    assert response.status is RoutingStatus.PENDING
+    assert await settled_status(engine, order_id) == "EXECUTING"
+    details = await engine.get_execution(GetExecutionRequest(order_id=order_id))
+    assert details.broker_order_id == "B-1"
+    assert len(broker.submits) == 1  # reconciled by query, never sent again
+
+
+async def test_unknown_outcome_for_an_order_the_broker_never_got_is_rejected_not_resent(stack: Any) -> None:
+    engine, broker, _ = stack
+    broker.outcome = "lost"
+    order_id = new_id()
+    assert (await engine.route_order(order(order_id))).status is RoutingStatus.PENDING
+    assert await settled_status(engine, order_id) == "REJECTED"
+    details = await engine.get_execution(GetExecutionRequest(order_id=order_id))
+    assert "never reached the broker" in (details.rejection_reason or "")
+    assert len(broker.submits) == 1
+
+
+async def test_a_fill_is_persisted_and_queued_for_publication_once(
+    stack: Any, migrated_database_url: str
+) -> None:
+    engine, broker, publish = stack
+    order_id = new_id()
+    response = await engine.route_order(order(order_id))
+    accepted = publish.receive_nowait()
+    assert accepted.msg_id == f"{response.execution_id}:1"
+    client_order_id = broker.submits[0].client_order_id
+    fill = OrderFilled(client_order_id, NOW, "X-1", Decimal(40), Decimal("190.25"), Decimal("0.76"), "PROBE")
+    assert broker.events is not None
+    await broker.events.send(fill)
+    await broker.events.send(fill)  # the broker repeats itself (stream replay)
+    with trio.fail_after(5):
+        update = await publish.receive()
+    assert update.msg_id == f"{response.execution_id}:2"
+    assert b'"status":"PARTIALLY_FILLED"' in update.payload
+    await trio.sleep(0.1)
+    with pytest.raises(trio.WouldBlock):
+        publish.receive_nowait()  # the repeat changed nothing and published nothing
+    with psycopg.connect(migrated_database_url) as conn:
+        rows = conn.execute(
+            "SELECT f.quantity, f.price, bo.filled_quantity, bo.fees FROM order_fills f"
+            " JOIN broker_orders bo ON bo.id = f.broker_order_id WHERE bo.order_id = %s",
+            (order_id,),
+        ).fetchall()
+    assert rows == [(Decimal(40), Decimal("190.25"), Decimal(40), Decimal("0.76"))]
