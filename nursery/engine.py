@@ -168,12 +168,13 @@ class ExecutionEngine:
         self._begin()
         try:
             earlier = self._routing.get(request.order_id)
-            if earlier is not None:  # same order id already being routed here: wait for its answer
+            while earlier is not None:  # same order id already being routed here: wait for it
                 with trio.move_on_after(self._duplicate_wait):
                     await earlier.wait()
                 claim = await self._store.get_claim(request.order_id)
-                assert claim is not None, "an order being routed is always claimed"
-                return await self._answer_repeat(request.order_id, fingerprint, claim)
+                if claim is not None:
+                    return await self._answer_repeat(request.order_id, fingerprint, claim)
+                earlier = self._routing.get(request.order_id)  # it failed before claiming
             done = self._routing[request.order_id] = trio.Event()
             try:
                 return await self._route_new(request, asset_class, fingerprint)
