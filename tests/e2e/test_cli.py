@@ -1,0 +1,90 @@
+"""The OMS-side CLI, run as a user would, against the running daemon."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from tests.support.daemon import REPO, DaemonProcess
+
+
+def cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--nats", daemon.nats_url, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_order_prints_the_response_and_watch_replays_its_updates(
+    daemon: DaemonProcess, order_id: str
+) -> None:
+    done = cli(
+        daemon, "order", "buy", "AAPL", "5", "--type", "LIMIT", "--price", "100000", "--order-id", order_id
+    )
+    assert done.returncode == 0, done.stderr
+    response = json.loads(done.stdout)
+    assert response["status"] == "ACCEPTED" and response["orderId"] == order_id
+
+    watch = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "--nats",
+            daemon.nats_url,
+            "watch",
+            "--replay",
+            "--order",
+            order_id,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2.0)
+    finally:
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=10)
+    assert watch.returncode == 0, err
+    lines = out.strip().splitlines()
+    assert any("EXECUTING" in line for line in lines), out
+    assert any("COMPLETED" in line and "filled 5" in line for line in lines), out
+
+
+def test_order_with_bad_fields_exits_non_zero_naming_each_field(daemon: DaemonProcess) -> None:
+    done = cli(daemon, "order", "buy", "AAPL", "-5", "--type", "LIMIT")
+    assert done.returncode == 1
+    assert "error 400" in done.stderr
+    assert "quantity: must be greater than 0" in done.stderr
+    assert "price: is required for LIMIT orders" in done.stderr
+
+
+def test_brokers_and_status(daemon: DaemonProcess) -> None:
+    done = cli(daemon, "--json", "brokers", "--asset-class", "FOREX")
+    assert done.returncode == 0, done.stderr
+    assert [b["id"] for b in json.loads(done.stdout)] == ["sim-fast"]
+    status = cli(daemon, "status", "sim-cheap")
+    assert json.loads(status.stdout)["status"] == "CONNECTED"
+    missing = cli(daemon, "status", "nope")
+    assert missing.returncode == 1 and "error 404" in missing.stderr
+
+
+def test_client_without_a_daemon_says_what_to_do(tmp_path: object) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--state-dir", "/nonexistent", "brokers"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 1
+    assert "make run" in done.stderr
