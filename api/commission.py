@@ -27,7 +27,7 @@ def commission(
     start = max(running_volume, Decimal(0))
     end = start + notional
     # Brackets: [0, t1) at baseRate, [t1, t2) at tier1.rate, ...
-    edges = sorted(structure.tiered_rates, key=lambda tier: tier.volume_threshold)
+    edges = sorted(structure.tiered_rates, key=lambda tier: (tier.volume_threshold, tier.rate))
     bounds: list[tuple[Decimal, Decimal | None, Decimal]] = []
     lower, rate = Decimal(0), structure.base_rate
     for tier in edges:

@@ -142,12 +142,12 @@ class CancelOrderResponse(WireOut, frozen=True):
     rejection_reason: str | None = None
 
 
-class TieredRate(msgspec.Struct, frozen=True, rename="camel"):
+class TieredRate(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     volume_threshold: Decimal
     rate: Decimal
 
 
-class CommissionStructure(msgspec.Struct, frozen=True, rename="camel"):
+class CommissionStructure(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     """`base_rate` and tier `rate`s are fractions of notional (0.0005 = 5 bps); `min_commission`
     is in the instrument's quote currency; `volume_threshold` is traded notional in the period
     (see `api.commission`)."""

@@ -46,8 +46,9 @@ class IllegalTransition(Exception):
 
 
 class Transition(msgspec.Struct, frozen=True):
-    """The result of applying one event: the new order, whether anything changed (a change is
-    persisted and published), and the fill it added, if any."""
+    """The result of applying one event: the new order, whether anything changed, and the fill it
+    added, if any. Every change is persisted; it is published only when it advanced `sequence`
+    (a late ack that merely records the broker order id is stored quietly)."""
 
     order: BrokerOrder
     changed: bool

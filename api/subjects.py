@@ -56,6 +56,6 @@ def parse_execution_subject(subject: str) -> tuple[str, str, str]:
     """(broker_id, status, order_id) of an execution-update subject."""
     head, sep, rest = subject.partition(EXECUTIONS + ".")
     parts = rest.split(".")
-    if head or not sep or len(parts) != 3:
+    if head or not sep or len(parts) != 3 or not all(parts):
         raise ValueError(f"not an execution subject: {subject!r}")
     return unescape_token(parts[0]), parts[1], unescape_token(parts[2])

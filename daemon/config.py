@@ -30,6 +30,7 @@ from adapters.simulated.config import (
     default_brokers,
     default_instruments,
 )
+from api.contracts import CommissionStructure
 from api.enums import Urgency
 
 
@@ -112,6 +113,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             config = msgspec.toml.decode(path.read_bytes(), type=Config)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
     else:
@@ -148,6 +151,24 @@ def _apply_environment(config: Config, env: Mapping[str, str]) -> Config:
     return replace(config, service=service, nats=nats, database=database, rest=rest)
 
 
+def commission_problem(structure: CommissionStructure) -> str | None:
+    """Why a commission structure is unusable, or None: negative figures would make a broker
+    look cheaper than free, and two tiers at one threshold make the rate ambiguous."""
+    if structure.base_rate < 0:
+        return "baseRate must not be negative"
+    if structure.min_commission < 0:
+        return "minCommission must not be negative"
+    thresholds = [tier.volume_threshold for tier in structure.tiered_rates]
+    for tier in structure.tiered_rates:
+        if tier.rate < 0:
+            return f"tier at {tier.volume_threshold}: rate must not be negative"
+        if tier.volume_threshold < 0:
+            return "volumeThreshold must not be negative"
+    if len(set(thresholds)) != len(thresholds):
+        return "two tiers share a volumeThreshold"
+    return None
+
+
 def _check(config: Config) -> None:
     ids = [b.broker_id for b in config.brokers]
     duplicates = {i for i in ids if ids.count(i) > 1}
@@ -159,6 +180,10 @@ def _check(config: Config) -> None:
         raise ConfigError(f"rest.port: {config.rest.port} is not a port number")
     if config.service.request_workers < 1:
         raise ConfigError("service.request_workers must be at least 1")
+    for i, broker in enumerate(config.brokers):
+        problem = commission_problem(broker.commission)
+        if problem:
+            raise ConfigError(f"brokers[{i}] ({broker.broker_id}).commission: {problem}")
     unknown = set(config.service.attempt_deadline_ms) - {u.value for u in Urgency}
     if unknown:
         raise ConfigError(f"service.attempt_deadline_ms: unknown urgency {sorted(unknown)}")

@@ -153,9 +153,7 @@ def redact_value(value: Any, _depth: int = 0) -> Any:
         return [redact_value(item, _depth + 1) for item in value]
     if isinstance(value, bytes | bytearray):
         return redact_text(bytes(value).decode("utf-8", "replace"))
-    if isinstance(value, msgspec.Struct) or (
-        dataclasses.is_dataclass(value) and not isinstance(value, type)
-    ):
+    if isinstance(value, msgspec.Struct) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
         with contextlib.suppress(Exception):
             return redact_value(msgspec.to_builtins(value), _depth + 1)
     try:

@@ -129,8 +129,13 @@ class Notifier:
             self._socket.sendto(message.encode(), self.address)
         except OSError as exc:
             level = logging.DEBUG if self._failing else logging.WARNING
-            log.log(level, "sd_notify to %s failed: %s", self._display_address, exc,
-                    extra={"sd_message": message.split("\n", 1)[0]})
+            log.log(
+                level,
+                "sd_notify to %s failed: %s",
+                self._display_address,
+                exc,
+                extra={"sd_message": message.split("\n", 1)[0]},
+            )
             self._failing = True
             return False
         if self._failing:
@@ -171,7 +176,8 @@ class Notifier:
             elif healthy_before:
                 log.error(
                     "daemon unhealthy: watchdog pings withheld; systemd restarts the service "
-                    "if this lasts %.1fs", interval * 2,
+                    "if this lasts %.1fs",
+                    interval * 2,
                 )
             healthy_before = healthy
             await trio.sleep(interval)

@@ -10,7 +10,10 @@ without a lookup table.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
+
+import msgspec
 
 from api.codec import encode
 from api.contracts import OrderRoutingRequest
@@ -27,16 +30,23 @@ def client_order_id(execution: str) -> str:
     return CLIENT_ORDER_PREFIX + uuid.UUID(execution).hex
 
 
+_OURS = re.compile(rf"^{re.escape(CLIENT_ORDER_PREFIX)}([0-9a-f]{{32}})$")
+
+
 def execution_of_client_order(client_id: str) -> str | None:
-    """The execution id behind one of our client order ids (None if it is not ours)."""
-    if not client_id.startswith(CLIENT_ORDER_PREFIX):
-        return None
-    try:
-        return str(uuid.UUID(hex=client_id[len(CLIENT_ORDER_PREFIX) :]))
-    except ValueError:
-        return None
+    """The execution id behind one of our client order ids (None if it is not exactly ours:
+    only the form `client_order_id` produces, so no other spelling maps to a live execution)."""
+    match = _OURS.match(client_id)
+    return str(uuid.UUID(hex=match.group(1))) if match else None
 
 
 def request_hash(request: OrderRoutingRequest) -> str:
-    """Fingerprint of a routing request: a repeat with the same orderId must carry the same order."""
-    return hashlib.sha256(encode(request)).hexdigest()
+    """Fingerprint of a routing request: a repeat with the same orderId must carry the same order.
+    Equal requests hash equal whatever the spelling of their numbers (100, 100.0, 1E+2)."""
+    canonical = msgspec.structs.replace(
+        request,
+        quantity=request.quantity.normalize(),
+        price=request.price.normalize() if request.price is not None else None,
+        stop_price=request.stop_price.normalize() if request.stop_price is not None else None,
+    )
+    return hashlib.sha256(encode(canonical)).hexdigest()

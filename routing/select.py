@@ -74,12 +74,14 @@ def select_broker(
         else:
             ineligible.append((candidate.broker_id, why))
     known = {c.broker_id for c in candidates}
-    for broker in order.preferred_brokers:
+    for broker in dict.fromkeys(order.preferred_brokers):
         if broker not in known:
             ineligible.append((broker, "unknown broker"))
     notional = order.quantity * reference_price if reference_price is not None else Decimal(0)
     fees = {c.broker_id: commission(c.commission, notional, c.running_volume) for c in eligible}
-    preference = {broker: rank for rank, broker in enumerate(order.preferred_brokers)}
+    preference: dict[str, int] = {}
+    for rank, broker in enumerate(order.preferred_brokers):
+        preference.setdefault(broker, rank)  # a repeat keeps its first position
     unpreferred = len(preference)
     eligible.sort(
         key=lambda c: (preference.get(c.broker_id, unpreferred), fees[c.broker_id], c.latency_ms, c.broker_id)

@@ -1,0 +1,370 @@
+"""routing.select: eligibility with reasons, preferences, then cost, latency and broker id."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from api.capabilities import Capabilities
+from api.commission import commission
+from api.contracts import CommissionStructure, OrderRoutingRequest, TieredRate
+from api.enums import (
+    AssetClass,
+    BrokerFeature,
+    ConnectionStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
+from routing.select import BrokerCandidate, Selection, ineligibility, select_broker
+
+D = Decimal
+EVERYTHING = Capabilities(asset_classes=frozenset(AssetClass), features=frozenset(BrokerFeature))
+FLAT_10_BPS = CommissionStructure(base_rate=D("0.001"))
+PRICE = D("100")  # reference price: 10 shares are 1 000 of notional
+
+
+def broker(broker_id: str, **changes: Any) -> BrokerCandidate:
+    candidate = BrokerCandidate(
+        broker_id=broker_id,
+        status=ConnectionStatus.CONNECTED,
+        capabilities=EVERYTHING,
+        commission=FLAT_10_BPS,
+    )
+    return msgspec.structs.replace(candidate, **changes) if changes else candidate
+
+
+def bps(rate_bps: str, minimum: str = "0") -> CommissionStructure:
+    return CommissionStructure(base_rate=D(rate_bps) / 10_000, min_commission=D(minimum))
+
+
+def order(**changes: Any) -> OrderRoutingRequest:
+    request = OrderRoutingRequest(
+        order_id="ord-1",
+        account_id="acc-1",
+        symbol="AAPL",
+        side=Side.BUY,
+        type=OrderType.MARKET,
+        quantity=D("10"),
+    )
+    return msgspec.structs.replace(request, **changes) if changes else request
+
+
+def select(
+    candidates: list[BrokerCandidate],
+    request: OrderRoutingRequest | None = None,
+    asset_class: AssetClass = AssetClass.EQUITY,
+    reference_price: Decimal | None = PRICE,
+) -> Selection:
+    return select_broker(candidates, request or order(), asset_class, reference_price)
+
+
+# --- eligibility ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [ConnectionStatus.DISCONNECTED, ConnectionStatus.MAINTENANCE])
+def test_disconnected_or_maintenance_broker_is_excluded_with_its_status(status: ConnectionStatus) -> None:
+    selection = select([broker("down", status=status), broker("up")])
+    assert selection.ranked == ("up",)
+    assert selection.ineligible == (("down", f"status {status.value}"),)
+
+
+def test_degraded_broker_is_still_eligible() -> None:
+    selection = select([broker("slow", status=ConnectionStatus.DEGRADED)])
+    assert selection.chosen == "slow"
+    assert selection.ineligible == ()
+
+
+def test_broker_without_the_asset_class_is_excluded() -> None:
+    fx_only = Capabilities(asset_classes=frozenset({AssetClass.FOREX}), features=frozenset(BrokerFeature))
+    selection = select([broker("fx", capabilities=fx_only)], asset_class=AssetClass.EQUITY)
+    assert selection.chosen is None
+    assert selection.ineligible == (("fx", "does not trade EQUITY"),)
+
+
+def test_broker_without_the_order_type_feature_is_excluded() -> None:
+    no_stop_limit = Capabilities(
+        asset_classes=frozenset(AssetClass),
+        features=frozenset(
+            {BrokerFeature.MARKET_ORDERS, BrokerFeature.LIMIT_ORDERS, BrokerFeature.STOP_ORDERS}
+        ),
+    )
+    request = order(type=OrderType.STOP_LIMIT, price=D("101"), stop_price=D("100"))
+    selection = select([broker("basic", capabilities=no_stop_limit), broker("full")], request)
+    assert selection.ranked == ("full",)
+    assert selection.ineligible == (("basic", "does not support STOP_LIMIT orders"),)
+
+
+def test_broker_without_the_time_in_force_is_excluded() -> None:
+    no_fok = Capabilities(
+        asset_classes=frozenset(AssetClass),
+        features=frozenset(BrokerFeature),
+        time_in_force=frozenset({TimeInForce.DAY, TimeInForce.GTC, TimeInForce.IOC}),
+    )
+    selection = select([broker("nofok", capabilities=no_fok)], order(time_in_force=TimeInForce.FOK))
+    assert selection.ineligible == (("nofok", "does not support time in force FOK"),)
+
+
+def test_status_is_reported_before_capabilities() -> None:
+    fx_only = Capabilities(asset_classes=frozenset({AssetClass.FOREX}), features=frozenset())
+    candidate = broker("x", status=ConnectionStatus.DISCONNECTED, capabilities=fx_only)
+    assert ineligibility(candidate, order(), AssetClass.EQUITY) == "status DISCONNECTED"
+
+
+def test_eligible_broker_has_no_ineligibility() -> None:
+    assert ineligibility(broker("x"), order(), AssetClass.EQUITY) is None
+
+
+# --- preferences ----------------------------------------------------------------------------
+
+
+def test_preferred_brokers_are_ranked_first_in_the_given_order_even_when_dearer() -> None:
+    candidates = [
+        broker("cheap", commission=bps("1")),
+        broker("mid", commission=bps("5")),
+        broker("dear", commission=bps("20")),
+    ]
+    selection = select(candidates, order(preferred_brokers=("dear", "mid")))
+    assert selection.ranked == ("dear", "mid", "cheap")
+    assert selection.chosen == "dear"
+
+
+def test_ineligible_preferred_broker_is_skipped_with_its_reason() -> None:
+    candidates = [
+        broker("pref", status=ConnectionStatus.MAINTENANCE),
+        broker("second"),
+        broker("other", commission=bps("1")),
+    ]
+    selection = select(candidates, order(preferred_brokers=("pref", "second")))
+    assert selection.chosen == "second"
+    assert selection.ranked == ("second", "other")
+    assert selection.ineligible == (("pref", "status MAINTENANCE"),)
+
+
+def test_unknown_preferred_broker_is_listed_as_unknown_broker() -> None:
+    selection = select([broker("a")], order(preferred_brokers=("ghost", "a")))
+    assert selection.chosen == "a"
+    assert selection.ineligible == (("ghost", "unknown broker"),)
+
+
+def test_only_unknown_preferred_brokers_fall_back_to_the_cheapest() -> None:
+    candidates = [broker("dear", commission=bps("9")), broker("cheap", commission=bps("2"))]
+    selection = select(candidates, order(preferred_brokers=("ghost",)))
+    assert selection.chosen == "cheap"
+
+
+def test_repeated_preferred_broker_keeps_its_first_position() -> None:
+    selection = select([broker("a"), broker("b")], order(preferred_brokers=("a", "b", "a")))
+    assert selection.ranked == ("a", "b")
+
+
+# --- cost, latency, id ----------------------------------------------------------------------
+
+
+def test_cheapest_expected_commission_wins() -> None:
+    candidates = [
+        broker("fast-dear", commission=bps("8", "1.00"), latency_ms=2.0),  # 0.80 -> minimum 1.00
+        broker("slow-cheap", commission=bps("1", "0.35"), latency_ms=25.0),  # 0.10 -> minimum 0.35
+        broker("tiered", commission=bps("3", "2.00"), latency_ms=8.0),  # 0.30 -> minimum 2.00
+    ]
+    selection = select(candidates)
+    assert selection.chosen == "slow-cheap"
+    assert selection.ranked == ("slow-cheap", "fast-dear", "tiered")
+    assert selection.expected_fees == (
+        ("slow-cheap", D("0.35")),
+        ("fast-dear", D("1.00")),
+        ("tiered", D("2.00")),
+    )
+
+
+def test_expected_fee_uses_each_brokers_running_volume_for_tiers() -> None:
+    tiered = CommissionStructure(
+        base_rate=D("0.001"), tiered_rates=(TieredRate(volume_threshold=D(1_000_000), rate=D("0.0001")),)
+    )
+    candidates = [
+        broker("flat-5bps", commission=bps("5")),  # 1000 * 5 bps = 0.50
+        broker("tiered-past", commission=tiered, running_volume=D(2_000_000)),  # 1000 * 1 bp = 0.10
+        broker("tiered-fresh", commission=tiered, running_volume=D(0)),  # 1000 * 10 bps = 1.00
+    ]
+    selection = select(candidates)
+    assert selection.ranked == ("tiered-past", "flat-5bps", "tiered-fresh")
+    assert dict(selection.expected_fees) == {
+        "tiered-past": D("0.1"),
+        "flat-5bps": D("0.5"),
+        "tiered-fresh": D("1"),
+    }
+
+
+def test_notional_is_quantity_times_reference_price() -> None:
+    selection = select([broker("a", commission=bps("10"))], order(quantity=D("3")), reference_price=D("12.5"))
+    assert selection.expected_fees == (("a", D("0.0375")),)
+
+
+def test_equal_fees_are_broken_by_lower_latency() -> None:
+    selection = select(
+        [broker("b", latency_ms=9.0), broker("a", latency_ms=12.0), broker("c", latency_ms=3.0)]
+    )
+    assert selection.ranked == ("c", "b", "a")
+
+
+def test_equal_fees_and_latency_are_broken_by_broker_id() -> None:
+    selection = select([broker("zeta"), broker("alpha"), broker("mu")])
+    assert selection.ranked == ("alpha", "mu", "zeta")
+
+
+def test_without_a_reference_price_brokers_tie_on_cost_and_latency_decides() -> None:
+    candidates = [
+        broker("cheap-slow", commission=bps("1", "0.35"), latency_ms=25.0),
+        broker("dear-fast", commission=bps("8", "1.00"), latency_ms=2.0),
+    ]
+    selection = select(candidates, reference_price=None)
+    assert selection.ranked == ("dear-fast", "cheap-slow")
+    assert selection.expected_fees == (("dear-fast", D(0)), ("cheap-slow", D(0)))
+
+
+# --- rejection ------------------------------------------------------------------------------
+
+
+def test_rejection_reason_lists_every_brokers_reason_in_order() -> None:
+    fx_only = Capabilities(asset_classes=frozenset({AssetClass.FOREX}), features=frozenset(BrokerFeature))
+    market_only = Capabilities(
+        asset_classes=frozenset(AssetClass), features=frozenset({BrokerFeature.MARKET_ORDERS})
+    )
+    candidates = [
+        broker("down", status=ConnectionStatus.DISCONNECTED),
+        broker("fx", capabilities=fx_only),
+        broker("basic", capabilities=market_only),
+    ]
+    request = order(type=OrderType.LIMIT, price=D("100"), preferred_brokers=("ghost",))
+    selection = select(candidates, request)
+    assert selection.chosen is None
+    assert selection.ranked == ()
+    assert selection.expected_fees == ()
+    assert selection.rejection_reason() == (
+        "no eligible broker (down: status DISCONNECTED; fx: does not trade EQUITY; "
+        "basic: does not support LIMIT orders; ghost: unknown broker)"
+    )
+
+
+def test_rejection_reason_without_any_broker_says_none_is_configured() -> None:
+    selection = select([])
+    assert selection.chosen is None
+    assert selection.rejection_reason() == "no broker is configured"
+
+
+# --- properties -----------------------------------------------------------------------------
+
+capabilities = st.builds(
+    Capabilities,
+    asset_classes=st.frozensets(st.sampled_from(list(AssetClass))),
+    features=st.frozensets(st.sampled_from(list(BrokerFeature))),
+    time_in_force=st.frozensets(st.sampled_from(list(TimeInForce))),
+)
+rates = st.integers(min_value=0, max_value=100).map(lambda n: D(n) / 10_000)
+commissions = st.builds(
+    CommissionStructure,
+    base_rate=rates,
+    min_commission=st.integers(min_value=0, max_value=500).map(lambda n: D(n) / 100),
+    tiered_rates=st.lists(
+        st.builds(TieredRate, volume_threshold=st.integers(0, 10**6).map(D), rate=rates),
+        max_size=2,
+        unique_by=lambda t: t.volume_threshold,
+    ).map(tuple),
+)
+latencies = st.sampled_from([0.0, 1.0, 2.5, 10.0])
+volumes = st.integers(min_value=0, max_value=2 * 10**6).map(D)
+
+
+@st.composite
+def candidate_lists(draw: st.DrawFn, eligible_only: bool = False) -> list[BrokerCandidate]:
+    ids = draw(st.lists(st.sampled_from("abcdefgh"), unique=True, max_size=6))
+    return [
+        BrokerCandidate(
+            broker_id=broker_id,
+            status=ConnectionStatus.CONNECTED
+            if eligible_only
+            else draw(st.sampled_from(list(ConnectionStatus))),
+            capabilities=EVERYTHING if eligible_only else draw(capabilities),
+            commission=draw(commissions),
+            latency_ms=draw(latencies),
+            running_volume=draw(volumes),
+        )
+        for broker_id in ids
+    ]
+
+
+requests = st.builds(
+    order,
+    type=st.sampled_from([OrderType.MARKET, OrderType.STOP]),
+    time_in_force=st.sampled_from(list(TimeInForce)),
+    quantity=st.integers(min_value=1, max_value=10_000).map(D),
+    preferred_brokers=st.lists(st.sampled_from("abcdefghxyz"), unique=True, max_size=3).map(tuple),
+)
+prices = st.one_of(st.none(), st.integers(min_value=1, max_value=100_000).map(lambda n: D(n) / 100))
+
+
+@given(candidate_lists(), requests, st.sampled_from(list(AssetClass)), prices)
+def test_never_chooses_an_ineligible_broker_and_accounts_for_every_broker(
+    candidates: list[BrokerCandidate],
+    request: OrderRoutingRequest,
+    asset_class: AssetClass,
+    reference_price: Decimal | None,
+) -> None:
+    selection = select_broker(candidates, request, asset_class, reference_price)
+    by_id = {c.broker_id: c for c in candidates}
+    for broker_id in selection.ranked:
+        assert ineligibility(by_id[broker_id], request, asset_class) is None
+    excluded = {broker_id for broker_id, _ in selection.ineligible if broker_id in by_id}
+    assert excluded.isdisjoint(selection.ranked)
+    assert excluded | set(selection.ranked) == set(by_id)
+    unknown = {broker_id for broker_id, why in selection.ineligible if why == "unknown broker"}
+    assert unknown == set(request.preferred_brokers) - set(by_id)
+    assert [b for b, _ in selection.expected_fees] == list(selection.ranked)
+
+
+@given(candidate_lists(eligible_only=True), requests, prices, st.data())
+def test_adding_a_strictly_cheaper_identical_broker_never_raises_the_chosen_fee(
+    candidates: list[BrokerCandidate],
+    request: OrderRoutingRequest,
+    reference_price: Decimal | None,
+    data: st.DataObject,
+) -> None:
+    if not candidates:
+        return
+    before = select_broker(candidates, request, AssetClass.EQUITY, reference_price)
+    model = data.draw(st.sampled_from(candidates))
+    halved = CommissionStructure(
+        base_rate=model.commission.base_rate / 2,
+        min_commission=model.commission.min_commission / 2,
+        tiered_rates=tuple(TieredRate(t.volume_threshold, t.rate / 2) for t in model.commission.tiered_rates),
+    )
+    cheaper = msgspec.structs.replace(model, broker_id="z-clone", commission=halved)
+    notional = request.quantity * reference_price if reference_price is not None else D(0)
+    assert commission(cheaper.commission, notional, cheaper.running_volume) <= commission(
+        model.commission, notional, model.running_volume
+    )
+    after = select_broker([*candidates, cheaper], request, AssetClass.EQUITY, reference_price)
+    fee_before = dict(before.expected_fees)[before.chosen]  # type: ignore[index]
+    fee_after = dict(after.expected_fees)[after.chosen]  # type: ignore[index]
+    assert fee_after <= fee_before
+
+
+@given(candidate_lists(eligible_only=True), prices)
+def test_without_preferences_the_chosen_broker_has_the_lowest_expected_fee(
+    candidates: list[BrokerCandidate], reference_price: Decimal | None
+) -> None:
+    selection = select_broker(candidates, order(), AssetClass.EQUITY, reference_price)
+    if not candidates:
+        assert selection.chosen is None
+        return
+    fees = dict(selection.expected_fees)
+    assert fees[selection.chosen] == min(fees.values())  # type: ignore[index]
+    ranked_keys = [
+        (fees[b], next(c.latency_ms for c in candidates if c.broker_id == b), b) for b in selection.ranked
+    ]
+    assert ranked_keys == sorted(ranked_keys)
