@@ -215,6 +215,8 @@ class ExecutionEngine:
         )
         routing_id = str(uuid.uuid4())
         broker_id = selection.chosen
+        order: BrokerOrder | None = None
+        response: OrderRoutingResponse | None = None
         if broker_id is None:
             response = OrderRoutingResponse(
                 routing_id=routing_id,
@@ -223,44 +225,26 @@ class ExecutionEngine:
                 timestamp=received,
                 rejection_reason=selection.rejection_reason(),
             )
-            claim = OrderClaim(
+        else:
+            execution = execution_id(request.order_id, 1)
+            order = BrokerOrder(
+                id=execution,
                 order_id=request.order_id,
-                routing_id=routing_id,
-                request_hash=fingerprint,
-                request=request,
-                received_at=received,
-                arrival_price=arrival,
-                execution=None,
-                asset_class=asset_class.value,
-                event=None,
-                response=response,
+                broker_id=broker_id,
+                client_order_id=client_order_id(execution),
+                account_id=request.account_id,
+                symbol=request.symbol,
+                side=request.side,
+                order_type=request.type,
+                quantity=request.quantity,
+                time_in_force=request.time_in_force,
+                execution_strategy=request.execution_strategy,
+                urgency=request.urgency,
+                created_at=received,
+                updated_at=received,
+                price=request.price,
+                stop_price=request.stop_price,
             )
-            result = await self._store.claim_order(claim)
-            return (
-                response
-                if result.claimed
-                else await self._answer_repeat(request.order_id, fingerprint, result)
-            )
-
-        execution = execution_id(request.order_id, 1)
-        order = BrokerOrder(
-            id=execution,
-            order_id=request.order_id,
-            broker_id=broker_id,
-            client_order_id=client_order_id(execution),
-            account_id=request.account_id,
-            symbol=request.symbol,
-            side=request.side,
-            order_type=request.type,
-            quantity=request.quantity,
-            time_in_force=request.time_in_force,
-            execution_strategy=request.execution_strategy,
-            urgency=request.urgency,
-            created_at=received,
-            updated_at=received,
-            price=request.price,
-            stop_price=request.stop_price,
-        )
         claim = OrderClaim(
             order_id=request.order_id,
             routing_id=routing_id,
@@ -271,11 +255,14 @@ class ExecutionEngine:
             execution=order,
             asset_class=asset_class.value,
             event=None,
-            response=None,
+            response=response,
         )
         result = await self._store.claim_order(claim)  # write before send
         if not result.claimed:
             return await self._answer_repeat(request.order_id, fingerprint, result)
+        if response is not None:  # no eligible broker: the rejection is the recorded answer
+            return response
+        assert order is not None
         live = LiveExecution(order)
         self._live.add(live)
         return await self._attempt(live, routing_id, asset_class, request)
