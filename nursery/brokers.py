@@ -47,6 +47,7 @@ class BrokerHandle:
         self.in_flight = 0
         self.running_volume = Decimal(0)
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._latency_sum = 0.0  # of the window, kept incrementally (read on every routing)
         self._clock = clock
         self._started = clock()
         self._connected_since: datetime | None = None
@@ -76,7 +77,10 @@ class BrokerHandle:
         self.issues.append(BrokerIssue(type=issue, message=message, timestamp=self._clock()))
 
     def record_latency(self, milliseconds: float) -> None:
+        if len(self._latencies) == LATENCY_WINDOW:
+            self._latency_sum -= self._latencies[0]
         self._latencies.append(milliseconds)
+        self._latency_sum += milliseconds
 
     # --- views ----------------------------------------------------------------------------
 
@@ -95,7 +99,7 @@ class BrokerHandle:
         return LatencyStats(average_ms=sum(ordered) / len(ordered), p95_ms=pct(0.95), p99_ms=pct(0.99))
 
     def mean_latency_ms(self) -> float:
-        return sum(self._latencies) / len(self._latencies) if self._latencies else 0.0
+        return max(0.0, self._latency_sum / len(self._latencies)) if self._latencies else 0.0
 
     def uptime_percent(self) -> float:
         """Share of the time since start (at most the last 24 h) spent CONNECTED."""

@@ -111,6 +111,11 @@ def apply_migrations(conninfo: str, *, migrations: Sequence[Migration] | None = 
                         (migration.version, migration.checksum),
                     )
                 applied_now.append(migration.version)
+            if applied_now:
+                # Fresh tables have no statistics until autovacuum gets to them; meanwhile the
+                # planner scans them in full on every write (measured: postgres CPU per order
+                # doubled over the first few thousand orders).
+                conn.execute(b"ANALYZE")
         finally:
             if not conn.broken:
                 conn.execute(b"SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))

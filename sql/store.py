@@ -356,12 +356,13 @@ def _json(value: Any) -> str:
     return encode(value).decode()
 
 
-def _check_decimals(what: str, **values: Decimal | None) -> None:
+def _check_decimals(what: object, **values: Decimal | None) -> None:
+    """Refuse a value DECIMAL(20, 8) cannot hold exactly; `what` is only repr'd on failure."""
     for name, value in values.items():
         if value is not None:
             problem = decimal_problem(value)
             if problem is not None:
-                raise ValueError(f"{what}: {name} {value} {problem}")
+                raise ValueError(f"{what!r}: {name} {value} {problem}")
 
 
 def _check_execution(execution: BrokerOrder, asset_class: str | None) -> str:
@@ -369,7 +370,7 @@ def _check_execution(execution: BrokerOrder, asset_class: str | None) -> str:
         raise ValueError(f"{execution!r}: asset_class is required with an execution")
     AssetClass(asset_class)  # ValueError if not one
     _check_decimals(
-        repr(execution),
+        execution,
         quantity=execution.quantity,
         price=execution.price,
         stop_price=execution.stop_price,
@@ -450,7 +451,7 @@ class _Claim(WriteOp[ClaimResult]):
         claim = self.claim
         if claim.request.order_id != claim.order_id:
             raise ValueError(f"{claim!r}: the request is for order {claim.request.order_id}")
-        _check_decimals(repr(claim), arrival_price=claim.arrival_price)
+        _check_decimals(claim, arrival_price=claim.arrival_price)
         if claim.execution is not None:
             if claim.execution.order_id != claim.order_id:
                 raise ValueError(f"{claim!r}: the execution is for order {claim.execution.order_id}")
@@ -540,11 +541,11 @@ class _Transition(WriteOp[None]):
     def __post_init__(self) -> None:
         o = self.order
         _check_decimals(
-            repr(o), filled_quantity=o.filled_quantity, average_price=o.average_price, fees=o.fees
+            o, filled_quantity=o.filled_quantity, average_price=o.average_price, fees=o.fees
         )
         if self.fill is not None:
             f = self.fill
-            _check_decimals(repr(f), quantity=f.quantity, price=f.price, fees=f.fees)
+            _check_decimals(f, quantity=f.quantity, price=f.price, fees=f.fees)
         if self.event is not None and self.event.execution_id != o.id:
             raise ValueError(f"{self.event!r} does not belong to {o!r}")
 
