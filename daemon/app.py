@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
 
+class StartupError(RuntimeError):
+    """The daemon cannot start; the message says what to change."""
+
+
 class MarketQuotes:
     """The engine's view of the market (asset class and mid per symbol)."""
 
@@ -270,11 +274,20 @@ async def _serve_rest(
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 2.0
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            lambda task_status: hypercorn.trio.serve(
-                app, hc, shutdown_trigger=stop.wait, task_status=task_status
+        try:
+            binds = await nursery.start(
+                lambda task_status: hypercorn.trio.serve(
+                    app, hc, shutdown_trigger=stop.wait, task_status=task_status
+                )
             )
-        )
+        except* OSError as group:
+            error: BaseException = group
+            while isinstance(error, BaseExceptionGroup):
+                error = error.exceptions[0]
+            raise StartupError(
+                f"REST cannot listen on {config.rest.host}:{config.rest.port}: {error}; "
+                "set rest.port (or BIS_REST_PORT), or rest.enabled = false"
+            ) from None
         url = binds[0] if binds else f"http://{config.rest.host}:{config.rest.port}"
         task_status.started(url)
 

@@ -174,9 +174,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import logging
 
         logging.getLogger("daemon").critical("daemon failed", exc_info=exc)
-        print(f"broker-integration failed: {exc}", file=sys.stderr)
+        for cause in _leaf_errors(exc):
+            print(f"broker-integration failed: {cause}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _leaf_errors(exc: BaseException) -> list[BaseException]:
+    """The actual errors inside (nested) exception groups: what an operator needs to read."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaf_errors(inner)]
+    return [exc]
 
 
 def _password(url: str) -> str | None:

@@ -162,3 +162,17 @@ def test_sigterm_during_a_burst_answers_every_request_and_loses_nothing(
         assert status == "FILLED", (order_id, status)  # zero-latency market orders fill on arrival
         assert unpublished == 0, f"{order_id} has updates that were never published"
     assert set(by_order) == set(accepted), "an order was written but its requester got no answer"
+
+
+def test_rest_port_in_use_fails_the_start_with_what_to_change(
+    tmp_path: Path, private_nats_server: NatsServer, database_url: str
+) -> None:
+    daemon = DaemonProcess(tmp_path / "d", private_nats_server.url, database_url, instance="busy")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", daemon.rest_port))
+        squatter.listen()
+        with pytest.raises(RuntimeError, match="daemon exited with 1"):
+            daemon.start()
+    log = daemon.log()
+    assert f"REST cannot listen on 127.0.0.1:{daemon.rest_port}" in log
+    assert "set rest.port (or BIS_REST_PORT)" in log
