@@ -4,8 +4,12 @@
     ├── BrokerRejected     the broker said no: the order does not exist there. Safe to fail over.
     ├── DeniedLocally      we refused before sending (capability, rate limit, breaker). Safe.
     ├── CancelRejected     the broker refused a cancel (already filled, unknown order).
+    ├── AuthenticationFailed  credentials refused (connect); not retried quickly
     └── OutcomeUnknown     timeout, disconnect, 5xx, 429 on a POST: the order may or may not
-                           exist at the broker. Never resend; reconcile with `query` first.
+        │                  exist at the broker. Never resend; reconcile with `query` first.
+        ├── RateLimited    HTTP 429 / throttled: `retry_after` seconds, when the broker says
+        ├── ServerError    HTTP 5xx
+        └── ConnectionLost the connection dropped with the request in flight
 
 Adapters map their library's exceptions into these at the boundary and never guess: anything
 they cannot classify is `OutcomeUnknown`.
@@ -20,12 +24,13 @@ from typing import Protocol, runtime_checkable
 import msgspec
 import trio
 
-from api.capabilities import Capabilities
+from api.capabilities import Capabilities, RateLimits
 from api.contracts import CommissionStructure
 from api.enums import AssetClass, BrokerOrderStatus, OrderType, Side, TimeInForce
 from api.events import AnyBrokerEvent
 
 __all__ = [
+    "AuthenticationFailed",
     "BrokerAck",
     "BrokerAdapter",
     "BrokerError",
@@ -33,8 +38,12 @@ __all__ = [
     "BrokerRejected",
     "CancelRejected",
     "Capabilities",
+    "ConnectionLost",
     "DeniedLocally",
     "OutcomeUnknown",
+    "RateLimited",
+    "RateLimits",
+    "ServerError",
     "SubmitRequest",
 ]
 
@@ -57,7 +66,25 @@ class CancelRejected(BrokerError):
     pass
 
 
+class AuthenticationFailed(BrokerError):
+    pass
+
+
 class OutcomeUnknown(BrokerError):
+    pass
+
+
+class RateLimited(OutcomeUnknown):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class ServerError(OutcomeUnknown):
+    pass
+
+
+class ConnectionLost(OutcomeUnknown):
     pass
 
 

@@ -113,6 +113,20 @@ class Fill(WireOut, frozen=True):
     venue: str
 
 
+class ExecutionAttempt(WireOut, frozen=True):
+    """Extension: one broker attempt of an order (several after a failover), for "why did this
+    go to broker X?"."""
+
+    attempt: int
+    execution_id: str
+    broker_id: str
+    client_order_id: str
+    status: ExecutionStatus
+    started_at: datetime
+    broker_order_id: str | None = None
+    reason: str | None = None
+
+
 class ExecutionDetails(WireOut, frozen=True):
     execution_id: str
     order_id: str
@@ -132,6 +146,8 @@ class ExecutionDetails(WireOut, frozen=True):
     side: Side | None = None
     client_order_id: str | None = None
     rejection_reason: str | None = None
+    attempt: int | None = None
+    attempts: tuple[ExecutionAttempt, ...] = ()
 
 
 class CancelOrderResponse(WireOut, frozen=True):

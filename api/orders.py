@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import msgspec
 
-from api.contracts import ExecutionDetails, Fill
+from api.contracts import ExecutionAttempt, ExecutionDetails, Fill
 from api.enums import (
     BrokerOrderStatus,
     ExecutionStrategy,
@@ -65,6 +65,7 @@ class BrokerOrder(msgspec.Struct, frozen=True):
     rejection_reason: str | None = None
     sequence: int = 0  # number of published updates so far
     fills: tuple[OrderFill, ...] = ()
+    attempt: int = 1  # 1 for the first broker tried, 2 after a failover, ...
 
     @property
     def leaves_quantity(self) -> Decimal:
@@ -94,4 +95,17 @@ class BrokerOrder(msgspec.Struct, frozen=True):
             side=self.side,
             client_order_id=self.client_order_id,
             rejection_reason=self.rejection_reason,
+            attempt=self.attempt,
+        )
+
+    def to_attempt(self) -> ExecutionAttempt:
+        return ExecutionAttempt(
+            attempt=self.attempt,
+            execution_id=self.id,
+            broker_id=self.broker_id,
+            client_order_id=self.client_order_id,
+            status=self.status.execution_status,
+            started_at=self.created_at,
+            broker_order_id=self.broker_order_id,
+            reason=self.rejection_reason,
         )
