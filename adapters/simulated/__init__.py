@@ -8,6 +8,14 @@ from adapters.simulated.config import (
     default_brokers,
     default_instruments,
 )
+from adapters.simulated.faults import (
+    AdapterMethod,
+    Fault,
+    FaultPlan,
+    FaultyBroker,
+    InjectedFault,
+    RecordedCall,
+)
 from adapters.simulated.market import (
     MarketEvent,
     MarketListener,
@@ -21,6 +29,11 @@ from adapters.simulated.venue import VENUE_REJECT_REASONS, SimulatedBroker
 
 __all__ = [
     "VENUE_REJECT_REASONS",
+    "AdapterMethod",
+    "Fault",
+    "FaultPlan",
+    "FaultyBroker",
+    "InjectedFault",
     "InstrumentConfig",
     "LatencyConfig",
     "MarketConfig",
@@ -29,6 +42,7 @@ __all__ = [
     "MatchingEngine",
     "Quote",
     "QuoteEvent",
+    "RecordedCall",
     "SimulatedBroker",
     "SimulatedBrokerConfig",
     "SimulatedMarket",
