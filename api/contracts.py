@@ -84,6 +84,22 @@ class ListBrokersRequest(Wire, frozen=True):
     asset_class: AssetClass | None = None
 
 
+class MaintenanceRequest(Wire, frozen=True):
+    """Extension (operator): take a broker out of routing for maintenance, or bring it back.
+    Open orders at it keep being tracked; new orders avoid it."""
+
+    enabled: bool
+    reason: str | None = None
+
+
+class SetMaintenanceRequest(Wire, frozen=True):
+    """NATS `admin.SetMaintenance`: MaintenanceRequest plus the broker."""
+
+    broker_id: str
+    enabled: bool
+    reason: str | None = None
+
+
 class TCARequest(Wire, frozen=True):
     order_id: str
     execution_id: str | None = None

@@ -25,11 +25,23 @@ from quart_trio.wrappers import TrioResponse
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from api.codec import encode
-from api.contracts import ErrorBody, GetBrokerStatusRequest, GetExecutionRequest, ListBrokersRequest
+from api.contracts import (
+    ErrorBody,
+    GetBrokerStatusRequest,
+    GetExecutionRequest,
+    ListBrokersRequest,
+    MaintenanceRequest,
+)
 from api.errors import ServiceError
 from api.openapi import openapi_bytes
 from api.service import BrokerService
-from api.validation import convert_fields, decode_cancel, decode_order, get_execution_rules
+from api.validation import (
+    convert_fields,
+    decode_cancel,
+    decode_order,
+    decode_request,
+    get_execution_rules,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +92,12 @@ def create_app(
     async def get_broker_status(brokerId: str) -> Response:
         query = convert_fields({"brokerId": brokerId}, GetBrokerStatusRequest)
         return _json(encode(await service.get_broker_status(query.broker_id)))
+
+    @app.put("/brokers/<brokerId>/maintenance", endpoint="setBrokerMaintenance")
+    async def set_broker_maintenance(brokerId: str) -> Response:
+        path = convert_fields({"brokerId": brokerId}, GetBrokerStatusRequest)
+        body = decode_request(await request.get_data(cache=False), MaintenanceRequest)
+        return _json(encode(await service.set_maintenance(path.broker_id, body)))
 
     @app.post("/execution/route", endpoint="routeOrder")
     async def route_order() -> Response:

@@ -17,6 +17,7 @@ from api.contracts import (
     ExecutionDetails,
     GetExecutionRequest,
     ListBrokersRequest,
+    MaintenanceRequest,
     OrderRoutingRequest,
     OrderRoutingResponse,
 )
@@ -34,3 +35,7 @@ class BrokerService(Protocol):
     async def get_broker_status(self, broker_id: str) -> BrokerStatus: ...
 
     async def list_brokers(self, request: ListBrokersRequest) -> list[BrokerInfo]: ...
+
+    async def set_maintenance(self, broker_id: str, request: MaintenanceRequest) -> BrokerStatus:
+        """Operator: MAINTENANCE on or off (persisted); NotFound for an unknown broker."""
+        ...

@@ -22,6 +22,7 @@ GET_BROKER_STATUS = f"{PREFIX}.GetBrokerStatus"
 LIST_BROKERS = f"{PREFIX}.ListBrokers"
 #: Operator requests (not part of the OMS contract).
 REFRESH_READ_MODELS = f"{PREFIX}.admin.RefreshReadModels"
+SET_MAINTENANCE = f"{PREFIX}.admin.SetMaintenance"
 
 _UNSAFE = re.compile(r"[%.*>\s\x00-\x1f\x7f]")
 _ESCAPE = re.compile(r"%[0-9A-F]{2}")

@@ -45,12 +45,18 @@ from daemon.bus import NatsBus
 from daemon.config import Config
 from daemon.endpoints import OVERLOADED, admin_endpoints, service_endpoints
 from daemon.publisher import Publisher
-from daemon.schedule import close_sessions_daily, refresh_views_every
+from daemon.schedule import (
+    close_sessions_daily,
+    persist_broker_runtime,
+    record_status_changes,
+    refresh_views_every,
+    restore_broker_state,
+)
 from daemon.sdnotify import Notifier
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from sql.migrate import apply_migrations
-from sql.records import BrokerRecord, OutboxEvent
+from sql.records import BrokerRecord, OutboxEvent, StatusChange
 from sql.store import Store
 
 log = logging.getLogger(__name__)
@@ -162,8 +168,17 @@ async def run_daemon(
             log.info("migrations applied", extra={"versions": applied})
         async with Store.open(database_url, pool_size=config.database.pool_size) as store:
             market = SimulatedMarket(config.market)
-            handles = [BrokerHandle(SimulatedBroker(b, market), b.name) for b in config.brokers]
+            handles = [
+                BrokerHandle(
+                    SimulatedBroker(b, market),
+                    b.name,
+                    settle=config.service.settle_s,
+                    capacity=config.service.broker_capacity,
+                )
+                for b in config.brokers
+            ]
             await store.upsert_brokers(_broker_records(handles))
+            await restore_broker_state(store, handles, datetime.now(UTC))
             name = f"broker-integration-{config.instance_id}"
             async with NatsBus.connect(
                 nats_url, name=name, connect_timeout=config.nats.connect_timeout_s
@@ -202,10 +217,17 @@ async def _serve(
         publish_send,
         attempt_deadline=config.service.attempt_deadline,  # type: ignore[arg-type]
         duplicate_wait=config.service.duplicate_wait_s,
+        unknown_policy=config.service.unknown_outcome_policy,
+        reconcile_budget=config.service.reconcile_budget_s,
     )
     rest_stop = trio.Event()
+    changes_send, changes_receive = trio.open_memory_channel[StatusChange](4096)
+    for handle in handles:
+        handle.changes = changes_send
     async with trio.open_nursery() as root:
         root.start_soon(_watch_signals, shutdown)
+        root.start_soon(record_status_changes, store, changes_receive)
+        root.start_soon(persist_broker_runtime, store, handles, 10.0)
         root.start_soon(market.run)
         await root.start(publisher.run, publish_receive)
         async with trio.open_nursery() as work:  # everything that produces updates
@@ -213,7 +235,7 @@ async def _serve(
             await work.start(supervise_brokers, handles, events_send)
             serve_nats = functools.partial(
                 bus.serve,
-                [*service_endpoints(engine), *admin_endpoints(store.refresh_views)],
+                [*service_endpoints(engine), *admin_endpoints(engine, store.refresh_views)],
                 service_name="broker-integration",
                 version=VERSION,
                 description="Broker Integration Service: order routing, executions, broker status",

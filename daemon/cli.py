@@ -7,6 +7,8 @@ broker-integration execution --order ORDER_ID      (or an execution id)
 broker-integration brokers [--status ACTIVE] [--asset-class EQUITY]
 broker-integration status BROKER_ID
 broker-integration watch [--order ID] [--broker ID] [--status COMPLETED] [--replay]
+broker-integration maintenance BROKER_ID on|off [--reason TEXT]
+broker-integration refresh-views
 broker-integration migrate [--database-url URL]
 """
 
@@ -110,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--replay", action="store_true", help="first replay what the stream kept")
     watch.add_argument("--stream", default="BROKER_EXECUTIONS")
     watch.set_defaults(func=_cmd_watch)
+
+    maintenance = sub.add_parser("maintenance", help="take a broker out of routing (on) or back (off)")
+    maintenance.add_argument("broker_id")
+    maintenance.add_argument("state", choices=["on", "off"])
+    maintenance.add_argument("--reason", default=None)
+    maintenance.set_defaults(func=_cmd_maintenance)
 
     refresh = sub.add_parser("refresh-views", help="refresh the daemon's materialized read models now")
     refresh.set_defaults(func=lambda args: _call(args, subjects.REFRESH_READ_MODELS, {}))
@@ -292,6 +300,13 @@ def _cmd_brokers(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     return _call(args, subjects.GET_BROKER_STATUS, {"brokerId": args.broker_id})
+
+
+def _cmd_maintenance(args: argparse.Namespace) -> int:
+    payload: dict[str, Any] = {"brokerId": args.broker_id, "enabled": args.state == "on"}
+    if args.reason:
+        payload["reason"] = args.reason
+    return _call(args, subjects.SET_MAINTENANCE, payload)
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:

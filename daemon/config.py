@@ -55,6 +55,16 @@ class ServiceSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     )
     #: How long a repeated orderId waits for the first request's answer.
     duplicate_wait_s: float = 10.0
+    #: An order found at a broker after an unknown outcome (timeout, disconnect): "adopt" keeps
+    #: it there; "failover" cancels it, waits for the broker to confirm, then tries the next.
+    unknown_outcome_policy: str = "adopt"
+    #: How long routing waits to learn the fate of an unknown attempt before answering PENDING.
+    reconcile_budget_s: float = 5.0
+    #: How long after we stop waiting an order can still reach a broker (requests in flight):
+    #: an unknown attempt counts as "never arrived" only after this long without a trace.
+    settle_s: float = 2.0
+    #: In-flight orders per broker that count as a 100 % load.
+    broker_capacity: int = 100
 
     def attempt_deadline(self, urgency: Urgency) -> float:
         return self.attempt_deadline_ms.get(urgency.value, 3000.0) / 1000.0
@@ -178,6 +188,11 @@ def _check(config: Config) -> None:
         raise ConfigError("brokers: at least one broker must be configured")
     if not 0 <= config.rest.port <= 65535:
         raise ConfigError(f"rest.port: {config.rest.port} is not a port number")
+    if config.service.unknown_outcome_policy not in ("adopt", "failover"):
+        raise ConfigError(
+            f"service.unknown_outcome_policy must be 'adopt' or 'failover', "
+            f"not {config.service.unknown_outcome_policy!r}"
+        )
     if config.service.request_workers < 1:
         raise ConfigError("service.request_workers must be at least 1")
     for i, broker in enumerate(config.brokers):

@@ -17,7 +17,13 @@ import msgspec
 
 from api import subjects
 from api.codec import encode
-from api.contracts import ErrorBody, GetBrokerStatusRequest, ListBrokersRequest
+from api.contracts import (
+    ErrorBody,
+    GetBrokerStatusRequest,
+    ListBrokersRequest,
+    MaintenanceRequest,
+    SetMaintenanceRequest,
+)
 from api.errors import ServiceError
 from api.service import BrokerService
 from api.validation import decode_cancel, decode_get_execution, decode_order, decode_request
@@ -47,16 +53,26 @@ class ReadModelsRefreshed(msgspec.Struct, frozen=True, rename="camel"):
     duration_ms: float
 
 
-def admin_endpoints(refresh_read_models: Callable[[], Awaitable[None]]) -> list[Endpoint]:
-    """Operator endpoints: refresh the materialized read models now (they also refresh on a
-    schedule)."""
+def admin_endpoints(
+    service: BrokerService, refresh_read_models: Callable[[], Awaitable[None]]
+) -> list[Endpoint]:
+    """Operator endpoints: maintenance on/off for a broker; refresh the materialized read
+    models now (they also refresh on a schedule)."""
+
+    async def set_maintenance(data: bytes) -> Any:
+        request = decode_request(data, SetMaintenanceRequest)
+        body = MaintenanceRequest(enabled=request.enabled, reason=request.reason)
+        return await service.set_maintenance(request.broker_id, body)
 
     async def refresh(data: bytes) -> Any:
         started = time.perf_counter()
         await refresh_read_models()
         return ReadModelsRefreshed(datetime.now(UTC), round((time.perf_counter() - started) * 1000, 3))
 
-    return [_endpoint("RefreshReadModels", subjects.REFRESH_READ_MODELS, refresh)]
+    return [
+        _endpoint("RefreshReadModels", subjects.REFRESH_READ_MODELS, refresh),
+        _endpoint("SetMaintenance", subjects.SET_MAINTENANCE, set_maintenance),
+    ]
 
 
 def service_endpoints(service: BrokerService) -> list[Endpoint]:

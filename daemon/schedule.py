@@ -8,6 +8,8 @@ from datetime import UTC, datetime, time, timedelta
 
 import trio
 
+from nursery.brokers import BrokerHandle
+from sql.records import StatusChange
 from sql.store import Store
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,45 @@ async def close_sessions_daily(
                 close()
             except Exception:
                 log.exception("session close failed for a venue")
+
+
+async def restore_broker_state(store: Store, handles: Sequence[BrokerHandle], now: datetime) -> None:
+    """What a previous run left: each broker's status history of the last day (its uptime) and
+    maintenance set by an operator."""
+    flags = await store.maintenance_flags()
+    for handle in handles:
+        history = await store.status_history(handle.broker_id, now - timedelta(days=1))
+        handle.load_history(history, started=history[0].at if history else None)
+        if handle.broker_id in flags:
+            reason, _since = flags[handle.broker_id]
+            handle.set_maintenance(True, reason)
+
+
+async def record_status_changes(store: Store, changes: trio.MemoryReceiveChannel[StatusChange]) -> None:
+    """Persist every broker status change (uptime survives restarts)."""
+    async with changes:
+        async for change in changes:
+            try:
+                await store.record_status(change.broker_id, change.status, change.at, change.reason)
+            except Exception as exc:
+                log.warning(
+                    "status change not persisted", extra={"broker_id": change.broker_id, "error": repr(exc)}
+                )
+
+
+async def persist_broker_runtime(store: Store, handles: Sequence[BrokerHandle], every: float) -> None:
+    """Write each broker's live figures (status, measured latency) back to broker_connections."""
+    while True:
+        await trio.sleep(every)
+        for handle in handles:
+            try:
+                await store.update_broker_runtime(
+                    handle.broker_id, handle.effective_status, handle.latency_stats(), handle.last_connected
+                )
+            except Exception as exc:
+                log.warning(
+                    "broker figures not persisted", extra={"broker_id": handle.broker_id, "error": repr(exc)}
+                )
 
 
 async def refresh_views_every(store: Store, every: float) -> None:

@@ -21,7 +21,11 @@ from adapters.base import BrokerAdapter
 from api.contracts import BrokerInfo, BrokerIssue, BrokerStatus, LatencyStats
 from api.enums import BrokerListStatus, ConnectionStatus, IssueType
 from api.events import AnyBrokerEvent
+from nursery.breaker import BreakerState, CircuitBreaker
+from nursery.ratelimit import RateLimiter
+from nursery.uptime import uptime_percent
 from routing.select import BrokerCandidate
+from sql.records import StatusChange
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +40,25 @@ def _now() -> datetime:
 class BrokerHandle:
     """Live state of one broker connection (mutated only by its supervisor and order tasks)."""
 
-    def __init__(self, adapter: BrokerAdapter, name: str, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(
+        self,
+        adapter: BrokerAdapter,
+        name: str,
+        clock: Callable[[], datetime] = _now,
+        *,
+        settle: float = 2.0,
+        capacity: int = 100,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.adapter = adapter
         self.broker_id = adapter.broker_id
         self.name = name
+        #: How long an order can still arrive at this broker after we stopped waiting for it.
+        self.settle = settle
+        #: In-flight orders that count as a full load (currentLoad = 100 %).
+        self.capacity = capacity
+        self.limiter = RateLimiter(adapter.capabilities.rate_limits, broker_id=adapter.broker_id)
+        self.breaker = breaker or CircuitBreaker(clock=trio.current_time)
         self.status = ConnectionStatus.DISCONNECTED
         self.maintenance = False
         self.last_connected: datetime | None = None
@@ -50,28 +69,55 @@ class BrokerHandle:
         self._latency_sum = 0.0  # of the window, kept incrementally (read on every routing)
         self._clock = clock
         self._started = clock()
-        self._connected_since: datetime | None = None
-        self._connected_total = timedelta(0)
+        #: Status changes of the last 24 h (loaded from PostgreSQL at start, then appended):
+        #: what `uptime` is computed from, so a restart keeps it.
+        self.history: list[StatusChange] = []
+        #: Where each change goes to be persisted (set by the daemon; None in unit tests).
+        self.changes: trio.MemorySendChannel[StatusChange] | None = None
 
     def __repr__(self) -> str:
         return f"<BrokerHandle {self.broker_id} {self.status} in_flight={self.in_flight}>"
 
     # --- state changes --------------------------------------------------------------------
 
+    def load_history(self, history: list[StatusChange], started: datetime | None) -> None:
+        """The persisted changes of the window (oldest first) and when the broker was first
+        seen, from a previous run of the daemon."""
+        self.history = list(history)
+        if started is not None:
+            self._started = min(self._started, started)
+
     def mark_connected(self) -> None:
         now = self._clock()
         self.status = ConnectionStatus.CONNECTED
         self.last_connected = now
-        if self._connected_since is None:
-            self._connected_since = now
+        self._changed(now, None)
 
     def mark_disconnected(self, issue: IssueType, message: str) -> None:
-        now = self._clock()
-        if self._connected_since is not None:
-            self._connected_total += now - self._connected_since
-            self._connected_since = None
         self.status = ConnectionStatus.DISCONNECTED
         self.report_issue(issue, message)
+        self._changed(self._clock(), message)
+
+    def set_maintenance(self, on: bool, reason: str | None) -> None:
+        self.maintenance = on
+        self._changed(self._clock(), reason)
+
+    def _changed(self, at: datetime, reason: str | None) -> None:
+        status = ConnectionStatus.MAINTENANCE if self.maintenance else self.status
+        if self.history and self.history[-1].status is status:
+            return
+        change = StatusChange(self.broker_id, status, at, reason)
+        self.history.append(change)
+        # Keep two days, and the last change before them (the state at the start of the window).
+        cutoff = at - 2 * DAY
+        older = [i for i, c in enumerate(self.history) if c.at < cutoff]
+        if len(older) > 1:
+            del self.history[: older[-1]]
+        if self.changes is not None:
+            try:
+                self.changes.send_nowait(change)
+            except trio.WouldBlock:
+                log.warning("status change not persisted (queue full)", extra={"broker_id": self.broker_id})
 
     def report_issue(self, issue: IssueType, message: str) -> None:
         self.issues.append(BrokerIssue(type=issue, message=message, timestamp=self._clock()))
@@ -86,7 +132,26 @@ class BrokerHandle:
 
     @property
     def effective_status(self) -> ConnectionStatus:
-        return ConnectionStatus.MAINTENANCE if self.maintenance else self.status
+        """MAINTENANCE (operator) over DISCONNECTED over DEGRADED (breaker not closed, or the
+        broker is throttling us) over CONNECTED."""
+        if self.maintenance:
+            return ConnectionStatus.MAINTENANCE
+        if self.status is not ConnectionStatus.CONNECTED:
+            return self.status
+        if self.breaker.state is not BreakerState.CLOSED or self.limiter.penalized():
+            return ConnectionStatus.DEGRADED
+        return ConnectionStatus.CONNECTED
+
+    def blocked(self) -> str | None:
+        """Why no new order may go to this broker right now (None: it may)."""
+        if self.breaker.state is BreakerState.OPEN and not self.breaker.would_allow():
+            return "circuit breaker open"
+        return None
+
+    def current_load(self) -> float:
+        """0-100: the larger of in-flight orders against capacity and rate-limit usage."""
+        in_flight = 100.0 * self.in_flight / self.capacity if self.capacity else 0.0
+        return round(min(100.0, max(in_flight, 100.0 - self.limiter.headroom())), 3)
 
     def latency_stats(self) -> LatencyStats:
         if not self._latencies:
@@ -102,16 +167,9 @@ class BrokerHandle:
         return max(0.0, self._latency_sum / len(self._latencies)) if self._latencies else 0.0
 
     def uptime_percent(self) -> float:
-        """Share of the time since start (at most the last 24 h) spent CONNECTED."""
-        now = self._clock()
-        window_start = max(self._started, now - DAY)
-        elapsed = (now - window_start).total_seconds()
-        connected = self._connected_total
-        if self._connected_since is not None:
-            connected += now - max(self._connected_since, window_start)
-        if elapsed <= 0:
-            return 100.0 if self._connected_since is not None else 0.0
-        return round(min(100.0, 100.0 * connected.total_seconds() / elapsed), 3)
+        """Percentage of the last 24 h (since the broker was first seen, if later) spent
+        connected, from the persisted status history."""
+        return round(uptime_percent(self.history, self._clock(), DAY, started=self._started), 3)
 
     def candidate(self) -> BrokerCandidate:
         return BrokerCandidate(
@@ -121,6 +179,7 @@ class BrokerHandle:
             commission=self.adapter.commission,
             latency_ms=self.mean_latency_ms(),
             running_volume=self.running_volume,
+            blocked=self.blocked(),
         )
 
     def info(self) -> BrokerInfo:
@@ -147,7 +206,7 @@ class BrokerHandle:
             broker_id=self.broker_id,
             status=self.effective_status,
             uptime=self.uptime_percent(),
-            current_load=float(self.in_flight),
+            current_load=self.current_load(),
             issues=tuple(self.issues),
             last_connected=self.last_connected,
         )

@@ -15,20 +15,19 @@ Guarantees (DESIGN.md invariants):
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+import msgspec
 import trio
 
 from adapters.base import (
-    BrokerRejected,
     CancelRejected,
-    DeniedLocally,
     OutcomeUnknown,
     SubmitRequest,
 )
@@ -41,17 +40,20 @@ from api.contracts import (
     FieldError,
     GetExecutionRequest,
     ListBrokersRequest,
+    MaintenanceRequest,
     OrderRoutingRequest,
     OrderRoutingResponse,
 )
 from api.enums import AssetClass, BrokerOrderStatus, CancellationStatus, RoutingStatus
 from api.errors import InvalidRequest, NotFound, Unavailable
-from api.events import AnyBrokerEvent, OrderAccepted, OrderRejected
+from api.events import AnyBrokerEvent, OrderAccepted, OrderFilled, OrderRejected
 from api.lifecycle import IllegalTransition, apply_event
 from api.orders import BrokerOrder
 from nursery.brokers import BrokerHandle
 from nursery.identity import client_order_id, execution_id, execution_of_client_order, request_hash
 from nursery.live import LiveBook, LiveExecution
+from nursery.placement import Outcome, Placement, place
+from nursery.reconcile import Finding, Resolution, find_order
 from nursery.updates import outbox_event
 from routing.select import select_broker
 from sql.records import ClaimResult, OrderClaim, OutboxEvent
@@ -72,6 +74,11 @@ class EngineSettings(Protocol):
     def attempt_deadline(self, urgency: object) -> float: ...
 
 
+def _left_pending(live: LiveExecution) -> bool:
+    """The broker's stream already said something about the order (so the broker has it)."""
+    return live.order.status is not BrokerOrderStatus.PENDING
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -86,6 +93,8 @@ class ExecutionEngine:
         *,
         attempt_deadline: Callable[[object], float],
         duplicate_wait: float = 10.0,
+        unknown_policy: str = "adopt",
+        reconcile_budget: float = 5.0,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._store = store
@@ -94,6 +103,13 @@ class ExecutionEngine:
         self._publish = publish
         self._attempt_deadline = attempt_deadline
         self._duplicate_wait = duplicate_wait
+        if unknown_policy not in ("adopt", "failover"):
+            raise ValueError(f"unknown_policy must be 'adopt' or 'failover', not {unknown_policy!r}")
+        #: What to do with an order found at a broker after an unknown outcome: keep it there
+        #: ("adopt"), or cancel it, wait for the cancel, and try the next broker ("failover").
+        self._unknown_policy = unknown_policy
+        #: How long routing waits to learn the fate of an unknown attempt before answering PENDING.
+        self._reconcile_budget = reconcile_budget
         self._clock = clock
         self._live = LiveBook()
         self._routing: dict[str, trio.Event] = {}
@@ -129,7 +145,7 @@ class ExecutionEngine:
                 live = LiveExecution(order)
                 self._live.add(live)
                 if order.status is BrokerOrderStatus.PENDING:
-                    nursery.start_soon(self._reconcile, live, "recovered after restart")
+                    nursery.start_soon(self._resolve_in_background, live, "recovered after restart")
             nursery.start_soon(self._evict_periodically)
             self._events = events
             task_status.started()
@@ -265,14 +281,10 @@ class ExecutionEngine:
         assert order is not None
         live = LiveExecution(order)
         self._live.add(live)
-        return await self._attempt(live, routing_id, asset_class, request)
+        return await self._place_with_failover(live, selection.ranked, routing_id, asset_class, request)
 
-    async def _attempt(
-        self, live: LiveExecution, routing_id: str, asset_class: AssetClass, request: OrderRoutingRequest
-    ) -> OrderRoutingResponse:
-        order = live.order
-        handle = self._brokers[order.broker_id]
-        submit = SubmitRequest(
+    def _submit_request(self, order: BrokerOrder, asset_class: AssetClass) -> SubmitRequest:
+        return SubmitRequest(
             client_order_id=order.client_order_id,
             account_id=order.account_id,
             symbol=order.symbol,
@@ -285,58 +297,155 @@ class ExecutionEngine:
             stop_price=order.stop_price,
         )
 
-        def response(status: RoutingStatus, **fields: object) -> OrderRoutingResponse:
-            return OrderRoutingResponse(
-                routing_id=routing_id,
-                order_id=order.order_id,
-                status=status,
-                timestamp=self._clock(),
-                selected_broker=order.broker_id,
-                execution_id=order.id,
-                estimated_execution_time=handle.mean_latency_ms(),
-                **fields,  # type: ignore[arg-type]
+    async def _place_with_failover(
+        self,
+        live: LiveExecution,
+        ranked: Sequence[str],
+        routing_id: str,
+        asset_class: AssetClass,
+        request: OrderRoutingRequest,
+    ) -> OrderRoutingResponse:
+        """Try the ranked brokers in turn until one holds the order. A broker that rejected or
+        was denied provably holds nothing: the next one is tried. After an unknown outcome the
+        next broker is tried only once this one provably holds no live order (absent, or
+        cancelled with the cancel confirmed); an order it does hold is adopted."""
+        reasons: list[str] = []
+        for index, broker_id in enumerate(ranked):
+            if index > 0:
+                live = await self._next_attempt(live.order, broker_id, index + 1, asset_class)
+            handle = self._brokers[broker_id]
+            last = index == len(ranked) - 1
+            deadline = trio.current_time() + self._attempt_deadline(request.urgency)
+            placement = await place(handle, self._submit_request(live.order, asset_class), deadline)
+            if placement.outcome is Outcome.CONFIRMED:
+                assert placement.ack is not None
+                return await self._confirm(live, routing_id, placement.ack.broker_order_id, placement.ack.at)
+            if not placement.nothing_placed:
+                finding = await find_order(
+                    handle,
+                    live.order.client_order_id,
+                    settle=handle.settle,
+                    until=trio.current_time() + self._reconcile_budget,
+                    query_timeout=self._attempt_deadline(request.urgency),
+                    known_to_exist=functools.partial(_left_pending, live),
+                )
+                if finding.resolution is Resolution.UNRESOLVED:
+                    return await self._answer_pending(live, routing_id, placement.reason)
+                if finding.resolution is Resolution.EXISTS:
+                    broker_order_id = self._broker_order_id(live, finding)
+                    if self._unknown_policy == "adopt" or last:
+                        return await self._confirm(live, routing_id, broker_order_id, self._clock())
+                    if not await self._cancel_and_confirm(live, broker_order_id):
+                        return await self._confirm(live, routing_id, broker_order_id, self._clock())
+                    reasons.append(f"{broker_id}: {placement.reason}; canceled there to fail over")
+                    continue
+                placement = Placement(
+                    Outcome.REJECTED, f"{placement.reason}; the order never reached the broker"
+                )
+            reason = f"{broker_id}: {placement.reason}"
+            reasons.append(reason)
+            rejected = OrderRejected(live.order.client_order_id, self._clock(), reason)
+            if not last:  # failing over: recorded, not published (the order lives on elsewhere)
+                await self._apply(live, [rejected], publish=False)
+                log.info("failing over", extra={"order_id": live.order.order_id, "reason": reason})
+                continue
+            answer = self._response(
+                live, routing_id, RoutingStatus.REJECTED, rejection_reason="; ".join(reasons)
             )
-
-        handle.in_flight += 1
-        started = time.perf_counter()
-        unknown_reason: str | None = None
-        try:
-            with trio.move_on_after(self._attempt_deadline(request.urgency)) as scope:
-                ack = await handle.adapter.submit(submit)
-            if scope.cancelled_caught:
-                unknown_reason = "no answer from the broker within the attempt deadline"
-        except (BrokerRejected, DeniedLocally) as exc:
-            reason = f"{order.broker_id}: {exc.reason}"
-            answer = response(RoutingStatus.REJECTED, rejection_reason=reason)
-            await self._apply(live, [OrderRejected(order.client_order_id, self._clock(), reason)], answer)
+            await self._apply(live, [rejected], answer)
             return answer
-        except OutcomeUnknown as exc:
-            unknown_reason = exc.reason
-        except Exception as exc:  # an adapter bug must not look like a rejection: outcome unknown
-            log.exception(
-                "adapter submit failed", extra={"broker_id": order.broker_id, "order_id": order.order_id}
-            )
-            unknown_reason = f"adapter error: {exc!r}"
-        finally:
-            handle.in_flight -= 1
+        raise AssertionError("ranked brokers cannot be empty here")  # pragma: no cover
 
-        if unknown_reason is not None:
-            answer = response(RoutingStatus.PENDING)
-            await self._store.save_response(order.order_id, answer)
-            log.warning(
-                "order outcome unknown; reconciling",
-                extra={"order_id": order.order_id, "broker_id": order.broker_id, "reason": unknown_reason},
-            )
-            self._spawn(self._reconcile, live, unknown_reason)
-            return answer
+    def _response(
+        self, live: LiveExecution, routing_id: str, status: RoutingStatus, **fields: object
+    ) -> OrderRoutingResponse:
+        order = live.order
+        return OrderRoutingResponse(
+            routing_id=routing_id,
+            order_id=order.order_id,
+            status=status,
+            timestamp=self._clock(),
+            selected_broker=order.broker_id,
+            execution_id=order.id,
+            estimated_execution_time=self._brokers[order.broker_id].mean_latency_ms(),
+            **fields,  # type: ignore[arg-type]
+        )
 
-        handle.record_latency((time.perf_counter() - started) * 1000.0)
-        answer = response(RoutingStatus.ACCEPTED, broker_order_id=ack.broker_order_id)
-        accepted = OrderAccepted(order.client_order_id, ack.at, ack.broker_order_id)
-        await self._apply(live, [accepted], answer)
+    async def _confirm(
+        self, live: LiveExecution, routing_id: str, broker_order_id: str, at: datetime
+    ) -> OrderRoutingResponse:
+        answer = self._response(live, routing_id, RoutingStatus.ACCEPTED, broker_order_id=broker_order_id)
+        await self._apply(live, [OrderAccepted(live.order.client_order_id, at, broker_order_id)], answer)
         if live.cancel_requested and not live.order.status.is_final:
             self._spawn(self._send_cancel, live)
         return answer
+
+    async def _answer_pending(
+        self, live: LiveExecution, routing_id: str, reason: str
+    ) -> OrderRoutingResponse:
+        answer = self._response(live, routing_id, RoutingStatus.PENDING)
+        await self._store.save_response(live.order.order_id, answer)
+        log.warning(
+            "order outcome unknown; still reconciling",
+            extra={"order_id": live.order.order_id, "broker_id": live.order.broker_id, "reason": reason},
+        )
+        self._spawn(self._resolve_in_background, live, reason)
+        return answer
+
+    @staticmethod
+    def _broker_order_id(live: LiveExecution, finding: Finding) -> str:
+        if finding.snapshot is not None:
+            return finding.snapshot.broker_order_id
+        return live.order.broker_order_id or ""
+
+    async def _next_attempt(
+        self, previous: BrokerOrder, broker_id: str, attempt: int, asset_class: AssetClass
+    ) -> LiveExecution:
+        execution = execution_id(previous.order_id, attempt)
+        now = self._clock()
+        order = msgspec.structs.replace(
+            previous,
+            id=execution,
+            broker_id=broker_id,
+            client_order_id=client_order_id(execution),
+            attempt=attempt,
+            status=BrokerOrderStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+            broker_order_id=None,
+            filled_quantity=Decimal(0),
+            average_price=None,
+            fees=Decimal(0),
+            rejection_reason=None,
+            sequence=0,
+            fills=(),
+        )
+        await self._store.start_attempt(order, asset_class.value)  # write before send, again
+        live = LiveExecution(order)
+        self._live.add(live)
+        return live
+
+    async def _cancel_and_confirm(self, live: LiveExecution, broker_order_id: str) -> bool:
+        """Cancel an order found at a broker after an unknown outcome and wait for the broker to
+        confirm it. True when it ended with nothing filled (safe to fail over); False when it
+        filled (partly) first or the cancel could not be confirmed in time: then it is adopted."""
+        if live.order.status is BrokerOrderStatus.PENDING:
+            await self._apply(
+                live, [OrderAccepted(live.order.client_order_id, self._clock(), broker_order_id)]
+            )
+        handle = self._brokers[live.order.broker_id]
+        with trio.move_on_after(self._reconcile_budget):
+            while not live.order.status.is_final:
+                try:
+                    await handle.adapter.cancel(live.order.client_order_id)
+                except CancelRejected:
+                    break  # it finished first (filled): adopt what happened
+                except Exception as exc:
+                    log.info("cancel for failover failed; retrying", extra={"error": repr(exc)})
+                with trio.move_on_after(0.5):  # the broker's word comes on the stream; else ask again
+                    await live.changed.wait()
+        order = live.order
+        return order.status in (BrokerOrderStatus.CANCELED, BrokerOrderStatus.EXPIRED) and not order.fills
 
     async def _answer_repeat(
         self, order_id: str, fingerprint: str, claim: ClaimResult
@@ -404,11 +513,27 @@ class ExecutionEngine:
         live: LiveExecution,
         events: Sequence[AnyBrokerEvent],
         response: OrderRoutingResponse | None = None,
+        *,
+        publish: bool = True,
     ) -> None:
-        """Apply `events` in order, persist each published transition with its outbox row (and
-        `response`, if given, with the last), then publish. Serialised per execution."""
+        """Apply `events` in order, persist each transition (with its outbox row when `publish`;
+        and `response`, if given, with the last), then publish. Serialised per execution."""
         async with live.lock:
             order = live.order
+            if order.status is BrokerOrderStatus.REJECTED and any(
+                isinstance(e, (OrderAccepted, OrderFilled)) for e in events
+            ):
+                # A broker took an order we had written off (it arrived after we declared it
+                # absent): a zombie. It must not live: cancel it, loudly.
+                log.error(
+                    "a broker accepted an order declared absent; cancelling it",
+                    extra={
+                        "order_id": order.order_id,
+                        "broker_id": order.broker_id,
+                        "client_order_id": order.client_order_id,
+                    },
+                )
+                self._spawn(self._cancel_zombie, live)
             changes = []
             for event in events:
                 try:
@@ -428,10 +553,10 @@ class ExecutionEngine:
             for i, transition in enumerate(changes):
                 state = transition.order
                 outbox = None
-                if state.sequence != previous_sequence:
+                if publish and state.sequence != previous_sequence:
                     outbox = outbox_event(state, transition.fill)
                     published.append(outbox)
-                    previous_sequence = state.sequence
+                previous_sequence = state.sequence
                 last = i == len(changes) - 1
                 await self._store.save_transition(
                     state,
@@ -444,6 +569,8 @@ class ExecutionEngine:
                         transition.fill.quantity * transition.fill.price
                     )
             live.order = order
+            live.changed.set()
+            live.changed = trio.Event()
             if order.status.is_final:
                 self._live.finished(live)
         for update in published:
@@ -454,34 +581,33 @@ class ExecutionEngine:
 
     # --- reconciliation and cancels -------------------------------------------------------
 
-    async def _reconcile(self, live: LiveExecution, reason: str) -> None:
-        """Find out what became of an attempt whose outcome is unknown. Never resends: queries
-        the broker by client order id until it answers; adopts the order if the broker has it;
-        declares it rejected only once the broker, connected and answering, says it never got it."""
-        order = live.order
-        handle = self._brokers.get(order.broker_id)
+    async def _resolve_in_background(self, live: LiveExecution, reason: str) -> None:
+        """Keep asking the broker until it says whether it holds the order (no further failover:
+        the requester already has its PENDING answer, updates tell the rest)."""
+        handle = self._brokers.get(live.order.broker_id)
         if handle is None:
-            log.error("cannot reconcile: broker no longer configured", extra={"broker_id": order.broker_id})
+            log.error(
+                "cannot reconcile: broker no longer configured", extra={"broker_id": live.order.broker_id}
+            )
             return
-        delay = 0.05
-        while not live.order.status.is_final:
-            try:
-                with trio.fail_after(max(1.0, self._attempt_deadline(order.urgency))):
-                    snapshot = await handle.adapter.query(order.client_order_id)
-            except Exception as exc:
-                log.info(
-                    "reconcile query failed; retrying", extra={"order_id": order.order_id, "error": repr(exc)}
-                )
-                await trio.sleep(delay)
-                delay = min(5.0, delay * 2)
-                continue
-            if snapshot is None:
-                why = f"{order.broker_id}: order never reached the broker ({reason})"
-                await self._apply(live, [OrderRejected(order.client_order_id, self._clock(), why)])
-            else:
-                adopted = OrderAccepted(order.client_order_id, self._clock(), snapshot.broker_order_id)
-                await self._apply(live, [adopted])
-            return
+        while live.order.status is BrokerOrderStatus.PENDING:
+            finding = await find_order(
+                handle,
+                live.order.client_order_id,
+                settle=handle.settle,
+                until=trio.current_time() + max(self._reconcile_budget, handle.settle),
+                query_timeout=self._attempt_deadline(live.order.urgency),
+                known_to_exist=functools.partial(_left_pending, live),
+            )
+            if finding.resolution is Resolution.EXISTS:
+                if live.order.status is BrokerOrderStatus.PENDING:
+                    adopted = OrderAccepted(
+                        live.order.client_order_id, self._clock(), self._broker_order_id(live, finding)
+                    )
+                    await self._apply(live, [adopted])
+            elif finding.resolution is Resolution.ABSENT:
+                why = f"{live.order.broker_id}: {reason}; the order never reached the broker"
+                await self._apply(live, [OrderRejected(live.order.client_order_id, self._clock(), why)])
 
     async def cancel_order(self, request: CancelOrderRequest) -> CancelOrderResponse:
         self._check_accepting()
@@ -547,6 +673,21 @@ class ExecutionEngine:
             return answer(CancellationStatus.PENDING, None)
         return answer(CancellationStatus.ACCEPTED, None)
 
+    async def _cancel_zombie(self, live: LiveExecution) -> None:
+        handle = self._brokers[live.order.broker_id]
+        delay = 0.05
+        for _ in range(20):
+            try:
+                with trio.fail_after(max(1.0, self._attempt_deadline(live.order.urgency))):
+                    await handle.adapter.cancel(live.order.client_order_id)
+                return
+            except CancelRejected as exc:
+                log.error("zombie order could not be cancelled", extra={"reason": exc.reason})
+                return
+            except Exception:
+                await trio.sleep(delay)
+                delay = min(5.0, delay * 2)
+
     async def _send_cancel(self, live: LiveExecution) -> None:
         """Cancel by client order id until the broker answers (cancels are idempotent)."""
         delay = 0.05
@@ -582,12 +723,31 @@ class ExecutionEngine:
             key = f"order {request.order_id!r}"
         if order is None:
             raise NotFound(f"no execution for {key}")
-        return order.to_details()
+        details = order.to_details()
+        if order.attempt == 1:
+            tried: tuple[BrokerOrder, ...] = (order,)
+        else:  # after a failover: every attempt, for "why did this go to broker X?"
+            tried = tuple(await self._store.load_attempts(order.order_id))
+        return msgspec.structs.replace(details, attempts=tuple(a.to_attempt() for a in tried))
 
     async def get_broker_status(self, broker_id: str) -> BrokerStatus:
         handle = self._brokers.get(broker_id)
         if handle is None:
             raise NotFound(f"unknown broker {broker_id!r}")
+        return handle.status_report()
+
+    async def set_maintenance(self, broker_id: str, request: MaintenanceRequest) -> BrokerStatus:
+        """Operator: take a broker out of routing (or back). Persisted, so a restart keeps it;
+        orders open at the broker keep being tracked."""
+        handle = self._brokers.get(broker_id)
+        if handle is None:
+            raise NotFound(f"unknown broker {broker_id!r}")
+        await self._store.set_maintenance(broker_id, request.enabled, request.reason, self._clock())
+        handle.set_maintenance(request.enabled, request.reason)
+        log.warning(
+            "maintenance on" if request.enabled else "maintenance off",
+            extra={"broker_id": broker_id, "reason": request.reason},
+        )
         return handle.status_report()
 
     async def list_brokers(self, request: ListBrokersRequest) -> list[BrokerInfo]:

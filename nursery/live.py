@@ -19,7 +19,7 @@ from api.orders import BrokerOrder
 
 
 class LiveExecution:
-    __slots__ = ("cancel_requested", "draining", "finished_at", "lock", "order", "queue")
+    __slots__ = ("cancel_requested", "changed", "draining", "finished_at", "lock", "order", "queue")
 
     def __init__(self, order: BrokerOrder) -> None:
         self.order = order
@@ -28,6 +28,8 @@ class LiveExecution:
         self.draining = False
         self.cancel_requested = False
         self.finished_at: float | None = None
+        #: Set (and replaced) whenever the order changes: waiters see the next change.
+        self.changed = trio.Event()
 
     def __repr__(self) -> str:
         return f"<LiveExecution {self.order!r} queued={len(self.queue)}>"

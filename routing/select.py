@@ -29,6 +29,8 @@ class BrokerCandidate(msgspec.Struct, frozen=True):
     commission: CommissionStructure
     latency_ms: float = 0.0
     running_volume: Decimal = Decimal(0)
+    #: Why the broker cannot take an order right now although connected (e.g. circuit open).
+    blocked: str | None = None
 
 
 class Selection(msgspec.Struct, frozen=True):
@@ -54,6 +56,8 @@ def ineligibility(
 ) -> str | None:
     if candidate.status not in _ROUTABLE:
         return f"status {candidate.status}"
+    if candidate.blocked:
+        return candidate.blocked
     return candidate.capabilities.supports(asset_class, order.type, order.time_in_force)
 
 

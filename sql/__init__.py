@@ -7,19 +7,28 @@ from sql.migrate import (
     apply_migrations,
     load_migrations,
 )
-from sql.records import BrokerRecord, ClaimResult, OrderClaim, OutboxEvent
+from sql.records import (
+    BrokerRecord,
+    ClaimResult,
+    DuplicateAttempt,
+    OrderClaim,
+    OutboxEvent,
+    StatusChange,
+)
 from sql.store import Store, broker_row_id
 from sql.writer import GroupWriter, WriteOp, WriterClosed, WriterStats, WriteTimeout
 
 __all__ = [
     "BrokerRecord",
     "ClaimResult",
+    "DuplicateAttempt",
     "GroupWriter",
     "Migration",
     "MigrationChecksumMismatch",
     "MigrationError",
     "OrderClaim",
     "OutboxEvent",
+    "StatusChange",
     "Store",
     "WriteOp",
     "WriteTimeout",

@@ -8,16 +8,17 @@ from decimal import Decimal
 import msgspec
 
 from api.contracts import CommissionStructure, LatencyStats, OrderRoutingRequest, OrderRoutingResponse
-from api.enums import AssetClass, BrokerFeature
+from api.enums import AssetClass, BrokerFeature, ConnectionStatus
 from api.orders import BrokerOrder
 
-__all__ = ["BrokerRecord", "ClaimResult", "OrderClaim", "OutboxEvent"]
+__all__ = ["BrokerRecord", "ClaimResult", "DuplicateAttempt", "OrderClaim", "OutboxEvent", "StatusChange"]
 
 
 class BrokerRecord(msgspec.Struct, frozen=True):
     """One row of `broker_connections`, without credentials: the row's `credentials` column is
     written as `{}` (secrets never reach the database in clear). `status` is a ConnectionStatus
-    value; `connection_params` must hold nothing secret."""
+    value; `connection_params` must hold nothing secret. The maintenance flag is not part of it
+    (an upsert never changes it): see `Store.set_maintenance` and `Store.maintenance_flags`."""
 
     broker_id: str
     name: str
@@ -32,6 +33,19 @@ class BrokerRecord(msgspec.Struct, frozen=True):
 
     def __repr__(self) -> str:
         return f"<BrokerRecord {self.broker_id} {self.status}>"
+
+
+class StatusChange(msgspec.Struct, frozen=True):
+    """One row of `broker_status_transitions`: `broker_id` entered `status` at `at`; the status
+    holds until the broker's next change."""
+
+    broker_id: str
+    status: ConnectionStatus
+    at: datetime
+    reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<StatusChange {self.broker_id} {self.status} at={self.at.isoformat()}>"
 
 
 class OutboxEvent(msgspec.Struct, frozen=True):
@@ -74,6 +88,18 @@ class OrderClaim(msgspec.Struct, frozen=True):
     def __repr__(self) -> str:
         execution = self.execution.id if self.execution is not None else None
         return f"<OrderClaim {self.order_id} execution={execution}>"
+
+
+class DuplicateAttempt(ValueError):
+    """`start_attempt` refused an attempt: the order already has an attempt with that number, or
+    the execution id or the client order id is already used (`existing` is the execution id of
+    the row in the way)."""
+
+    def __init__(self, message: str, *, order_id: str, attempt: int, existing: str) -> None:
+        super().__init__(message)
+        self.order_id = order_id
+        self.attempt = attempt
+        self.existing = existing
 
 
 class ClaimResult(msgspec.Struct, frozen=True):

@@ -56,9 +56,18 @@ def lines(stream: io.StringIO) -> list[dict[str, Any]]:
 def test_json_line_carries_timestamp_level_logger_message_and_extras() -> None:
     stream = capture()
     logging.getLogger("nursery.broker").info(
-        "routed %s to %s", "o-1", "sim-a",
-        extra={"order_id": "o-1", "broker_id": "sim-a", "execution_id": "e-9", "quantity": Decimal("100.5"),
-               "attempt": 2, "latency_s": 0.0004, "tags": ["a", "b"]},
+        "routed %s to %s",
+        "o-1",
+        "sim-a",
+        extra={
+            "order_id": "o-1",
+            "broker_id": "sim-a",
+            "execution_id": "e-9",
+            "quantity": Decimal("100.5"),
+            "attempt": 2,
+            "latency_s": 0.0004,
+            "tags": ["a", "b"],
+        },
     )
     (record,) = lines(stream)
     assert list(record)[:4] == ["timestamp", "level", "logger", "message"]

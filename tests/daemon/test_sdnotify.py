@@ -192,8 +192,13 @@ async def test_watchdog_pings_at_the_interval(
 ) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "10000000")  # pings every 5 s
     pings = await watch(systemd_socket, Notifier.from_environment(), lambda: True, 22)
-    assert pings == [(0.0, b"WATCHDOG=1"), (5.0, b"WATCHDOG=1"), (10.0, b"WATCHDOG=1"),
-                     (15.0, b"WATCHDOG=1"), (20.0, b"WATCHDOG=1")]
+    assert pings == [
+        (0.0, b"WATCHDOG=1"),
+        (5.0, b"WATCHDOG=1"),
+        (10.0, b"WATCHDOG=1"),
+        (15.0, b"WATCHDOG=1"),
+        (20.0, b"WATCHDOG=1"),
+    ]
 
 
 async def test_no_ping_while_unhealthy(
@@ -213,7 +218,8 @@ async def test_no_ping_while_unhealthy(
     assert {message for _, message in pings} == {b"WATCHDOG=1"}
     # One line when it goes wrong, one when it recovers: not one per skipped ping.
     assert [r.levelno for r in caplog.records if r.name == "daemon.sdnotify"] == [
-        logging.ERROR, logging.WARNING
+        logging.ERROR,
+        logging.WARNING,
     ]
 
 

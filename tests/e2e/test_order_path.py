@@ -144,14 +144,19 @@ def test_preferred_broker_is_honoured(daemon: DaemonProcess, order_id: str) -> N
     assert reply.body["selectedBroker"] == "sim-fast"
 
 
-def test_broker_rejection_is_answered_persisted_and_published(daemon: DaemonProcess, order_id: str) -> None:
+def test_broker_rejection_fails_over_and_the_attempts_explain_it(
+    daemon: DaemonProcess, order_id: str
+) -> None:
+    # preferredBrokers is a preference, not a restriction: a rejection there moves the order on.
     reply = oms.route(daemon.nats_url, oms.order(order_id, preferredBrokers=["sim-reject"]))
-    assert reply.body["status"] == "REJECTED"
-    assert reply.body["rejectionReason"].startswith("sim-reject:")
-    execution = wait_execution(daemon.nats_url, order_id, "REJECTED")
-    assert execution["rejectionReason"] == reply.body["rejectionReason"]
-    updates = oms.updates_for(daemon.nats_url, order_id, until_status="REJECTED")
-    assert [b["status"] for _, b in updates] == ["REJECTED"]
+    assert reply.body["status"] == "ACCEPTED"
+    assert reply.body["selectedBroker"] == "sim-cheap"
+    execution = wait_execution(daemon.nats_url, order_id, "COMPLETED")
+    attempts = [(a["attempt"], a["brokerId"], a["status"]) for a in execution["attempts"]]
+    assert attempts == [(1, "sim-reject", "REJECTED"), (2, "sim-cheap", "COMPLETED")]
+    assert execution["attempts"][0]["reason"].startswith("sim-reject:")
+    updates = oms.updates_for(daemon.nats_url, order_id, until_status="COMPLETED")
+    assert {b["brokerId"] for _, b in updates} == {"sim-cheap"}  # the failed-over attempt is quiet
 
 
 def test_no_eligible_broker_is_a_rejection_with_reasons(daemon: DaemonProcess, order_id: str) -> None:
@@ -271,6 +276,7 @@ def test_service_discovery_through_micro(daemon: DaemonProcess) -> None:
         "trading.broker.v1.GetBrokerStatus",
         "trading.broker.v1.ListBrokers",
         "trading.broker.v1.admin.RefreshReadModels",
+        "trading.broker.v1.admin.SetMaintenance",
     }
 
 

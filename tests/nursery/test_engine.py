@@ -50,6 +50,8 @@ class ProbeBroker:
         self.outcome = "accept"
         self.placed: dict[str, BrokerOrderSnapshot] = {}
         self.events: trio.MemorySendChannel[AnyBrokerEvent] | None = None
+        self.queries_hang = False
+        self.query_count = 0
 
     async def run(
         self,
@@ -81,6 +83,9 @@ class ProbeBroker:
             status=BrokerOrderStatus.ACCEPTED,
             filled_quantity=Decimal(0),
         )
+        if self.outcome == "lost_then_silent":  # never reached it, and queries hang from now on
+            self.queries_hang = True
+            raise OutcomeUnknown("connection reset before the request was sent")
         if self.outcome == "lost":  # the request never reached the broker
             raise OutcomeUnknown("connection reset before the request was sent")
         self.placed[request.client_order_id] = snapshot
@@ -93,6 +98,9 @@ class ProbeBroker:
         raise NotImplementedError
 
     async def query(self, client_order_id: str) -> BrokerOrderSnapshot | None:
+        self.query_count += 1
+        if self.queries_hang:
+            await trio.sleep_forever()
         return self.placed.get(client_order_id)
 
 
@@ -116,7 +124,7 @@ async def stack(migrated_database_url: str) -> AsyncIterator[tuple[ExecutionEngi
     publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](1000)
     events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](1000)
     async with Store.open(migrated_database_url) as store, trio.open_nursery() as nursery:
-        handle = BrokerHandle(broker, "Probe")
+        handle = BrokerHandle(broker, "Probe", settle=0.2)
         await store.upsert_brokers(
             [
                 BrokerRecord(
@@ -130,7 +138,12 @@ async def stack(migrated_database_url: str) -> AsyncIterator[tuple[ExecutionEngi
             ]
         )
         engine = ExecutionEngine(
-            store, [handle], Market(), publish_send, attempt_deadline=lambda urgency: 2.0
+            store,
+            [handle],
+            Market(),
+            publish_send,
+            attempt_deadline=lambda urgency: 2.0,
+            reconcile_budget=1.0,
         )
         await nursery.start(engine.run, events_receive)
         await nursery.start(supervise_brokers, [handle], events_send)
@@ -138,15 +151,15 @@ async def stack(migrated_database_url: str) -> AsyncIterator[tuple[ExecutionEngi
         nursery.cancel_scope.cancel()
 
 
-async def settled_status(engine: ExecutionEngine, order_id: str) -> str:
-    """The execution's status once it has left PENDING (fails after 5 s)."""
-    with trio.fail_after(5):
+async def settled_status(engine: ExecutionEngine, order_id: str, wait: float = 0.3) -> str:
+    """The execution's status once it has left PENDING, or PENDING after `wait` seconds."""
+    with trio.move_on_after(wait):
         for _ in range(10_000):
             details = await engine.get_execution(GetExecutionRequest(order_id=order_id))
             if details.status.value != "PENDING":
                 return details.status.value
             await trio.sleep(0.01)
-    raise AssertionError("unreachable")
+    return "PENDING"
 
 
 def new_id() -> str:
@@ -194,26 +207,38 @@ async def test_rejection_is_answered_and_persisted(stack: Any) -> None:
     assert update.subject == f"trading.broker.v1.executions.probe.REJECTED.{order_id}"
 
 
-async def test_unknown_outcome_is_pending_then_adopted_without_a_resend(stack: Any) -> None:
+async def test_unknown_outcome_is_reconciled_and_adopted_without_a_resend(stack: Any) -> None:
     engine, broker, _ = stack
-    broker.outcome = "unknown"
+    broker.outcome = "unknown"  # the broker took it; the answer was lost
     order_id = new_id()
     response = await engine.route_order(order(order_id))
-    assert response.status is RoutingStatus.PENDING
-    assert await settled_status(engine, order_id) == "EXECUTING"
-    details = await engine.get_execution(GetExecutionRequest(order_id=order_id))
-    assert details.broker_order_id == "B-1"
-    assert len(broker.submits) == 1  # reconciled by query, never sent again
+    assert response.status is RoutingStatus.ACCEPTED
+    assert response.broker_order_id == "B-1"
+    assert broker.query_count >= 1
+    assert len(broker.submits) == 1  # found by query, never sent again
 
 
 async def test_unknown_outcome_for_an_order_the_broker_never_got_is_rejected_not_resent(stack: Any) -> None:
     engine, broker, _ = stack
     broker.outcome = "lost"
     order_id = new_id()
-    assert (await engine.route_order(order(order_id))).status is RoutingStatus.PENDING
-    assert await settled_status(engine, order_id) == "REJECTED"
-    details = await engine.get_execution(GetExecutionRequest(order_id=order_id))
-    assert "never reached the broker" in (details.rejection_reason or "")
+    response = await engine.route_order(order(order_id))
+    assert response.status is RoutingStatus.REJECTED  # the only broker, provably without it
+    assert "never reached the broker" in (response.rejection_reason or "")
+    assert len(broker.submits) == 1
+
+
+async def test_unknown_outcome_past_the_budget_is_pending_and_resolved_in_the_background(stack: Any) -> None:
+    engine, broker, publish = stack
+    broker.outcome = "lost_then_silent"
+    order_id = new_id()
+    response = await engine.route_order(order(order_id))
+    assert response.status is RoutingStatus.PENDING
+    assert await settled_status(engine, order_id) == "PENDING"  # still asking
+    broker.queries_hang = False  # the broker answers again: it never got the order
+    with trio.fail_after(10):
+        update = await publish.receive()
+    assert b'"status":"REJECTED"' in update.payload
     assert len(broker.submits) == 1
 
 

@@ -50,7 +50,7 @@ def routing_request(order_id: str, **changes: object) -> OrderRoutingRequest:
     return OrderRoutingRequest(**fields)  # type: ignore[arg-type]
 
 
-def execution(order_id: str, broker_id: str, *, at: datetime = T0) -> BrokerOrder:
+def execution(order_id: str, broker_id: str, *, at: datetime = T0, attempt: int = 1) -> BrokerOrder:
     execution_id = new_id()
     request = routing_request(order_id)
     return BrokerOrder(
@@ -70,6 +70,7 @@ def execution(order_id: str, broker_id: str, *, at: datetime = T0) -> BrokerOrde
         created_at=at,
         updated_at=at,
         sequence=1,
+        attempt=attempt,
     )
 
 

@@ -28,7 +28,7 @@ def empty_database_url(tmp_path: Path) -> Iterator[str]:
 
 def test_package_ships_its_migrations() -> None:
     migrations = load_migrations()
-    assert [m.version for m in migrations][:1] == ["0001_schema"]
+    assert [m.version for m in migrations][:2] == ["0001_schema", "0002_supervision"]
     assert all(m.sql.strip() for m in migrations)
 
 
@@ -127,9 +127,13 @@ def test_every_spec_table_index_and_view_exists(migrated_database_url: str) -> N
         "execution_reports",
         "routed_orders",
         "execution_events",
+        "broker_status_transitions",
         "schema_migrations",
     } <= tables
-    assert indexes >= SPEC_INDEXES | {"idx_execution_events_unpublished"}
+    assert indexes >= SPEC_INDEXES | {
+        "idx_execution_events_unpublished",
+        "idx_broker_status_transitions_broker_at",
+    }
     assert "broker_performance" in views
     assert {"execution_quality_by_asset_class", "broker_latency_stats"} <= matviews
     # CONCURRENTLY needs a unique index on each materialized view
@@ -258,3 +262,57 @@ def test_one_row_per_attempt_and_per_client_order_id(migrated_database_url: str)
             _insert_order(conn, order_id, broker_id, attempt=2, client_order_id="coid-1")
         _insert_order(conn, order_id, broker_id, attempt=2)
         conn.rollback()
+
+
+# --- 0002 --------------------------------------------------------------------------------------
+
+
+def test_0002_applies_to_a_database_that_had_only_0001(empty_database_url: str) -> None:
+    first, second = load_migrations()[:2]
+    assert apply_migrations(empty_database_url, migrations=[first]) == ["0001_schema"]
+    broker_id = new_id()
+    with psycopg.connect(empty_database_url) as conn:
+        _insert_broker(conn, broker_id)  # a broker registered before the upgrade
+        assert conn.execute("SELECT to_regclass('broker_status_transitions')").fetchone() == (None,)
+
+    assert apply_migrations(empty_database_url) == [m.version for m in load_migrations()[1:]]
+    assert second.version == "0002_supervision"
+    with psycopg.connect(empty_database_url) as conn:
+        row = conn.execute(
+            "SELECT maintenance, maintenance_reason, maintenance_since FROM broker_connections"
+            " WHERE broker_id = %s",
+            (broker_id,),
+        ).fetchone()
+        assert row == (False, None, None)  # existing brokers start out of maintenance
+        conn.execute(
+            "INSERT INTO broker_status_transitions (broker_id, status, at, reason)"
+            " VALUES (%s, 'CONNECTED', now(), NULL)",
+            (broker_id,),
+        )
+        recorded = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+        assert [r[0] for r in recorded] == [m.version for m in load_migrations()]
+    assert apply_migrations(empty_database_url) == []
+
+
+def test_0002_columns(migrated_database_url: str) -> None:
+    with psycopg.connect(migrated_database_url) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name, data_type, is_nullable, column_default"
+            " FROM information_schema.columns WHERE table_schema = 'public'"
+            " AND (table_name = 'broker_status_transitions'"
+            "      OR column_name IN ('maintenance', 'maintenance_reason', 'maintenance_since'))"
+            " ORDER BY table_name, ordinal_position"
+        ).fetchall()
+    assert [(t, c, d, n) for t, c, d, n, _ in rows] == [
+        ("broker_connections", "maintenance", "boolean", "NO"),
+        ("broker_connections", "maintenance_reason", "text", "YES"),
+        ("broker_connections", "maintenance_since", "timestamp with time zone", "YES"),
+        ("broker_status_transitions", "id", "bigint", "NO"),
+        ("broker_status_transitions", "broker_id", "character varying", "NO"),
+        ("broker_status_transitions", "status", "character varying", "NO"),
+        ("broker_status_transitions", "at", "timestamp with time zone", "NO"),
+        ("broker_status_transitions", "reason", "text", "YES"),
+    ]
+    defaults = {c: d for _, c, _, _, d in rows}
+    assert defaults["maintenance"] == "false"
+    assert defaults["id"].startswith("nextval(")

@@ -13,7 +13,7 @@ import trio
 from api.contracts import OrderRoutingResponse
 from api.enums import BrokerOrderStatus, RoutingStatus
 from api.orders import BrokerOrder, OrderFill
-from sql import BrokerRecord, ClaimResult, OrderClaim, Store
+from sql import BrokerRecord, ClaimResult, DuplicateAttempt, OrderClaim, Store
 from tests.sql import T0, broker_record, execution, new_id, order_claim, outbox_event
 
 
@@ -240,12 +240,138 @@ async def test_failover_attempt_becomes_the_latest(store: Store, broker_id: str)
     await store.claim_order(claim)
     first = msgspec.structs.replace(claim.execution, status=BrokerOrderStatus.CANCELED, sequence=2)
     await store.save_transition(first, None, outbox_event(first, 2))
-    second = execution(claim.order_id, broker_id, at=T0 + timedelta(seconds=1))
-    assert await store.start_attempt(second, "EQUITY", outbox_event(second, 1)) == 2
+    second = execution(claim.order_id, broker_id, at=T0 + timedelta(seconds=1), attempt=2)
+    await store.start_attempt(second, "EQUITY", outbox_event(second, 1))
     assert await store.load_latest_execution(claim.order_id) == second
     assert (await store.get_claim(claim.order_id)) == ClaimResult(False, claim.request_hash, None, second.id)
     open_ids = {o.id for o in await store.load_open_executions()}
     assert second.id in open_ids and first.id not in open_ids
+    assert await store.execution_events(second.id) == [outbox_event(second, 1)]
+
+
+# --- attempt numbers ---------------------------------------------------------------------------
+
+
+async def claimed(store: Store, broker_id: str, *, attempt: int = 1) -> BrokerOrder:
+    claim = order_claim(new_id(), broker_id)
+    assert claim.execution is not None
+    claim = msgspec.structs.replace(
+        claim, execution=msgspec.structs.replace(claim.execution, attempt=attempt)
+    )
+    assert (await store.claim_order(claim)).claimed
+    assert claim.execution is not None
+    return claim.execution
+
+
+async def test_claim_stores_the_callers_attempt_number(
+    store: Store, broker_id: str, migrated_database_url: str
+) -> None:
+    first = await claimed(store, broker_id, attempt=3)  # whatever the engine derived its ids from
+    rows = await query(migrated_database_url, "SELECT attempt FROM broker_orders WHERE id = %s", first.id)
+    assert rows == [(3,)]
+    loaded = await store.load_execution(first.id)
+    assert loaded == first and loaded.attempt == 3
+
+
+async def test_attempt_is_inserted_with_the_given_number_not_the_next_one(
+    store: Store, broker_id: str
+) -> None:
+    first = await claimed(store, broker_id)
+    fifth = execution(first.order_id, broker_id, at=T0 + timedelta(seconds=1), attempt=5)
+    await store.start_attempt(fifth, "EQUITY")
+    third = execution(first.order_id, broker_id, at=T0 + timedelta(seconds=2), attempt=3)
+    await store.start_attempt(third, "EQUITY")  # a lower number after a higher one: as given
+    assert [(o.id, o.attempt) for o in await store.load_attempts(first.order_id)] == [
+        (first.id, 1),
+        (third.id, 3),
+        (fifth.id, 5),
+    ]
+    assert await store.load_latest_execution(first.order_id) == fifth  # the highest number
+
+
+async def test_duplicate_attempt_is_refused_and_nothing_of_it_is_written(
+    store: Store, broker_id: str
+) -> None:
+    first = await claimed(store, broker_id)
+    second = execution(first.order_id, broker_id, attempt=2)
+    await store.start_attempt(second, "EQUITY")
+    again = execution(first.order_id, broker_id, attempt=2)  # other ids, same number
+    with pytest.raises(DuplicateAttempt, match=f"order {first.order_id} already has attempt 2") as caught:
+        await store.start_attempt(again, "EQUITY", outbox_event(again, 1))
+    assert (caught.value.order_id, caught.value.attempt, caught.value.existing) == (
+        first.order_id,
+        2,
+        second.id,
+    )
+    assert await store.load_execution(again.id) is None
+    assert await store.execution_events(again.id) == []  # its event was rolled back with it
+
+    retried = msgspec.structs.replace(second, attempt=3)  # same execution id, other number
+    with pytest.raises(DuplicateAttempt, match=f"execution {second.id} already exists"):
+        await store.start_attempt(retried, "EQUITY")
+    stolen = msgspec.structs.replace(
+        execution(first.order_id, broker_id, attempt=4), client_order_id=second.client_order_id
+    )
+    with pytest.raises(DuplicateAttempt, match=f"client order id {second.client_order_id} is already used"):
+        await store.start_attempt(stolen, "EQUITY")
+    assert [o.attempt for o in await store.load_attempts(first.order_id)] == [1, 2]
+
+
+async def test_duplicate_attempts_in_one_batch_only_the_first_is_written(
+    store: Store, broker_id: str
+) -> None:
+    first = await claimed(store, broker_id)
+    rivals = [execution(first.order_id, broker_id, attempt=2) for _ in range(5)]
+    bystander = await claimed(store, broker_id)
+    bystander_second = execution(bystander.order_id, broker_id, attempt=2)
+    outcomes: dict[str, bool] = {}
+
+    async def start(order: BrokerOrder) -> None:
+        try:
+            await store.start_attempt(order, "EQUITY")
+            outcomes[order.id] = True
+        except DuplicateAttempt:
+            outcomes[order.id] = False
+
+    async with trio.open_nursery() as nursery:  # the writer takes them as one batch
+        for order in [*rivals, bystander_second]:
+            nursery.start_soon(start, order)
+    assert outcomes[bystander_second.id] is True
+    assert sum(outcomes[r.id] for r in rivals) == 1
+    attempts = await store.load_attempts(first.order_id)
+    assert [o.attempt for o in attempts] == [1, 2] and outcomes[attempts[1].id]
+    assert [o.attempt for o in await store.load_attempts(bystander.order_id)] == [1, 2]
+
+
+async def test_attempt_of_an_unclaimed_order_or_bad_number_is_refused(store: Store, broker_id: str) -> None:
+    orphan = execution(new_id(), broker_id, attempt=2)
+    with pytest.raises(LookupError, match=f"order {orphan.order_id} was never claimed"):
+        await store.start_attempt(orphan, "EQUITY")
+    first = await claimed(store, broker_id)
+    for bad in (0, -1, 32768):
+        with pytest.raises(ValueError, match=f"attempt {bad} is not in 1..32767"):
+            await store.start_attempt(execution(first.order_id, broker_id, attempt=bad), "EQUITY")
+
+
+async def test_load_attempts_by_number_with_fills(store: Store, broker_id: str) -> None:
+    first = await claimed(store, broker_id)
+    canceled = msgspec.structs.replace(first, status=BrokerOrderStatus.CANCELED, sequence=2)
+    await store.save_transition(canceled, None, None)
+    second = execution(first.order_id, broker_id, at=T0 + timedelta(seconds=5), attempt=2)
+    await store.start_attempt(second, "EQUITY")
+    partial = with_fill(
+        second, fill(second, "F-2", "40", "187.5", 7), status=BrokerOrderStatus.PARTIALLY_FILLED
+    )
+    await store.save_transition(partial, partial.fills[-1], None)
+    done = with_fill(partial, fill(partial, "F-1", "60.5", "187.4", 6), status=BrokerOrderStatus.FILLED)
+    await store.save_transition(done, done.fills[-1], None)
+
+    attempts = await store.load_attempts(first.order_id)
+    assert attempts == [canceled, msgspec.structs.replace(done, fills=(done.fills[1], done.fills[0]))]
+    assert [a.attempt for a in attempts] == [1, 2]
+    assert [f.broker_fill_id for f in attempts[1].fills] == ["F-1", "F-2"]  # by timestamp
+    assert await store.load_attempts(new_id()) == []
+    assert [a.attempt for a in await store.load_open_executions() if a.order_id == first.order_id] == []
 
 
 # --- responses, outbox, brokers ----------------------------------------------------------------

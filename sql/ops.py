@@ -1,0 +1,478 @@
+"""The store's writes of the order path: one `WriteOp` class per kind of write, with its SQL.
+
+Each op checks its input when built (a write the columns cannot hold exactly is refused with
+`ValueError` before it reaches the writer), and its class's `run_batch` writes every op of a
+batch with one statement per table. `sql.status` holds the broker supervision writes, which use
+the batch helpers of this module.
+
+Batches are written with one statement per table: the rows travel as binary arrays (%b) and
+`unnest` turns them back into rows. Per-row statements (executemany) cost the server twice as
+much, and text arrays cost Python more than they save.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar, Self
+
+import msgspec
+import psycopg
+
+from api.codec import encode
+from api.contracts import OrderRoutingResponse
+from api.enums import AssetClass, ConnectionStatus
+from api.orders import BrokerOrder, OrderFill
+from api.validation import decimal_problem
+from sql.records import BrokerRecord, ClaimResult, DuplicateAttempt, OrderClaim, OutboxEvent
+from sql.writer import WriteOp
+
+__all__ = [
+    "SELECT_CLAIMS",
+    "Claim",
+    "MarkPublished",
+    "SaveResponse",
+    "SaveTransition",
+    "StartAttempt",
+    "UpsertBrokers",
+    "broker_row_id",
+    "claim_result",
+    "columns",
+    "last_per_key",
+    "returned",
+    "to_json",
+    "write",
+]
+
+Conn = psycopg.Connection[Any]
+
+_BROKER_NAMESPACE = uuid.UUID("3b0f8e1c-5a7d-4e2b-9c41-7d2e6f9a1b30")
+#: broker_orders.attempt is a SMALLINT.
+_MAX_ATTEMPT = 32767
+
+
+def broker_row_id(broker_id: str) -> str:
+    """`broker_connections.id` of a broker: derived from its broker id, so every daemon agrees."""
+    return str(uuid.uuid5(_BROKER_NAMESPACE, broker_id))
+
+
+# --- SQL ---------------------------------------------------------------------------------------
+
+_INSERT_ROUTED = b"""
+INSERT INTO routed_orders
+    (order_id, routing_id, request_hash, request, response, arrival_price, received_at, responded_at)
+SELECT o, r, h, q::jsonb, s::jsonb, a, t, u
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[],
+            %b::timestamptz[], %b::timestamptz[]) WITH ORDINALITY AS x(o, r, h, q, s, a, t, u, n)
+ORDER BY o, n
+ON CONFLICT (order_id) DO NOTHING
+RETURNING routing_id
+"""
+
+_INSERT_EXECUTIONS = b"""
+INSERT INTO broker_orders
+    (id, order_id, broker_id, client_order_id, broker_order_id, account_id, symbol, asset_class,
+     side, order_type, quantity, price, stop_price, time_in_force, status, filled_quantity,
+     average_price, fees, rejection_reason, execution_strategy, urgency, sequence,
+     created_at, updated_at, attempt)
+SELECT *
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+            %b::text[], %b::text[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[],
+            %b::text[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[], %b::text[],
+            %b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::timestamptz[], %b::int[])
+"""
+
+# A further attempt: any unique key already taken (the order's attempt number, the execution id,
+# the client order id) skips the row instead of failing the batch; the op then says which.
+_INSERT_ATTEMPTS = (
+    _INSERT_EXECUTIONS
+    + b"""ON CONFLICT DO NOTHING
+RETURNING id
+"""
+)
+
+_SELECT_CLAIMED = b"SELECT order_id FROM routed_orders WHERE order_id = ANY(%s)"
+
+_SELECT_IN_THE_WAY = b"""
+SELECT id, order_id, attempt, client_order_id FROM broker_orders
+WHERE id = %s OR (order_id = %s AND attempt = %s) OR client_order_id = %s
+ORDER BY id
+"""
+
+_INSERT_EVENTS = b"""
+INSERT INTO execution_events (execution_id, sequence, subject, payload, msg_id, created_at)
+SELECT * FROM unnest(%b::text[], %b::int[], %b::text[], %b::bytea[], %b::text[], %b::timestamptz[])
+ON CONFLICT (execution_id, sequence) DO NOTHING
+"""
+
+_UPDATE_EXECUTIONS = b"""
+UPDATE broker_orders AS o
+SET status = x.status, broker_order_id = x.broker_order_id, filled_quantity = x.filled_quantity,
+    average_price = x.average_price, fees = x.fees, rejection_reason = x.rejection_reason,
+    sequence = x.sequence, updated_at = x.updated_at
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[],
+            %b::text[], %b::int[], %b::timestamptz[])
+     AS x(id, status, broker_order_id, filled_quantity, average_price, fees, rejection_reason,
+          sequence, updated_at)
+WHERE o.id = x.id
+RETURNING o.id
+"""
+
+_INSERT_FILLS = b"""
+INSERT INTO order_fills (id, broker_order_id, broker_fill_id, quantity, price, fees, timestamp, venue)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[],
+                     %b::timestamptz[], %b::text[])
+ON CONFLICT DO NOTHING
+"""
+
+_SET_RESPONSES = b"""
+UPDATE routed_orders AS r SET response = x.response::jsonb, responded_at = x.responded_at
+FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS x(order_id, response, responded_at)
+WHERE r.order_id = x.order_id AND r.response IS NULL
+RETURNING r.order_id
+"""
+
+_MARK_PUBLISHED = b"""
+UPDATE execution_events AS e SET published_at = x.at
+FROM unnest(%b::text[], %b::int[], %b::timestamptz[]) AS x(execution_id, sequence, at)
+WHERE e.execution_id = x.execution_id AND e.sequence = x.sequence AND e.published_at IS NULL
+"""
+
+# Leaves the maintenance columns (0002) alone: only set_maintenance changes them.
+_UPSERT_BROKER = b"""
+INSERT INTO broker_connections
+    (id, broker_id, name, status, supported_asset_classes, features, commission_structure,
+     credentials, connection_params, rate_limits, latency_stats, created_at, updated_at,
+     last_connected_at)
+VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, '{}'::jsonb, %s::jsonb, %s::jsonb,
+        %s::jsonb, now(), now(), %s)
+ON CONFLICT (broker_id) DO UPDATE SET
+    name = EXCLUDED.name,
+    status = EXCLUDED.status,
+    supported_asset_classes = EXCLUDED.supported_asset_classes,
+    features = EXCLUDED.features,
+    commission_structure = EXCLUDED.commission_structure,
+    connection_params = EXCLUDED.connection_params,
+    rate_limits = EXCLUDED.rate_limits,
+    latency_stats = EXCLUDED.latency_stats,
+    updated_at = EXCLUDED.updated_at,
+    last_connected_at = COALESCE(EXCLUDED.last_connected_at, broker_connections.last_connected_at)
+"""
+
+#: The stored claims of some order ids (also read by `Store.get_claim`).
+SELECT_CLAIMS = b"""
+SELECT r.order_id, r.request_hash, r.response::text,
+       (SELECT b.id FROM broker_orders b WHERE b.order_id = r.order_id ORDER BY b.attempt DESC LIMIT 1)
+FROM routed_orders r
+WHERE r.order_id = ANY(%s)
+"""
+
+
+def claim_result(row: Sequence[Any]) -> ClaimResult:
+    """A row of `SELECT_CLAIMS`."""
+    response = None if row[2] is None else msgspec.json.decode(row[2], type=OrderRoutingResponse)
+    return ClaimResult(claimed=False, request_hash=row[1], response=response, execution_id=row[3])
+
+
+# --- batch helpers -----------------------------------------------------------------------------
+
+
+def to_json(value: Any) -> str:
+    return encode(value).decode()
+
+
+def columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows to one list per column: the parameters of an `unnest` statement."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def returned(cur: psycopg.Cursor[Any], statement: bytes, rows: Sequence[tuple[Any, ...]]) -> set[Any]:
+    """Run a set-based statement; the first column of the rows it returned."""
+    cur.execute(statement, columns(rows))
+    return {row[0] for row in cur.fetchall()}
+
+
+def write(cur: psycopg.Cursor[Any], statement: bytes, rows: Sequence[tuple[Any, ...]]) -> None:
+    if rows:
+        cur.execute(statement, columns(rows))
+
+
+def last_per_key(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row per key (the first column), the last one given: an UPDATE ... FROM joining
+    two rows to one target would apply an arbitrary one of them."""
+    return list({row[0]: row for row in rows}.values())
+
+
+def _check_decimals(what: object, **values: Decimal | None) -> None:
+    """Refuse a value DECIMAL(20, 8) cannot hold exactly; `what` is only repr'd on failure."""
+    for name, value in values.items():
+        if value is not None:
+            problem = decimal_problem(value)
+            if problem is not None:
+                raise ValueError(f"{what!r}: {name} {value} {problem}")
+
+
+def _check_execution(execution: BrokerOrder, asset_class: str | None) -> str:
+    if asset_class is None:
+        raise ValueError(f"{execution!r}: asset_class is required with an execution")
+    AssetClass(asset_class)  # ValueError if not one
+    if not 1 <= execution.attempt <= _MAX_ATTEMPT:
+        raise ValueError(f"{execution!r}: attempt {execution.attempt} is not in 1..{_MAX_ATTEMPT}")
+    _check_decimals(
+        execution,
+        quantity=execution.quantity,
+        price=execution.price,
+        stop_price=execution.stop_price,
+        filled_quantity=execution.filled_quantity,
+        average_price=execution.average_price,
+        fees=execution.fees,
+    )
+    return asset_class
+
+
+def _execution_values(o: BrokerOrder, asset_class: str) -> tuple[Any, ...]:
+    """Every column, in the order of `_INSERT_EXECUTIONS` (`attempt` last)."""
+    return (
+        o.id, o.order_id, o.broker_id, o.client_order_id, o.broker_order_id, o.account_id, o.symbol,
+        asset_class, o.side.value, o.order_type.value, o.quantity, o.price, o.stop_price,
+        o.time_in_force.value, o.status.value, o.filled_quantity, o.average_price, o.fees,
+        o.rejection_reason, o.execution_strategy.value, o.urgency.value, o.sequence,
+        o.created_at, o.updated_at, o.attempt,
+    )  # fmt: skip
+
+
+def _event_values(e: OutboxEvent) -> tuple[Any, ...]:
+    return (e.execution_id, e.sequence, e.subject, e.payload, e.msg_id, e.created_at)
+
+
+# --- ops ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertBrokers(WriteOp[None]):
+    records: tuple[BrokerRecord, ...]
+    phase: ClassVar[int] = 0  # before anything that references a broker
+
+    def __post_init__(self) -> None:
+        for record in self.records:
+            ConnectionStatus(record.status)  # ValueError if not one
+
+    @classmethod
+    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+        records = sorted((r for op in ops for r in op.records), key=lambda r: r.broker_id)
+        conn.cursor().executemany(_UPSERT_BROKER, [_broker_values(r) for r in records])
+        return [None] * len(ops)
+
+
+def _broker_values(r: BrokerRecord) -> tuple[Any, ...]:
+    return (
+        broker_row_id(r.broker_id), r.broker_id, r.name, r.status, to_json(r.supported_asset_classes),
+        to_json(r.features), to_json(r.commission_structure), to_json(r.connection_params),
+        to_json(r.rate_limits), to_json(r.latency_stats), r.last_connected_at,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Claim(WriteOp[ClaimResult]):
+    claim: OrderClaim
+    phase: ClassVar[int] = 10
+
+    def __post_init__(self) -> None:
+        claim = self.claim
+        if claim.request.order_id != claim.order_id:
+            raise ValueError(f"{claim!r}: the request is for order {claim.request.order_id}")
+        _check_decimals(claim, arrival_price=claim.arrival_price)
+        if claim.execution is not None:
+            if claim.execution.order_id != claim.order_id:
+                raise ValueError(f"{claim!r}: the execution is for order {claim.execution.order_id}")
+            _check_execution(claim.execution, claim.asset_class)
+        execution_id = claim.execution.id if claim.execution is not None else None
+        if claim.event is not None and claim.event.execution_id != execution_id:
+            raise ValueError(f"{claim!r}: the event must belong to the claim's execution")
+
+    @classmethod
+    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[ClaimResult]:
+        # The statement inserts in order_id order (then batch order): two processes claiming
+        # overlapping orders lock them in the same order and wait instead of deadlocking, and of
+        # two claims of one order in this batch the first wins.
+        cur = conn.cursor()
+        inserted = returned(cur, _INSERT_ROUTED, [_routed_values(op.claim) for op in ops])
+        claimed = []
+        for op in ops:
+            won_it = op.claim.routing_id in inserted
+            inserted.discard(op.claim.routing_id)  # a repeated routing id wins once
+            claimed.append(won_it)
+        won = [op.claim for op, won_it in zip(ops, claimed, strict=True) if won_it]
+        write(
+            cur,
+            _INSERT_EXECUTIONS,
+            [_execution_values(c.execution, c.asset_class or "") for c in won if c.execution is not None],
+        )
+        write(cur, _INSERT_EVENTS, [_event_values(c.event) for c in won if c.event is not None])
+        stored: dict[str, ClaimResult] = {}
+        lost = sorted({op.claim.order_id for op, c in zip(ops, claimed, strict=True) if not c})
+        if lost:
+            for row in cur.execute(SELECT_CLAIMS, (lost,)):
+                stored[row[0]] = claim_result(row)
+        results: list[ClaimResult] = []
+        for op, won_it in zip(ops, claimed, strict=True):
+            c = op.claim
+            if won_it:
+                execution_id = c.execution.id if c.execution is not None else None
+                results.append(ClaimResult(True, c.request_hash, c.response, execution_id))
+            else:
+                results.append(stored[c.order_id])
+        return results
+
+
+def _routed_values(c: OrderClaim) -> tuple[Any, ...]:
+    response = to_json(c.response) if c.response is not None else None
+    responded_at = c.response.timestamp if c.response is not None else None
+    return (
+        c.order_id, c.routing_id, c.request_hash, to_json(c.request), response, c.arrival_price,
+        c.received_at, responded_at,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StartAttempt(WriteOp[None]):
+    """A further attempt of a claimed order, numbered by the caller (`execution.attempt`)."""
+
+    execution: BrokerOrder
+    asset_class: str
+    event: OutboxEvent | None
+    phase: ClassVar[int] = 15
+
+    def __post_init__(self) -> None:
+        _check_execution(self.execution, self.asset_class)
+        if self.event is not None and self.event.execution_id != self.execution.id:
+            raise ValueError(f"{self.event!r} does not belong to {self.execution!r}")
+
+    @classmethod
+    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+        cur = conn.cursor()
+        order_ids = sorted({op.execution.order_id for op in ops})
+        claimed = {row[0] for row in cur.execute(_SELECT_CLAIMED, (order_ids,))}
+        for op in ops:  # checked first: the foreign key would fail the statement, unexplained
+            if op.execution.order_id not in claimed:
+                raise LookupError(f"order {op.execution.order_id} was never claimed")
+        inserted = returned(
+            cur, _INSERT_ATTEMPTS, [_execution_values(op.execution, op.asset_class) for op in ops]
+        )
+        for op in ops:
+            if op.execution.id not in inserted:
+                raise _in_the_way(cur, op.execution)
+            inserted.discard(op.execution.id)  # the same execution twice in a batch: once
+        write(cur, _INSERT_EVENTS, [_event_values(op.event) for op in ops if op.event is not None])
+        return [None] * len(ops)
+
+
+def _in_the_way(cur: psycopg.Cursor[Any], o: BrokerOrder) -> DuplicateAttempt:
+    """Why `o` was not inserted (rows inserted earlier in this transaction included)."""
+    rows = cur.execute(_SELECT_IN_THE_WAY, (o.id, o.order_id, o.attempt, o.client_order_id)).fetchall()
+
+    def refused(existing: str, message: str) -> DuplicateAttempt:
+        return DuplicateAttempt(message, order_id=o.order_id, attempt=o.attempt, existing=existing)
+
+    for existing, order_id, attempt, _ in rows:
+        if order_id == o.order_id and attempt == o.attempt:
+            return refused(
+                existing, f"order {o.order_id} already has attempt {attempt} (execution {existing})"
+            )
+    for existing, order_id, attempt, _ in rows:
+        if existing == o.id:
+            return refused(
+                existing, f"execution {o.id} already exists (attempt {attempt} of order {order_id})"
+            )
+    for existing, _, _, client_order_id in rows:
+        if client_order_id == o.client_order_id:
+            return refused(
+                existing, f"client order id {client_order_id} is already used by execution {existing}"
+            )
+    return refused("", f"attempt {o.attempt} of order {o.order_id} was not inserted")  # the row went away
+
+
+@dataclass(frozen=True, slots=True)
+class SaveTransition(WriteOp[None]):
+    order: BrokerOrder
+    fill: OrderFill | None
+    event: OutboxEvent | None
+    response: tuple[str, OrderRoutingResponse] | None
+    phase: ClassVar[int] = 20
+
+    def __post_init__(self) -> None:
+        o = self.order
+        _check_decimals(o, filled_quantity=o.filled_quantity, average_price=o.average_price, fees=o.fees)
+        if self.fill is not None:
+            f = self.fill
+            _check_decimals(f, quantity=f.quantity, price=f.price, fees=f.fees)
+        if self.event is not None and self.event.execution_id != o.id:
+            raise ValueError(f"{self.event!r} does not belong to {o!r}")
+
+    @classmethod
+    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+        cur = conn.cursor()
+        # Two transitions of one execution in a batch: the later one is the state to keep.
+        updates = last_per_key(_update_values(op.order) for op in ops)
+        found = returned(cur, _UPDATE_EXECUTIONS, updates)
+        for op in ops:
+            if op.order.id not in found:
+                raise LookupError(f"execution {op.order.id} does not exist")
+        write(cur, _INSERT_FILLS, [_fill_values(op.order.id, op.fill) for op in ops if op.fill is not None])
+        write(cur, _INSERT_EVENTS, [_event_values(op.event) for op in ops if op.event is not None])
+        _set_responses(cur, [op.response for op in ops if op.response is not None])
+        return [None] * len(ops)
+
+
+def _update_values(o: BrokerOrder) -> tuple[Any, ...]:
+    return (
+        o.id, o.status.value, o.broker_order_id, o.filled_quantity, o.average_price, o.fees,
+        o.rejection_reason, o.sequence, o.updated_at,
+    )  # fmt: skip
+
+
+def _set_responses(
+    cur: psycopg.Cursor[Any], responses: Sequence[tuple[str, OrderRoutingResponse]]
+) -> set[str]:
+    """Store each order's response unless one is stored (of two for one order, the first wins);
+    the order ids whose response this call stored."""
+    if not responses:
+        return set()
+    rows = {order_id: (order_id, to_json(r), r.timestamp) for order_id, r in reversed(responses)}
+    return returned(cur, _SET_RESPONSES, list(rows.values()))
+
+
+def _fill_values(execution_id: str, f: OrderFill) -> tuple[Any, ...]:
+    return (f.id, execution_id, f.broker_fill_id, f.quantity, f.price, f.fees, f.timestamp, f.venue)
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResponse(WriteOp[bool]):
+    order_id: str
+    response: OrderRoutingResponse
+    phase: ClassVar[int] = 20
+
+    @classmethod
+    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[bool]:
+        stored = _set_responses(conn.cursor(), [(op.order_id, op.response) for op in ops])
+        results = []
+        for op in ops:
+            results.append(op.order_id in stored)
+            stored.discard(op.order_id)  # the first of two responses for one order won
+        return results
+
+
+@dataclass(frozen=True, slots=True)
+class MarkPublished(WriteOp[None]):
+    keys: tuple[tuple[str, int], ...]
+    at: datetime
+    phase: ClassVar[int] = 30
+
+    @classmethod
+    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+        rows = sorted((execution_id, sequence, op.at) for op in ops for execution_id, sequence in op.keys)
+        write(conn.cursor(), _MARK_PUBLISHED, rows)
+        return [None] * len(ops)
