@@ -143,7 +143,7 @@ def _broker_records(handles: list[BrokerHandle]) -> list[BrokerRecord]:
             features=tuple(sorted(h.adapter.capabilities.features)),
             commission_structure=h.adapter.commission,
             connection_params={"kind": "simulated"},
-            rate_limits={},
+            rate_limits=to_builtins(h.adapter.capabilities.rate_limits),
             latency_stats=h.latency_stats(),
         )
         for h in handles

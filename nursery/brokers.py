@@ -68,7 +68,7 @@ class BrokerHandle:
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._latency_sum = 0.0  # of the window, kept incrementally (read on every routing)
         self._clock = clock
-        self._started = clock()
+        self._first_seen: datetime | None = None  # from a previous run's history, if any
         #: Status changes of the last 24 h (loaded from PostgreSQL at start, then appended):
         #: what `uptime` is computed from, so a restart keeps it.
         self.history: list[StatusChange] = []
@@ -84,8 +84,7 @@ class BrokerHandle:
         """The persisted changes of the window (oldest first) and when the broker was first
         seen, from a previous run of the daemon."""
         self.history = list(history)
-        if started is not None:
-            self._started = min(self._started, started)
+        self._first_seen = started
 
     def mark_connected(self) -> None:
         now = self._clock()
@@ -167,9 +166,9 @@ class BrokerHandle:
         return max(0.0, self._latency_sum / len(self._latencies)) if self._latencies else 0.0
 
     def uptime_percent(self) -> float:
-        """Percentage of the last 24 h (since the broker was first seen, if later) spent
-        connected, from the persisted status history."""
-        return round(uptime_percent(self.history, self._clock(), DAY, started=self._started), 3)
+        """Percentage of the last 24 h (counted from the broker's first recorded status, if
+        later) spent connected, from the persisted status history."""
+        return round(uptime_percent(self.history, self._clock(), DAY, started=self._first_seen), 3)
 
     def candidate(self) -> BrokerCandidate:
         return BrokerCandidate(

@@ -15,6 +15,7 @@ from decimal import Decimal
 
 import msgspec
 
+from api.capabilities import RateLimits
 from api.contracts import CommissionStructure, TieredRate
 from api.enums import AssetClass, BrokerFeature, TimeInForce
 
@@ -134,6 +135,9 @@ class SimulatedBrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_un
     latency: LatencyConfig = msgspec.field(default_factory=LatencyConfig)
     reject_rate: float = 0.0
     liquidity_share: Decimal = Decimal(1)
+    #: Requests per second / minute / hour the broker accepts (0: no limit), enforced by the
+    #: daemon's limiter before anything is sent.
+    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.reject_rate <= 1.0:

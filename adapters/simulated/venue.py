@@ -73,6 +73,7 @@ class SimulatedBroker:
             asset_classes=frozenset(config.asset_classes),
             features=frozenset(config.features),
             time_in_force=frozenset(config.time_in_force),
+            rate_limits=config.rate_limits,
         )
         self.commission = config.commission
         self._market = market
