@@ -226,7 +226,8 @@ async def _serve(
         handle.changes = changes_send
     async with trio.open_nursery() as root:
         root.start_soon(_watch_signals, shutdown)
-        root.start_soon(record_status_changes, store, changes_receive)
+        recorder_done = trio.Event()
+        root.start_soon(record_status_changes, store, changes_receive, recorder_done)
         root.start_soon(persist_broker_runtime, store, handles, 10.0)
         root.start_soon(market.run)
         await root.start(publisher.run, publish_receive)
@@ -275,9 +276,13 @@ async def _serve(
                 log.warning("grace period over with requests still in flight")
             rest_stop.set()
             work.cancel_scope.cancel()
+        for handle in handles:  # the time the daemon is down is time the brokers are not served
+            handle.mark_stopped()
+        changes_send.close()
         publish_send.close()  # the publisher flushes what is left, then returns
         with trio.move_on_after(config.nats.publish_timeout_s):
             await publisher.finished.wait()
+            await recorder_done.wait()
         root.cancel_scope.cancel()
     _remove_runtime(config.state_dir)
 

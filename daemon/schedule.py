@@ -52,8 +52,18 @@ async def restore_broker_state(store: Store, handles: Sequence[BrokerHandle], no
             handle.set_maintenance(True, reason)
 
 
-async def record_status_changes(store: Store, changes: trio.MemoryReceiveChannel[StatusChange]) -> None:
-    """Persist every broker status change (uptime survives restarts)."""
+async def record_status_changes(
+    store: Store, changes: trio.MemoryReceiveChannel[StatusChange], done: trio.Event
+) -> None:
+    """Persist every broker status change (uptime survives restarts), until the channel closes;
+    then set `done`."""
+    try:
+        await _record(store, changes)
+    finally:
+        done.set()
+
+
+async def _record(store: Store, changes: trio.MemoryReceiveChannel[StatusChange]) -> None:
     async with changes:
         async for change in changes:
             try:

@@ -97,6 +97,11 @@ class BrokerHandle:
         self.report_issue(issue, message)
         self._changed(self._clock(), message)
 
+    def mark_stopped(self) -> None:
+        """The daemon is stopping: from now on nobody serves this broker."""
+        self.status = ConnectionStatus.DISCONNECTED
+        self._changed(self._clock(), "daemon stopped")
+
     def set_maintenance(self, on: bool, reason: str | None) -> None:
         self.maintenance = on
         self._changed(self._clock(), reason)
