@@ -138,6 +138,11 @@ class BrokerAdapter(Protocol):
         execution event into `events` until cancelled. Raises on a lost connection (the
         supervisor restarts it)."""
 
+    async def heartbeat(self) -> None:
+        """Prove the connection is alive now (a ping, a test request, a cheap authenticated
+        call); raise ConnectionLost (or any error) if it is not. The supervisor calls it
+        periodically under a timeout and restarts the connection when it fails."""
+
     async def submit(self, request: SubmitRequest) -> BrokerAck:
         """Place one order. Raises BrokerRejected, DeniedLocally or OutcomeUnknown."""
 

@@ -216,29 +216,62 @@ class BrokerHandle:
         )
 
 
+class HeartbeatFailed(Exception):
+    pass
+
+
 async def supervise_brokers(
     handles: Sequence[BrokerHandle],
     events: trio.MemorySendChannel[AnyBrokerEvent],
     *,
     backoff_initial: float = 0.25,
     backoff_max: float = 30.0,
+    heartbeat_every: float = 5.0,
+    heartbeat_timeout: float = 5.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run every broker connection until cancelled. Reports started once each broker has either
     connected or failed its first attempt, so a dead broker does not hold the daemon back."""
     async with trio.open_nursery() as nursery:
         for handle in handles:
-            await nursery.start(_supervise_one, handle, events.clone(), backoff_initial, backoff_max)
+            await nursery.start(
+                _supervise_one,
+                handle,
+                events.clone(),
+                (backoff_initial, backoff_max),
+                (heartbeat_every, heartbeat_timeout),
+            )
         task_status.started()
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _heartbeat(handle: BrokerHandle, every: float, timeout: float) -> None:
+    """Ping the broker every `every` seconds; a failed or late answer ends the connection (the
+    supervisor restarts it)."""
+    while True:
+        await trio.sleep(every)
+        try:
+            with trio.fail_after(timeout):
+                await handle.adapter.heartbeat()
+        except trio.TooSlowError:
+            raise HeartbeatFailed(f"no heartbeat answer within {timeout}s") from None
+        except Exception as exc:
+            raise HeartbeatFailed(f"heartbeat failed: {exc!r}") from exc
 
 
 async def _supervise_one(
     handle: BrokerHandle,
     events: trio.MemorySendChannel[AnyBrokerEvent],
-    backoff_initial: float,
-    backoff_max: float,
+    backoff: tuple[float, float],
+    heartbeat: tuple[float, float],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    backoff_initial, backoff_max = backoff
     delay = backoff_initial
     first = True
     async with events:
@@ -246,6 +279,7 @@ async def _supervise_one(
             try:
                 async with trio.open_nursery() as connection:
                     await connection.start(handle.adapter.run, events)
+                    connection.start_soon(_heartbeat, handle, *heartbeat)
                     handle.mark_connected()
                     log.info("broker connected", extra={"broker_id": handle.broker_id})
                     delay = backoff_initial
@@ -253,7 +287,8 @@ async def _supervise_one(
                         first = False
                         task_status.started()
             except Exception as exc:
-                handle.mark_disconnected(IssueType.CONNECTIVITY, f"connection failed: {exc!r}")
+                cause = _first_leaf(exc)
+                handle.mark_disconnected(IssueType.CONNECTIVITY, f"connection failed: {cause}")
                 log.warning(
                     "broker connection failed; restarting",
                     extra={"broker_id": handle.broker_id, "error": repr(exc), "retry_in_s": delay},

@@ -37,6 +37,7 @@ from adapters.base import (
     BrokerRejected,
     CancelRejected,
     Capabilities,
+    ConnectionLost,
     DeniedLocally,
     OutcomeUnknown,
     SubmitRequest,
@@ -163,6 +164,12 @@ class SimulatedBroker:
         for event in produced:
             outbox.send_nowait(event)
         await self._response_leg(outbox, half)
+
+    async def heartbeat(self) -> None:
+        """The simulated connection is alive while `run` is active."""
+        await trio.lowlevel.checkpoint()
+        if not self.connected:
+            raise ConnectionLost(f"{self.broker_id}: not connected")
 
     async def query(self, client_order_id: str) -> BrokerOrderSnapshot | None:
         """The venue's view of the order, or None if it never accepted it."""

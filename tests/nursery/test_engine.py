@@ -94,6 +94,9 @@ class ProbeBroker:
         await trio.sleep(0.01)  # a real round trip: concurrent duplicates overlap it
         return BrokerAck(snapshot.broker_order_id, NOW)
 
+    async def heartbeat(self) -> None:
+        await trio.lowlevel.checkpoint()
+
     async def cancel(self, client_order_id: str) -> None:
         raise NotImplementedError
 

@@ -5,6 +5,7 @@ broker's crash restarting only that broker."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from decimal import Decimal
@@ -196,3 +197,39 @@ async def test_one_brokers_crash_restarts_only_that_broker(migrated_database_url
         ]
         assert [c.status for c in handles[1].history] == [ConnectionStatus.CONNECTED]  # untouched
         assert (await engine.get_broker_status("sv-calm")).uptime == pytest.approx(100.0)
+
+
+class SilentBroker(FaultyBroker):
+    """Connected, but stops answering heartbeats when told."""
+
+    silent = False
+
+    async def heartbeat(self) -> None:
+        if self.silent:
+            self.silent = False  # one silence: the restarted connection answers again
+            await trio.sleep_forever()
+        await super().heartbeat()
+
+
+async def test_a_broker_that_stops_answering_heartbeats_is_reconnected(migrated_database_url: str) -> None:
+    silent = SilentBroker(venue("sv-silent", "0.0001"), market())
+    handle = BrokerHandle(silent, "sv-silent")
+    events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](1000)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(
+                supervise_brokers,
+                [handle],
+                events_send,
+                backoff_initial=0.05,
+                heartbeat_every=0.05,
+                heartbeat_timeout=0.1,
+            )
+        )
+        assert handle.status is ConnectionStatus.CONNECTED
+        silent.silent = True
+        await eventually(lambda: handle.status is ConnectionStatus.DISCONNECTED, 2.0)
+        assert "no heartbeat answer" in handle.issues[-1].message
+        await eventually(lambda: handle.status is ConnectionStatus.CONNECTED, 2.0)
+        nursery.cancel_scope.cancel()
+    events_receive.close()
