@@ -57,7 +57,11 @@ class BrokerHandle:
         self.settle = settle
         #: In-flight orders that count as a full load (currentLoad = 100 %).
         self.capacity = capacity
-        self.limiter = RateLimiter(adapter.capabilities.rate_limits, broker_id=adapter.broker_id)
+        #: A 2 ms margin on every window absorbs the jitter between our grant and the broker's
+        #: arrival time (see RateLimiter); raise it for brokers far away on the network.
+        self.limiter = RateLimiter(
+            adapter.capabilities.rate_limits, broker_id=adapter.broker_id, margin=0.002
+        )
         self.breaker = breaker or CircuitBreaker(clock=trio.current_time)
         self.status = ConnectionStatus.DISCONNECTED
         self.maintenance = False

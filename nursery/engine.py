@@ -27,8 +27,6 @@ import msgspec
 import trio
 
 from adapters.base import (
-    CancelRejected,
-    OutcomeUnknown,
     SubmitRequest,
 )
 from api.contracts import (
@@ -44,17 +42,17 @@ from api.contracts import (
     OrderRoutingRequest,
     OrderRoutingResponse,
 )
-from api.enums import AssetClass, BrokerOrderStatus, CancellationStatus, RoutingStatus
+from api.enums import AssetClass, BrokerOrderStatus, RoutingStatus
 from api.errors import InvalidRequest, NotFound, Unavailable
-from api.events import AnyBrokerEvent, OrderAccepted, OrderFilled, OrderRejected
-from api.lifecycle import IllegalTransition, apply_event
+from api.events import AnyBrokerEvent, OrderAccepted, OrderRejected
 from api.orders import BrokerOrder
+from nursery.applier import EventApplier
 from nursery.brokers import BrokerHandle
-from nursery.identity import client_order_id, execution_id, execution_of_client_order, request_hash
+from nursery.cancels import Cancels
+from nursery.identity import client_order_id, execution_id, request_hash
 from nursery.live import LiveBook, LiveExecution
 from nursery.placement import Outcome, Placement, place
 from nursery.reconcile import Finding, Resolution, find_order
-from nursery.updates import outbox_event
 from routing.select import select_broker
 from sql.records import ClaimResult, OrderClaim, OutboxEvent
 from sql.store import Store
@@ -115,11 +113,27 @@ class ExecutionEngine:
         self._routing: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self._events: trio.MemoryReceiveChannel[AnyBrokerEvent] | None = None
-        self._applying = 0  # drain / load tasks applying broker events right now
         self._stopping = False
         self._active_requests = 0
         self._idle = trio.Event()
         self._idle.set()
+        self._applier = EventApplier(
+            store,
+            self._live,
+            self._brokers,
+            publish,
+            self._spawn,
+            on_zombie=lambda live: self._spawn(self._cancels.cancel_zombie, live),
+        )
+        self._cancels = Cancels(
+            store,
+            self._live,
+            self._brokers,
+            apply=self._applier.apply,
+            spawn=self._spawn,
+            attempt_deadline=attempt_deadline,
+            clock=clock,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -151,7 +165,7 @@ class ExecutionEngine:
             task_status.started()
             async with events:
                 async for event in events:
-                    self._enqueue(event)
+                    self._applier.enqueue(event)
 
     def stop_intake(self) -> None:
         """New routing and cancel requests are refused from now on (503, 'service is stopping')."""
@@ -169,7 +183,7 @@ class ExecutionEngine:
         while trio.current_time() - quiet_since < quiet_for:
             await trio.sleep(0.005)
             queued = self._events.statistics().current_buffer_used if self._events is not None else 0
-            if queued or self._applying:
+            if queued or self._applier.applying:
                 quiet_since = trio.current_time()
 
     def open_executions(self) -> int:
@@ -335,7 +349,9 @@ class ExecutionEngine:
                     broker_order_id = self._broker_order_id(live, finding)
                     if self._unknown_policy == "adopt" or last:
                         return await self._confirm(live, routing_id, broker_order_id, self._clock())
-                    if not await self._cancel_and_confirm(live, broker_order_id):
+                    if not await self._cancels.cancel_and_confirm(
+                        live, broker_order_id, self._reconcile_budget
+                    ):
                         return await self._confirm(live, routing_id, broker_order_id, self._clock())
                     reasons.append(f"{broker_id}: {placement.reason}; canceled there to fail over")
                     continue
@@ -346,13 +362,13 @@ class ExecutionEngine:
             reasons.append(reason)
             rejected = OrderRejected(live.order.client_order_id, self._clock(), reason)
             if not last:  # failing over: recorded, not published (the order lives on elsewhere)
-                await self._apply(live, [rejected], publish=False)
+                await self._applier.apply(live, [rejected], publish=False)
                 log.info("failing over", extra={"order_id": live.order.order_id, "reason": reason})
                 continue
             answer = self._response(
                 live, routing_id, RoutingStatus.REJECTED, rejection_reason="; ".join(reasons)
             )
-            await self._apply(live, [rejected], answer)
+            await self._applier.apply(live, [rejected], answer)
             return answer
         raise AssertionError("ranked brokers cannot be empty here")  # pragma: no cover
 
@@ -375,9 +391,11 @@ class ExecutionEngine:
         self, live: LiveExecution, routing_id: str, broker_order_id: str, at: datetime
     ) -> OrderRoutingResponse:
         answer = self._response(live, routing_id, RoutingStatus.ACCEPTED, broker_order_id=broker_order_id)
-        await self._apply(live, [OrderAccepted(live.order.client_order_id, at, broker_order_id)], answer)
+        await self._applier.apply(
+            live, [OrderAccepted(live.order.client_order_id, at, broker_order_id)], answer
+        )
         if live.cancel_requested and not live.order.status.is_final:
-            self._spawn(self._send_cancel, live)
+            self._spawn(self._cancels.send_cancel, live)
         return answer
 
     async def _answer_pending(
@@ -425,28 +443,6 @@ class ExecutionEngine:
         self._live.add(live)
         return live
 
-    async def _cancel_and_confirm(self, live: LiveExecution, broker_order_id: str) -> bool:
-        """Cancel an order found at a broker after an unknown outcome and wait for the broker to
-        confirm it. True when it ended with nothing filled (safe to fail over); False when it
-        filled (partly) first or the cancel could not be confirmed in time: then it is adopted."""
-        if live.order.status is BrokerOrderStatus.PENDING:
-            await self._apply(
-                live, [OrderAccepted(live.order.client_order_id, self._clock(), broker_order_id)]
-            )
-        handle = self._brokers[live.order.broker_id]
-        with trio.move_on_after(self._reconcile_budget):
-            while not live.order.status.is_final:
-                try:
-                    await handle.adapter.cancel(live.order.client_order_id)
-                except CancelRejected:
-                    break  # it finished first (filled): adopt what happened
-                except Exception as exc:
-                    log.info("cancel for failover failed; retrying", extra={"error": repr(exc)})
-                with trio.move_on_after(0.5):  # the broker's word comes on the stream; else ask again
-                    await live.changed.wait()
-        order = live.order
-        return order.status in (BrokerOrderStatus.CANCELED, BrokerOrderStatus.EXPIRED) and not order.fills
-
     async def _answer_repeat(
         self, order_id: str, fingerprint: str, claim: ClaimResult
     ) -> OrderRoutingResponse:
@@ -465,121 +461,7 @@ class ExecutionEngine:
             claim = fresh
         return claim.response
 
-    # --- applying broker events -----------------------------------------------------------
-
-    def _enqueue(self, event: AnyBrokerEvent) -> None:
-        live = self._live.by_client_order(event.client_order_id)
-        if live is None:
-            self._spawn(self._load_and_enqueue, event)
-            return
-        live.queue.append(event)
-        if not live.draining:
-            live.draining = True
-            self._spawn(self._drain, live)
-
-    async def _load_and_enqueue(self, event: AnyBrokerEvent) -> None:
-        self._applying += 1
-        try:
-            await self._load_and_enqueue_one(event)
-        finally:
-            self._applying -= 1
-
-    async def _load_and_enqueue_one(self, event: AnyBrokerEvent) -> None:
-        execution = execution_of_client_order(event.client_order_id)
-        order = await self._store.load_execution(execution) if execution else None
-        if order is None:
-            log.error("event for an order we do not know", extra={"client_order_id": event.client_order_id})
-            return
-        if self._live.by_client_order(event.client_order_id) is None:
-            live = LiveExecution(order)
-            self._live.add(live)
-            if order.status.is_final:
-                self._live.finished(live)
-        self._enqueue(event)
-
-    async def _drain(self, live: LiveExecution) -> None:
-        self._applying += 1
-        try:
-            while live.queue:
-                events = list(live.queue)
-                live.queue.clear()
-                await self._apply(live, events)
-        finally:
-            live.draining = False
-            self._applying -= 1
-
-    async def _apply(
-        self,
-        live: LiveExecution,
-        events: Sequence[AnyBrokerEvent],
-        response: OrderRoutingResponse | None = None,
-        *,
-        publish: bool = True,
-    ) -> None:
-        """Apply `events` in order, persist each transition (with its outbox row when `publish`;
-        and `response`, if given, with the last), then publish. Serialised per execution."""
-        async with live.lock:
-            order = live.order
-            if order.status is BrokerOrderStatus.REJECTED and any(
-                isinstance(e, (OrderAccepted, OrderFilled)) for e in events
-            ):
-                # A broker took an order we had written off (it arrived after we declared it
-                # absent): a zombie. It must not live: cancel it, loudly.
-                log.error(
-                    "a broker accepted an order declared absent; cancelling it",
-                    extra={
-                        "order_id": order.order_id,
-                        "broker_id": order.broker_id,
-                        "client_order_id": order.client_order_id,
-                    },
-                )
-                self._spawn(self._cancel_zombie, live)
-            changes = []
-            for event in events:
-                try:
-                    transition = apply_event(order, event)
-                except IllegalTransition as exc:
-                    log.error("broker event refused by the order state machine", extra={"error": str(exc)})
-                    continue
-                if transition.changed:
-                    order = transition.order
-                    changes.append(transition)
-            if not changes:
-                if response is not None:
-                    await self._store.save_response(order.order_id, response)
-                return
-            published: list[OutboxEvent] = []
-            previous_sequence = live.order.sequence
-            for i, transition in enumerate(changes):
-                state = transition.order
-                outbox = None
-                if publish and state.sequence != previous_sequence:
-                    outbox = outbox_event(state, transition.fill)
-                    published.append(outbox)
-                previous_sequence = state.sequence
-                last = i == len(changes) - 1
-                await self._store.save_transition(
-                    state,
-                    transition.fill,
-                    outbox,
-                    (state.order_id, response) if last and response is not None else None,
-                )
-                if transition.fill is not None:
-                    self._brokers[state.broker_id].running_volume += (
-                        transition.fill.quantity * transition.fill.price
-                    )
-            live.order = order
-            live.changed.set()
-            live.changed = trio.Event()
-            if order.status.is_final:
-                self._live.finished(live)
-        for update in published:
-            try:
-                self._publish.send_nowait(update)
-            except trio.WouldBlock:  # the outbox sweep publishes it
-                log.warning("publish queue full; left to the outbox sweep", extra={"msg_id": update.msg_id})
-
-    # --- reconciliation and cancels -------------------------------------------------------
+    # --- reconciliation ----------------------------------------------------------------
 
     async def _resolve_in_background(self, live: LiveExecution, reason: str) -> None:
         """Keep asking the broker until it says whether it holds the order (no further failover:
@@ -604,10 +486,12 @@ class ExecutionEngine:
                     adopted = OrderAccepted(
                         live.order.client_order_id, self._clock(), self._broker_order_id(live, finding)
                     )
-                    await self._apply(live, [adopted])
+                    await self._applier.apply(live, [adopted])
             elif finding.resolution is Resolution.ABSENT:
                 why = f"{live.order.broker_id}: {reason}; the order never reached the broker"
-                await self._apply(live, [OrderRejected(live.order.client_order_id, self._clock(), why)])
+                await self._applier.apply(
+                    live, [OrderRejected(live.order.client_order_id, self._clock(), why)]
+                )
 
     async def cancel_order(self, request: CancelOrderRequest) -> CancelOrderResponse:
         self._check_accepting()
@@ -617,97 +501,9 @@ class ExecutionEngine:
             )
         self._begin()
         try:
-            return await self._cancel(request)
+            return await self._cancels.cancel(request)
         finally:
             self._end()
-
-    async def _cancel(self, request: CancelOrderRequest) -> CancelOrderResponse:
-        now = self._clock()
-        request_id = str(uuid.uuid4())
-
-        def answer(status: CancellationStatus, reason: str | None = None) -> CancelOrderResponse:
-            return CancelOrderResponse(
-                request_id=request_id,
-                order_id=request.order_id,
-                status=status,
-                timestamp=now,
-                rejection_reason=reason,
-            )
-
-        live = self._live.by_order(request.order_id)
-        order = live.order if live is not None else await self._store.load_latest_execution(request.order_id)
-        if order is None:
-            return answer(CancellationStatus.REJECTED, f"unknown order {request.order_id!r}")
-        if order.broker_id != request.broker_id:
-            return answer(
-                CancellationStatus.REJECTED,
-                f"order {request.order_id!r} is at broker {order.broker_id!r}, not {request.broker_id!r}",
-            )
-        if (
-            request.broker_order_id
-            and order.broker_order_id
-            and request.broker_order_id != order.broker_order_id
-        ):
-            return answer(
-                CancellationStatus.REJECTED,
-                f"brokerOrderId {request.broker_order_id!r} does not match {order.broker_order_id!r}",
-            )
-        if order.status.is_final:
-            return answer(
-                CancellationStatus.REJECTED, f"order is already {order.status.execution_status.value}"
-            )
-        if live is None:
-            live = LiveExecution(order)
-            self._live.add(live)
-        if order.status is BrokerOrderStatus.PENDING:
-            live.cancel_requested = True  # sent as soon as the broker acknowledges the order
-            return answer(CancellationStatus.PENDING, None)
-        try:
-            with trio.fail_after(self._attempt_deadline(order.urgency)):
-                await self._brokers[order.broker_id].adapter.cancel(order.client_order_id)
-        except CancelRejected as exc:
-            return answer(CancellationStatus.REJECTED, f"{order.broker_id}: {exc.reason}")
-        except (OutcomeUnknown, trio.TooSlowError):
-            live.cancel_requested = True
-            self._spawn(self._send_cancel, live)
-            return answer(CancellationStatus.PENDING, None)
-        return answer(CancellationStatus.ACCEPTED, None)
-
-    async def _cancel_zombie(self, live: LiveExecution) -> None:
-        handle = self._brokers[live.order.broker_id]
-        delay = 0.05
-        for _ in range(20):
-            try:
-                with trio.fail_after(max(1.0, self._attempt_deadline(live.order.urgency))):
-                    await handle.adapter.cancel(live.order.client_order_id)
-                return
-            except CancelRejected as exc:
-                log.error("zombie order could not be cancelled", extra={"reason": exc.reason})
-                return
-            except Exception:
-                await trio.sleep(delay)
-                delay = min(5.0, delay * 2)
-
-    async def _send_cancel(self, live: LiveExecution) -> None:
-        """Cancel by client order id until the broker answers (cancels are idempotent)."""
-        delay = 0.05
-        handle = self._brokers[live.order.broker_id]
-        while not live.order.status.is_final:
-            try:
-                with trio.fail_after(max(1.0, self._attempt_deadline(live.order.urgency))):
-                    await handle.adapter.cancel(live.order.client_order_id)
-                return
-            except CancelRejected as exc:
-                log.warning(
-                    "cancel refused by broker", extra={"order_id": live.order.order_id, "reason": exc.reason}
-                )
-                return
-            except Exception as exc:
-                log.info(
-                    "cancel failed; retrying", extra={"order_id": live.order.order_id, "error": repr(exc)}
-                )
-                await trio.sleep(delay)
-                delay = min(5.0, delay * 2)
 
     # --- queries --------------------------------------------------------------------------
 

@@ -80,11 +80,15 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = trio.current_time,
         broker_id: str = "broker",
+        margin: float = 0.0,
     ) -> None:
+        """`margin` (seconds) widens every window: the broker counts arrivals, which come later
+        than our grants by a jitter (microseconds here, milliseconds over a network); two
+        requests we space a window apart must still arrive a window apart."""
         self.limits = limits
         self.broker_id = broker_id
         self._clock = clock
-        self._windows = tuple(sorted(limits.windows()))
+        self._windows = tuple(sorted((window + margin, limit) for window, limit in limits.windows()))
         self._horizon = max((window for window, _ in self._windows), default=0.0)
         self._grants: deque[float] = deque()  # grant times within the longest window, oldest first
         self._queue: deque[_Waiter] = deque()
@@ -116,18 +120,22 @@ class RateLimiter:
         the request cannot be granted by then, without sleeping. A request that can go now goes
         now. Callers are served in arrival order. Cancelled while waiting, it takes no capacity
         and frees its place; once it returns, the capacity is used (there is no give-back: the
-        request is presumed sent). Without limits or a penalty, it costs one checkpoint.
+        request is presumed sent). Without limits or a penalty, it costs one checkpoint; an
+        immediate grant is a cancel point but not a schedule point (see the comment below).
         """
         if not self._windows and self._penalty_until is None and not self._queue:
             await trio.lowlevel.checkpoint()
             return
+        # A cancel point, but no schedule point before a grant: between the grant and the return
+        # that lets the request go nothing may run, or the broker could see the request later
+        # than the time counted here and two requests a window apart arrive closer than the
+        # window. (Yielding first instead would let same-instant callers overtake each other.)
         await trio.lowlevel.checkpoint_if_cancelled()
         now = self._clock()
         if not self._queue:
             at = self._earliest(now)
             if at <= now:
                 self._record(now)
-                await trio.lowlevel.cancel_shielded_checkpoint()
                 return
         else:
             *_, at = self._plan(now, [*(w.deadline for w in self._queue), deadline])

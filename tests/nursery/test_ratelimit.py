@@ -485,3 +485,12 @@ async def test_without_limits_acquire_is_one_checkpoint() -> None:
         await limiter.acquire(INF)  # trio may run a batch in either order; by now it ran
         steps.append("acquired")
     assert steps == ["other ran", "acquired"]
+
+
+async def test_the_margin_widens_every_window(autojump_clock: trio.testing.MockClock) -> None:
+    limiter = RateLimiter(RateLimits(requests_per_second=1), margin=0.01)
+    times = []
+    for _ in range(3):
+        await limiter.acquire(INF)
+        times.append(now())
+    assert times == [0.0, pytest.approx(1.01), pytest.approx(2.02)]
