@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import uuid
@@ -59,14 +60,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--nats", default=None, help="NATS URL (default: $NATS_URL or the local daemon's)")
     parser.add_argument("--timeout", type=float, default=10.0, help="request timeout in seconds")
     parser.add_argument("--json", action="store_true", help="print raw JSON")
+    # The same options after the subcommand too (`order ... --json`): SUPPRESS keeps the
+    # top-level value unless the option is given there.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--nats", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command")
+    add_parser = functools.partial(sub.add_parser, parents=[common])
 
-    run = sub.add_parser("run", help="run the daemon (embedded default without configuration)")
+    run = add_parser("run", help="run the daemon (embedded default without configuration)")
     run.add_argument("--config", type=Path, default=None, help="TOML configuration file")
-    run.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help="state directory")
     run.set_defaults(func=_cmd_run)
 
-    order = sub.add_parser("order", help="send a RouteOrder request")
+    order = add_parser("order", help="send a RouteOrder request")
     order.add_argument("side", type=str.upper, choices=["BUY", "SELL"])
     order.add_argument("symbol")
     order.add_argument("quantity")
@@ -85,27 +93,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     order.set_defaults(func=_cmd_order)
 
-    cancel = sub.add_parser("cancel", help="send a CancelOrder request")
+    cancel = add_parser("cancel", help="send a CancelOrder request")
     cancel.add_argument("order_id")
     cancel.add_argument("--broker", required=True)
     cancel.add_argument("--reason", default=None)
     cancel.set_defaults(func=_cmd_cancel)
 
-    execution = sub.add_parser("execution", help="GetExecution by execution id or --order")
+    execution = add_parser("execution", help="GetExecution by execution id or --order")
     execution.add_argument("execution_id", nargs="?")
     execution.add_argument("--order", default=None)
     execution.set_defaults(func=_cmd_execution)
 
-    brokers = sub.add_parser("brokers", help="ListBrokers")
+    brokers = add_parser("brokers", help="ListBrokers")
     brokers.add_argument("--status", type=str.upper, choices=[s.value for s in BrokerListStatus])
     brokers.add_argument("--asset-class", type=str.upper, choices=[a.value for a in AssetClass])
     brokers.set_defaults(func=_cmd_brokers)
 
-    status = sub.add_parser("status", help="GetBrokerStatus")
+    status = add_parser("status", help="GetBrokerStatus")
     status.add_argument("broker_id")
     status.set_defaults(func=_cmd_status)
 
-    watch = sub.add_parser("watch", help="print execution updates as they arrive")
+    watch = add_parser("watch", help="print execution updates as they arrive")
     watch.add_argument("--order", default=None)
     watch.add_argument("--broker", default=None)
     watch.add_argument("--status", type=str.upper, choices=[s.value for s in ExecutionStatus])
@@ -113,16 +121,16 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--stream", default="BROKER_EXECUTIONS")
     watch.set_defaults(func=_cmd_watch)
 
-    maintenance = sub.add_parser("maintenance", help="take a broker out of routing (on) or back (off)")
+    maintenance = add_parser("maintenance", help="take a broker out of routing (on) or back (off)")
     maintenance.add_argument("broker_id")
     maintenance.add_argument("state", choices=["on", "off"])
     maintenance.add_argument("--reason", default=None)
     maintenance.set_defaults(func=_cmd_maintenance)
 
-    refresh = sub.add_parser("refresh-views", help="refresh the daemon's materialized read models now")
+    refresh = add_parser("refresh-views", help="refresh the daemon's materialized read models now")
     refresh.set_defaults(func=lambda args: _call(args, subjects.REFRESH_READ_MODELS, {}))
 
-    migrate = sub.add_parser("migrate", help="apply database migrations and exit")
+    migrate = add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument("--database-url", default=None, help="default: $DATABASE_URL")
     migrate.set_defaults(func=_cmd_migrate)
     return parser

@@ -29,6 +29,10 @@ class ClientError(Exception):
         self.body = body
 
 
+async def _quiet(exc: Exception) -> None:
+    """nats-py's default error callback prints a traceback; the CLI reports errors itself."""
+
+
 def resolve_nats_url(explicit: str | None, state_dir: Path) -> str:
     if explicit:
         return explicit
@@ -50,7 +54,12 @@ def resolve_nats_url(explicit: str | None, state_dir: Path) -> str:
 async def request(url: str, subject: str, payload: Any, timeout: float) -> Any:
     """Send one request; return the decoded reply or raise ClientError for an error reply."""
     try:
-        nc = await nats.connect(servers=[url], connect_timeout=min(timeout, 5.0), max_reconnect_attempts=1)
+        nc = await nats.connect(
+            servers=[url],
+            connect_timeout=min(timeout, 5.0),
+            allow_reconnect=False,
+            error_cb=_quiet,
+        )
     except Exception as exc:
         raise ClientError(f"cannot connect to NATS at {url}: {exc!r}; is the daemon running?") from None
     try:
@@ -81,7 +90,7 @@ async def watch_updates(
     url: str, subject: str, *, replay: bool, stream: str, on_message: Callable[[str, Any], None]
 ) -> None:
     """Print updates until interrupted. `replay` first delivers what the stream kept."""
-    nc = await nats.connect(servers=[url], max_reconnect_attempts=-1)
+    nc = await nats.connect(servers=[url], max_reconnect_attempts=-1, error_cb=_quiet)
     try:
         queue: asyncio.Queue[Any] = asyncio.Queue()
 

@@ -88,3 +88,38 @@ def test_client_without_a_daemon_says_what_to_do(tmp_path: object) -> None:
     )
     assert done.returncode == 1
     assert "make run" in done.stderr
+
+
+def test_options_work_after_the_subcommand_too(daemon: DaemonProcess) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "brokers",
+            "--asset-class",
+            "FOREX",
+            "--json",
+            "--nats",
+            daemon.nats_url,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [b["id"] for b in json.loads(done.stdout)] == ["sim-fast"]
+
+
+def test_unreachable_nats_is_one_clear_line_not_a_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--nats", "nats://127.0.0.1:1", "--timeout", "2", "brokers"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "cannot connect to NATS at nats://127.0.0.1:1" in done.stderr
