@@ -58,6 +58,8 @@ async def request(url: str, subject: str, payload: Any, timeout: float) -> Any:
             servers=[url],
             connect_timeout=min(timeout, 5.0),
             allow_reconnect=False,
+            max_reconnect_attempts=1,  # also bounds the first connect: one retry, then the error
+            reconnect_time_wait=0.2,
             error_cb=_quiet,
         )
     except Exception as exc:
