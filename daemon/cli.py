@@ -8,6 +8,7 @@ broker-integration brokers [--status ACTIVE] [--asset-class EQUITY]
 broker-integration status BROKER_ID
 broker-integration watch [--order ID] [--broker ID] [--status COMPLETED] [--replay]
 broker-integration maintenance BROKER_ID on|off [--reason TEXT]
+broker-integration tca --orders o.csv --fills f.csv --trades t.csv [--quotes q.csv] --out DIR
 broker-integration refresh-views
 broker-integration migrate [--database-url URL]
 """
@@ -31,6 +32,7 @@ from api.enums import (
     ExecutionStatus,
     ExecutionStrategy,
     OrderType,
+    TCABenchmark,
     TimeInForce,
     Urgency,
 )
@@ -120,6 +122,22 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--replay", action="store_true", help="first replay what the stream kept")
     watch.add_argument("--stream", default="BROKER_EXECUTIONS")
     watch.set_defaults(func=_cmd_watch)
+
+    tca = add_parser("tca", help="offline TCA over files a desk already has (docs/tca.md)")
+    tca.add_argument("--orders", type=Path, required=True, help="orders CSV or Parquet")
+    tca.add_argument("--fills", type=Path, required=True, help="fills CSV or Parquet")
+    tca.add_argument("--trades", type=Path, required=True, help="market trades CSV or Parquet")
+    tca.add_argument("--quotes", type=Path, default=None, help="market quotes (for arrival mid, impact)")
+    tca.add_argument("--closes", type=Path, default=None, help="official closes per symbol and day")
+    tca.add_argument("--out", type=Path, default=Path("tca-out"), help="output directory")
+    tca.add_argument(
+        "--benchmark", type=str.upper, default="ARRIVAL_PRICE", choices=[b.value for b in TCABenchmark]
+    )
+    tca.add_argument(
+        "--time-unit", default="ns", choices=["s", "ms", "us", "ns"], help="unit of integer times"
+    )
+    tca.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    tca.set_defaults(func=_cmd_tca)
 
     maintenance = add_parser("maintenance", help="take a broker out of routing (on) or back (off)")
     maintenance.add_argument("broker_id")
@@ -308,6 +326,33 @@ def _cmd_brokers(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     return _call(args, subjects.GET_BROKER_STATUS, {"brokerId": args.broker_id})
+
+
+def _cmd_tca(args: argparse.Namespace) -> int:
+    from tca.files import OfflineInputError
+    from tca.offline import run_offline
+
+    try:
+        result = run_offline(
+            args.orders,
+            args.fills,
+            args.trades,
+            args.quotes,
+            args.out,
+            closes_csv=args.closes,
+            benchmark=TCABenchmark(args.benchmark),
+            time_unit=args.time_unit,
+            report=not args.no_report,
+        )
+    except (OfflineInputError, FileNotFoundError) as exc:
+        print(f"tca: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"analysed {result.orders} orders ({result.fills} fills, {result.trades} market trades) "
+        f"in {sum(result.timings.values()):.2f}s\n  {result.csv_path}\n  {result.json_path}"
+        + (f"\n  {result.html_path}" if result.html_path else "")
+    )
+    return 0
 
 
 def _cmd_maintenance(args: argparse.Namespace) -> int:
