@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import math
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.capabilities import Capabilities
@@ -17,10 +19,13 @@ from api.enums import (
     AssetClass,
     BrokerFeature,
     ConnectionStatus,
+    ExecutionStrategy,
     OrderType,
     Side,
     TimeInForce,
+    Urgency,
 )
+from routing import IStarImpact, MarketStats, RoutingConfig, RoutingStats
 from routing.select import BrokerCandidate, Selection, ineligibility, select_broker
 
 D = Decimal
@@ -368,3 +373,157 @@ def test_without_preferences_the_chosen_broker_has_the_lowest_expected_fee(
         (fees[b], next(c.latency_ms for c in candidates if c.broker_id == b), b) for b in selection.ranked
     ]
     assert ranked_keys == sorted(ranked_keys)
+
+
+# --- rate-limit headroom and blocks ---------------------------------------------------------
+
+
+def test_broker_without_rate_limit_headroom_is_excluded_after_capability_reasons() -> None:
+    fx_only = Capabilities(asset_classes=frozenset({AssetClass.FOREX}), features=frozenset(BrokerFeature))
+    candidates = [
+        broker("throttled", rate_headroom=0.0),
+        broker("fx-throttled", capabilities=fx_only, rate_headroom=0.0),
+        broker("open", rate_headroom=3.5),
+    ]
+    selection = select(candidates)
+    assert selection.ranked == ("open",)
+    assert selection.ineligible == (
+        ("throttled", "rate limit exhausted (no headroom)"),
+        ("fx-throttled", "does not trade EQUITY"),
+    )
+
+
+def test_blocked_broker_is_excluded_with_the_block_as_reason() -> None:
+    selection = select([broker("a", blocked="circuit breaker open"), broker("b")])
+    assert selection.ineligible == (("a", "circuit breaker open"),)
+
+
+def test_candidate_refuses_impossible_configuration() -> None:
+    with pytest.raises(ValueError):
+        broker("a", venue_access=0.0)
+    with pytest.raises(ValueError):
+        broker("a", max_participation=1.5)
+    with pytest.raises(ValueError):
+        broker("a", rate_headroom=float("nan"))
+
+
+# --- properties with statistics, market data and every strategy -----------------------------
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from(["ack", "reject", "timeout", "fill", "tca", "probe"]),
+        st.sampled_from("abcdefgh"),
+        st.floats(min_value=0.0, max_value=5_000.0),
+        st.floats(min_value=0.0, max_value=1.0),
+        st.sampled_from(list(Urgency)),
+        st.sampled_from([OrderType.MARKET, OrderType.STOP]),
+    ),
+    max_size=60,
+)
+markets = st.one_of(
+    st.none(),
+    st.builds(
+        MarketStats,
+        daily_volatility=st.floats(min_value=0.0, max_value=0.5),
+        adv=st.floats(min_value=1.0, max_value=1e9),
+        spread_bps=st.floats(min_value=0.0, max_value=500.0),
+    ),
+)
+smart_requests = st.builds(
+    order,
+    type=st.sampled_from([OrderType.MARKET, OrderType.STOP]),
+    time_in_force=st.sampled_from(list(TimeInForce)),
+    quantity=st.integers(min_value=1, max_value=10**7).map(D),
+    preferred_brokers=st.lists(st.sampled_from("abcdefghxyz"), unique=True, max_size=3).map(tuple),
+    execution_strategy=st.sampled_from(list(ExecutionStrategy)),
+    urgency=st.sampled_from(list(Urgency)),
+)
+configs = st.sampled_from([RoutingConfig(), RoutingConfig(impact=IStarImpact())])
+
+
+def replay(recorded: list[tuple[str, str, float, float, Urgency, OrderType]]) -> RoutingStats:
+    stats = RoutingStats()
+    for n, (kind, broker_id, ms, fraction, urgency, order_type) in enumerate(recorded):
+        at = n * 7.0
+        if kind == "ack":
+            stats.on_ack(broker_id, ms, urgency, at=at)
+        elif kind == "reject":
+            stats.on_reject(broker_id, at=at)
+        elif kind == "timeout":
+            stats.on_timeout(broker_id, ms, urgency, at=at)
+        elif kind == "fill":
+            stats.on_fill(broker_id, AssetClass.EQUITY, order_type, TimeInForce.DAY, fraction, ms, at=at)
+        elif kind == "tca":
+            stats.on_tca((broker_id, AssetClass.EQUITY, ms / 100 - 10, 1.0 + ms), at=at)
+        else:
+            stats.on_probe(broker_id, ms, at=at)
+    stats.advance(len(recorded) * 7.0 + 30.0)  # routed a little after the last event
+    return stats
+
+
+@settings(max_examples=200)
+@given(candidate_lists(), smart_requests, st.sampled_from(list(AssetClass)), prices, events, markets, configs)
+def test_with_statistics_and_market_never_an_ineligible_broker_and_every_score_finite(
+    candidates: list[BrokerCandidate],
+    request: OrderRoutingRequest,
+    asset_class: AssetClass,
+    reference_price: Decimal | None,
+    recorded: list[tuple[str, str, float, float, Urgency, OrderType]],
+    market: MarketStats | None,
+    config: RoutingConfig,
+) -> None:
+    stats = replay(recorded)
+    selection = select_broker(
+        candidates, request, asset_class, reference_price, stats=stats, market=market, config=config
+    )
+    by_id = {c.broker_id: c for c in candidates}
+    for broker_id in selection.ranked:
+        assert ineligibility(by_id[broker_id], request, asset_class) is None
+    excluded = {b for b, _ in selection.ineligible if b in by_id}
+    assert excluded | set(selection.ranked) == set(by_id)
+    assert excluded.isdisjoint(selection.ranked)
+    assert [s.broker_id for s in selection.scores] == list(selection.ranked)
+    for score in selection.scores:
+        numbers = msgspec.structs.astuple(score)[1:]
+        assert all(math.isfinite(float(x)) for x in numbers), score
+        assert 0.0 <= score.fill_probability <= 1.0
+        assert score.latency_p95_ms >= score.latency_p50_ms >= 0.0
+    if selection.ranked:
+        assert selection.estimated_execution_time_ms is not None
+        assert math.isfinite(selection.estimated_execution_time_ms)
+    # The preferred eligible brokers first, in the order given.
+    eligible_preferred = [b for b in dict.fromkeys(request.preferred_brokers) if b in selection.ranked]
+    assert list(selection.ranked[: len(eligible_preferred)]) == eligible_preferred
+
+
+@settings(max_examples=200)
+@given(candidate_lists(eligible_only=True), requests, prices, events, markets, st.data())
+def test_a_strictly_cheaper_otherwise_identical_broker_never_worsens_lowest_cost(
+    candidates: list[BrokerCandidate],
+    request: OrderRoutingRequest,
+    reference_price: Decimal | None,
+    recorded: list[tuple[str, str, float, float, Urgency, OrderType]],
+    market: MarketStats | None,
+    data: st.DataObject,
+) -> None:
+    if not candidates:
+        return
+    request = msgspec.structs.replace(request, execution_strategy=ExecutionStrategy.LOWEST_COST)
+    stats = replay(recorded)
+    before = select_broker(
+        candidates, request, AssetClass.EQUITY, reference_price, stats=stats, market=market
+    )
+    model = data.draw(st.sampled_from(candidates))
+    halved = CommissionStructure(
+        base_rate=model.commission.base_rate / 2,
+        min_commission=model.commission.min_commission / 2,
+        tiered_rates=tuple(TieredRate(t.volume_threshold, t.rate / 2) for t in model.commission.tiered_rates),
+    )
+    clone = msgspec.structs.replace(model, broker_id="z-clone", commission=halved)
+    if model.broker_id in stats.brokers:  # otherwise identical: the same history too
+        stats.brokers["z-clone"] = copy.deepcopy(stats.brokers[model.broker_id])
+    after = select_broker(
+        [*candidates, clone], request, AssetClass.EQUITY, reference_price, stats=stats, market=market
+    )
+    chosen_before, chosen_after = before.scores[0], after.scores[0]
+    assert chosen_after.score <= chosen_before.score
