@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python bench/tca.py` from a fresh checkout, without PYTHONPATH
-    sys.path.insert(0, str(REPO))
+# The repository first, and not this folder: `bench/routing.py` and `bench/tca.py` would
+# otherwise shadow the `routing` and `tca` packages (`python bench/x.py` puts bench/ first).
+sys.path[:] = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() not in (REPO, REPO / "bench"))]
 
 import polars as pl  # noqa: E402
 
