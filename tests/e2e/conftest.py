@@ -10,6 +10,16 @@ import httpx
 import pytest
 
 from tests.support.daemon import TEST_TOKEN, DaemonProcess
+from tests.support.databases import fresh_database
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The end-to-end daemons get a database of their own: a running daemon sweeps and publishes
+    every unpublished outbox row it finds (as it should), which would touch the rows other
+    tests write on purpose."""
+    with fresh_database(tmp_path_factory.mktemp("pg-e2e")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
