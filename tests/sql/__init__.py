@@ -5,6 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
+
+import psycopg
+import trio
 
 from api.contracts import CommissionStructure, LatencyStats, OrderRoutingRequest, TieredRate
 from api.enums import AssetClass, BrokerFeature, OrderType, Side
@@ -106,3 +110,13 @@ def order_claim(
         asset_class="EQUITY" if order is not None else None,
         event=outbox_event(order, 1) if order is not None and with_event else None,
     )
+
+
+async def query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of `sql` read through a separate connection (what another session sees)."""
+
+    def run() -> list[tuple[Any, ...]]:
+        with psycopg.connect(url) as conn:
+            return conn.execute(sql.encode(), params).fetchall()
+
+    return await trio.to_thread.run_sync(run)

@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import msgspec
-import psycopg
 import pytest
 import trio
 
@@ -14,28 +11,7 @@ from api.contracts import OrderRoutingResponse
 from api.enums import BrokerOrderStatus, RoutingStatus
 from api.orders import BrokerOrder, OrderFill
 from sql import BrokerRecord, ClaimResult, DuplicateAttempt, OrderClaim, Store
-from tests.sql import T0, broker_record, execution, new_id, order_claim, outbox_event
-
-
-@pytest.fixture
-async def store(migrated_database_url: str) -> AsyncIterator[Store]:
-    async with Store.open(migrated_database_url, pool_size=4) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def broker_id(store: Store) -> str:
-    record = broker_record()
-    await store.upsert_brokers([record])
-    return record.broker_id
-
-
-async def query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    def run() -> list[tuple[Any, ...]]:
-        with psycopg.connect(url) as conn:
-            return conn.execute(sql.encode(), params).fetchall()
-
-    return await trio.to_thread.run_sync(run)
+from tests.sql import T0, broker_record, execution, new_id, order_claim, outbox_event, query
 
 
 def response(order_id: str, execution_id: str | None, broker_id: str | None) -> OrderRoutingResponse:

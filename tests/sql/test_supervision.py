@@ -18,33 +18,12 @@ from psycopg import errors
 from api.contracts import LatencyStats
 from api.enums import ConnectionStatus
 from sql import StatusChange, Store
-from tests.sql import T0, broker_record
+from tests.sql import T0, broker_record, query
 
 CONNECTED = ConnectionStatus.CONNECTED
 DISCONNECTED = ConnectionStatus.DISCONNECTED
 DEGRADED = ConnectionStatus.DEGRADED
 MAINTENANCE = ConnectionStatus.MAINTENANCE
-
-
-@pytest.fixture
-async def store(migrated_database_url: str) -> AsyncIterator[Store]:
-    async with Store.open(migrated_database_url, pool_size=4) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def broker_id(store: Store) -> str:
-    record = broker_record()
-    await store.upsert_brokers([record])
-    return record.broker_id
-
-
-async def query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    def run() -> list[tuple[Any, ...]]:
-        with psycopg.connect(url) as conn:
-            return conn.execute(sql.encode(), params).fetchall()
-
-    return await trio.to_thread.run_sync(run)
 
 
 def minutes(n: float) -> datetime:
