@@ -70,7 +70,7 @@ from nursery.engine import ExecutionEngine
 from nursery.identity import client_order_id, execution_id
 from nursery.placement import Outcome, place
 from nursery.ratelimit import RateLimiter, describe_limits
-from sql.records import BrokerRecord, OutboxEvent
+from sql.records import OutboxEvent
 from sql.store import Store
 
 DEADLINE = 0.1  # s, every attempt (the engine's attempt_deadline, whatever the urgency)
@@ -152,20 +152,8 @@ async def open_stack(database_url: str) -> AsyncIterator[Stack]:
             published[0] += 1
 
     async with Store.open(database_url) as store, trio.open_nursery() as nursery:
-        await store.upsert_brokers(
-            [
-                BrokerRecord(
-                    broker_id=v.broker_id,
-                    name=v.broker_id,
-                    status="CONNECTED",
-                    supported_asset_classes=(AssetClass.EQUITY,),
-                    features=tuple(BrokerFeature),
-                    commission_structure=v.commission,
-                )
-                for v in (a, b)
-            ]
-        )
         ha, hb = (BrokerHandle(x, x.broker_id, settle=SETTLE) for x in (a, b))
+        await store.upsert_brokers([ha.record(), hb.record()])
         engine = ExecutionEngine(
             store,
             [ha, hb],

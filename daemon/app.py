@@ -56,7 +56,7 @@ from daemon.sdnotify import Notifier
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from sql.migrate import apply_migrations
-from sql.records import BrokerRecord, OutboxEvent, StatusChange
+from sql.records import OutboxEvent, StatusChange
 from sql.store import Store
 
 log = logging.getLogger(__name__)
@@ -133,23 +133,6 @@ def _embedded_port(path: Path) -> int:
     return port
 
 
-def _broker_records(handles: list[BrokerHandle]) -> list[BrokerRecord]:
-    return [
-        BrokerRecord(
-            broker_id=h.broker_id,
-            name=h.name,
-            status=h.status.value,
-            supported_asset_classes=tuple(sorted(h.adapter.capabilities.asset_classes)),
-            features=tuple(sorted(h.adapter.capabilities.features)),
-            commission_structure=h.adapter.commission,
-            connection_params={"kind": "simulated"},
-            rate_limits=to_builtins(h.adapter.capabilities.rate_limits),
-            latency_stats=h.latency_stats(),
-        )
-        for h in handles
-    ]
-
-
 async def run_daemon(
     config: Config,
     *,
@@ -177,7 +160,7 @@ async def run_daemon(
                 )
                 for b in config.brokers
             ]
-            await store.upsert_brokers(_broker_records(handles))
+            await store.upsert_brokers([h.record({"kind": "simulated"}) for h in handles])
             await restore_broker_state(store, handles, datetime.now(UTC))
             name = f"broker-integration-{config.instance_id}"
             async with NatsBus.connect(

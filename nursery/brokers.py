@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import trio
 
 from adapters.base import BrokerAdapter
@@ -25,7 +26,7 @@ from nursery.breaker import BreakerState, CircuitBreaker
 from nursery.ratelimit import RateLimiter
 from nursery.uptime import uptime_percent
 from routing.select import BrokerCandidate
-from sql.records import StatusChange
+from sql.records import BrokerRecord, StatusChange
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,21 @@ class BrokerHandle:
         """Percentage of the last 24 h (counted from the broker's first recorded status, if
         later) spent connected, from the persisted status history."""
         return round(uptime_percent(self.history, self._clock(), DAY, started=self._first_seen), 3)
+
+    def record(self, connection_params: dict[str, str] | None = None) -> BrokerRecord:
+        """This broker's `broker_connections` row (never its credentials)."""
+        caps = self.adapter.capabilities
+        return BrokerRecord(
+            broker_id=self.broker_id,
+            name=self.name,
+            status=self.status.value,
+            supported_asset_classes=tuple(sorted(caps.asset_classes)),
+            features=tuple(sorted(caps.features)),
+            commission_structure=self.adapter.commission,
+            connection_params=connection_params or {},
+            rate_limits=msgspec.structs.asdict(caps.rate_limits),
+            latency_stats=self.latency_stats(),
+        )
 
     def candidate(self) -> BrokerCandidate:
         return BrokerCandidate(

@@ -21,7 +21,7 @@ from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, OrderType, R
 from api.events import AnyBrokerEvent, OrderFilled
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
-from sql.records import BrokerRecord, OutboxEvent
+from sql.records import OutboxEvent
 from sql.store import Store
 
 NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
@@ -128,18 +128,7 @@ async def stack(migrated_database_url: str) -> AsyncIterator[tuple[ExecutionEngi
     events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](1000)
     async with Store.open(migrated_database_url) as store, trio.open_nursery() as nursery:
         handle = BrokerHandle(broker, "Probe", settle=0.2)
-        await store.upsert_brokers(
-            [
-                BrokerRecord(
-                    broker_id="probe",
-                    name="Probe",
-                    status="CONNECTED",
-                    supported_asset_classes=(AssetClass.EQUITY,),
-                    features=tuple(BrokerFeature),
-                    commission_structure=broker.commission,
-                )
-            ]
-        )
+        await store.upsert_brokers([handle.record()])
         engine = ExecutionEngine(
             store,
             [handle],

@@ -21,7 +21,7 @@ from api.enums import AssetClass, BrokerFeature, OrderType, RoutingStatus, Side,
 from api.events import AnyBrokerEvent
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
-from sql.records import BrokerRecord, OutboxEvent
+from sql.records import OutboxEvent
 from sql.store import Store
 
 DEADLINE = 0.3  # per attempt
@@ -75,20 +75,8 @@ async def make_stack(database_url: str, policy: str) -> AsyncIterator[Stack]:
     publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](10_000)
     events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](10_000)
     async with Store.open(database_url) as store, trio.open_nursery() as nursery:
-        await store.upsert_brokers(
-            [
-                BrokerRecord(
-                    broker_id=v.broker_id,
-                    name=v.broker_id,
-                    status="CONNECTED",
-                    supported_asset_classes=(AssetClass.EQUITY,),
-                    features=tuple(BrokerFeature),
-                    commission_structure=v.commission,
-                )
-                for v in (a, b)
-            ]
-        )
         handles = [BrokerHandle(x, x.broker_id, settle=SETTLE) for x in (a, b)]
+        await store.upsert_brokers([h.record() for h in handles])
         engine = ExecutionEngine(
             store,
             handles,

@@ -19,12 +19,12 @@ from adapters.simulated import Fault, FaultyBroker, SimulatedMarket
 from adapters.simulated.config import MarketConfig, default_instruments
 from api.capabilities import RateLimits
 from api.contracts import OrderRoutingRequest
-from api.enums import AssetClass, BrokerFeature, ConnectionStatus, OrderType, RoutingStatus, Side
+from api.enums import ConnectionStatus, OrderType, RoutingStatus, Side
 from api.events import AnyBrokerEvent
 from nursery.breaker import BreakerState, CircuitBreaker
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
-from sql.records import BrokerRecord, OutboxEvent
+from sql.records import OutboxEvent
 from sql.store import Store
 from tests.nursery.test_failover import Quotes, venue
 
@@ -41,22 +41,10 @@ async def engine_with(
     events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](100_000)
     market = brokers[0]._market  # the venues share it
     async with Store.open(database_url) as store, trio.open_nursery() as nursery:
-        await store.upsert_brokers(
-            [
-                BrokerRecord(
-                    broker_id=b.broker_id,
-                    name=b.broker_id,
-                    status="CONNECTED",
-                    supported_asset_classes=(AssetClass.EQUITY,),
-                    features=tuple(BrokerFeature),
-                    commission_structure=b.commission,
-                )
-                for b in brokers
-            ]
-        )
         handles = [
             BrokerHandle(b, b.broker_id, settle=0.1, breaker=breakers.get(b.broker_id)) for b in brokers
         ]
+        await store.upsert_brokers([h.record() for h in handles])
         engine = ExecutionEngine(
             store, handles, Quotes(market), publish_send, attempt_deadline=lambda urgency: deadline
         )
