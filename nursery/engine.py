@@ -66,12 +66,6 @@ class MarketView(Protocol):
     def mid(self, symbol: str) -> Decimal | None: ...
 
 
-class EngineSettings(Protocol):
-    duplicate_wait_s: float
-
-    def attempt_deadline(self, urgency: object) -> float: ...
-
-
 def _left_pending(live: LiveExecution) -> bool:
     """The broker's stream already said something about the order (so the broker has it)."""
     return live.order.status is not BrokerOrderStatus.PENDING
