@@ -27,7 +27,7 @@ import trio
 from api.capabilities import Capabilities, RateLimits
 from api.contracts import CommissionStructure
 from api.enums import AssetClass, BrokerOrderStatus, OrderType, Side, TimeInForce
-from api.events import AnyBrokerEvent
+from api.events import AnyBrokerEvent, OrderFilled
 
 __all__ = [
     "AuthenticationFailed",
@@ -152,3 +152,11 @@ class BrokerAdapter(Protocol):
 
     async def query(self, client_order_id: str) -> BrokerOrderSnapshot | None:
         """The broker's view of the order, or None if it never received it."""
+
+    async def open_orders(self) -> list[BrokerOrderSnapshot]:
+        """Every order the broker holds open (accepted or partially filled) for this session's
+        account(s): what a reconnect reconciles against."""
+
+    async def fills_since(self, since: datetime) -> list[OrderFilled]:
+        """Every fill the broker reports at or after `since`, oldest first, with the broker's
+        fill ids (the daemon stores each fill once): what a stream reconnect recovers."""

@@ -69,6 +69,8 @@ class NatsBus:
         self._unanswered = 0  # requests handed to Trio and not yet answered
         self._answered = trio.Event()
         self._answered.set()
+        #: Subscription messages dropped because Trio had not taken the previous ones yet.
+        self.dropped = 0
 
     def __repr__(self) -> str:
         return f"<NatsBus {getattr(self._nc, 'connected_url', None)} connected={self.is_connected}>"
@@ -256,6 +258,27 @@ class NatsBus:
         """Core NATS publish (not durable)."""
         await aio_as_trio(self._nc.publish)(subject, payload)
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Core NATS publishes (not durable), in one bridge crossing."""
+        await aio_as_trio(_publish_many)(self._nc, messages)
+
+    async def subscribe(
+        self, subjects: Sequence[str], send: trio.MemorySendChannel[tuple[str, bytes]]
+    ) -> None:
+        """Subscribe (core NATS) to `subjects`; each message is handed to Trio as (subject,
+        payload). A message that finds `send` full is dropped and counted in `dropped`: this is
+        for market data, where the next quote supersedes the one lost; nothing durable."""
+
+        async def on_message(msg: Any) -> None:
+            # asyncio side: hand over and return.
+            try:
+                send.send_nowait((msg.subject, msg.data))
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                self.dropped += 1
+
+        for subject in subjects:
+            await aio_as_trio(self._nc.subscribe)(subject, cb=on_message, pending_msgs_limit=65_536)
+
     async def request(self, subject: str, payload: bytes, *, timeout: float) -> tuple[bytes, dict[str, str]]:
         msg = await aio_as_trio(self._nc.request)(subject, payload, timeout=timeout)
         return msg.data, dict(msg.headers or {})
@@ -269,6 +292,11 @@ async def _respond(request: MicroRequest, reply: Reply) -> None:
         await request.respond(reply.data)
     else:
         await request.respond_error(str(reply.error_code), reply.error_text or "error", reply.data)
+
+
+async def _publish_many(nc: Any, messages: Sequence[tuple[str, bytes]]) -> None:
+    for subject, payload in messages:
+        await nc.publish(subject, payload)
 
 
 async def _publish_batch(

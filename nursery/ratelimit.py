@@ -91,6 +91,12 @@ class RateLimiter:
         self._windows = tuple(sorted((window + margin, limit) for window, limit in limits.windows()))
         self._horizon = max((window for window, _ in self._windows), default=0.0)
         self._grants: deque[float] = deque()  # grant times within the longest window, oldest first
+        #: Grants ever forgotten (pruned from the left): `_grants[i]` is grant number `_base + i`.
+        self._base = 0
+        #: Per window (same order as `_windows`): the number of the oldest grant inside it the
+        #: last time `headroom` looked. Grants only leave windows as time passes, so each
+        #: cursor only moves forward: `headroom` is O(1) amortised, not O(grants).
+        self._cursors = [0] * len(self._windows)
         self._queue: deque[_Waiter] = deque()
         self._penalty_until: float | None = None
         self._strikes = 0  # consecutive 429s (each after the previous penalty had ended)
@@ -207,6 +213,7 @@ class RateLimiter:
         grants = self._grants
         while grants and now - grants[0] >= self._horizon:
             grants.popleft()
+            self._base += 1
         if self._penalty_until is not None:
             if now < self._penalty_until:
                 return self._penalty_until
@@ -294,12 +301,13 @@ class RateLimiter:
         if self._prune(now) > now:
             return 0.0
         lowest = 100.0
-        for window, limit in self._windows:
-            used = 0
-            for granted in reversed(self._grants):
-                if now - granted >= window:
-                    break
-                used += 1
-            left = max(0, limit - used - len(self._queue))
+        grants, base, cursors = self._grants, self._base, self._cursors
+        end = base + len(grants)
+        for i, (window, limit) in enumerate(self._windows):
+            cursor = max(cursors[i], base)
+            while cursor < end and now - grants[cursor - base] >= window:
+                cursor += 1
+            cursors[i] = cursor
+            left = max(0, limit - (end - cursor) - len(self._queue))
             lowest = min(lowest, 100.0 * left / limit)
         return lowest

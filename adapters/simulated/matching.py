@@ -30,6 +30,7 @@ Every method returns the broker events it produced, in order, for the driver to 
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Protocol
@@ -45,6 +46,8 @@ from api.lifecycle import PRICE_QUANTUM
 
 _INFINITY = Decimal("Infinity")
 _ZERO = Decimal(0)
+#: How many fills a venue remembers for `fills_since` (a real broker keeps days of them).
+FILL_MEMORY = 100_000
 _OPEN = frozenset({BrokerOrderStatus.ACCEPTED, BrokerOrderStatus.PARTIALLY_FILLED})
 _LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
 _STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
@@ -257,6 +260,8 @@ class MatchingEngine:
         self._order_count = 0
         self._fill_count = 0
         self._volume = _ZERO
+        #: The last `FILL_MEMORY` fills, oldest first (what `fills_since` answers from).
+        self.fills: deque[OrderFilled] = deque(maxlen=FILL_MEMORY)
 
     def __repr__(self) -> str:
         return (
@@ -279,6 +284,14 @@ class MatchingEngine:
     @property
     def open_orders(self) -> int:
         return sum(len(orders) for book in self._books.values() for orders in book.lists())
+
+    def open_snapshots(self) -> list[BrokerOrderSnapshot]:
+        """Every open order (accepted, partially filled, or a stop not yet triggered)."""
+        return [o.snapshot() for o in self._orders.values() if o.is_open]
+
+    def fills_since(self, since: datetime) -> list[OrderFilled]:
+        """The fills at or after `since`, oldest first."""
+        return [f for f in self.fills if f.at >= since]
 
     @property
     def volume(self) -> Decimal:
@@ -441,18 +454,18 @@ class MatchingEngine:
         order.status = (
             BrokerOrderStatus.FILLED if order.filled == order.quantity else BrokerOrderStatus.PARTIALLY_FILLED
         )
-        events.append(
-            OrderFilled(
-                client_order_id=order.client_order_id,
-                at=at,
-                fill_id=f"{self._prefix}F{self._fill_count}",
-                quantity=quantity,
-                price=price,
-                fee=fee,
-                venue=self.venue,
-                broker_order_id=order.broker_order_id,
-            )
+        filled = OrderFilled(
+            client_order_id=order.client_order_id,
+            at=at,
+            fill_id=f"{self._prefix}F{self._fill_count}",
+            quantity=quantity,
+            price=price,
+            fee=fee,
+            venue=self.venue,
+            broker_order_id=order.broker_order_id,
         )
+        self.fills.append(filled)
+        events.append(filled)
 
     @staticmethod
     def _cancel(order: WorkingOrder, at: datetime, reason: str, events: list[AnyBrokerEvent]) -> None:

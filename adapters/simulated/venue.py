@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import random
 import secrets
+from datetime import datetime
 
 import trio
 
@@ -45,7 +46,7 @@ from adapters.base import (
 from adapters.simulated.config import SimulatedBrokerConfig
 from adapters.simulated.market import Clock, MarketEvent, QuoteEvent, SimulatedMarket
 from adapters.simulated.matching import MatchingEngine, order_problem
-from api.events import AnyBrokerEvent
+from api.events import AnyBrokerEvent, OrderFilled
 
 #: Reasons a real venue gives for refusing a well-formed order; `reject_rate` draws from these.
 VENUE_REJECT_REASONS = (
@@ -177,6 +178,20 @@ class SimulatedBroker:
         snapshot = self._engine.snapshot(client_order_id)
         await self._response_leg(outbox, half)
         return snapshot
+
+    async def open_orders(self) -> list[BrokerOrderSnapshot]:
+        """The venue's open orders (accepted, partially filled, stops waiting to trigger)."""
+        outbox, half = await self._request_leg()
+        snapshots = self._engine.open_snapshots()
+        await self._response_leg(outbox, half)
+        return snapshots
+
+    async def fills_since(self, since: datetime) -> list[OrderFilled]:
+        """The venue's fills at or after `since`, oldest first (this venue life only)."""
+        outbox, half = await self._request_leg()
+        fills = self._engine.fills_since(since)
+        await self._response_leg(outbox, half)
+        return fills
 
     def end_of_day(self) -> None:
         """Expire every open DAY order (OrderExpired on the stream); GTC orders stay."""

@@ -494,3 +494,28 @@ async def test_the_margin_widens_every_window(autojump_clock: trio.testing.MockC
         await limiter.acquire(INF)
         times.append(now())
     assert times == [0.0, pytest.approx(1.01), pytest.approx(2.02)]
+
+
+async def test_incremental_headroom_equals_a_recount_at_every_step(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """`headroom` keeps a cursor per window instead of recounting the grants on each call; at
+    random times, with grants leaving the windows between looks, it matches a plain recount."""
+    limits = RateLimits(requests_per_second=7, requests_per_minute=40)
+    limiter = RateLimiter(limits)
+    rng = random.Random(11)
+    granted: list[float] = []
+    for _ in range(400):
+        if rng.random() < 0.5:
+            try:
+                await limiter.acquire(now() + rng.choice((0.0, 0.5, 2.0)))
+                granted.append(now())
+            except DeniedLocally:
+                pass
+        else:
+            await trio.sleep(rng.choice((0.01, 0.2, 1.0, 7.0)))
+        expected = 100.0
+        for window, limit in limits.windows():
+            used = sum(1 for t in granted if now() - t < window)
+            expected = min(expected, 100.0 * max(0, limit - used) / limit)
+        assert limiter.headroom() == expected

@@ -1,0 +1,168 @@
+"""What the service knows of the market: per configured instrument, the last quote (the arrival
+price of an order is the mid at the moment it was received), bounded tapes of quotes and trades
+(the windows TCA measures against), the official closes, and the online volatility / ADV /
+spread estimate that the routing impact model reads.
+
+Fed by `market.intake` (NATS) — nothing here does I/O or reads a clock: times are the messages'
+own timestamps. Symbols that are not configured instruments are counted and ignored (the service
+cannot route them: it does not know their asset class).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import date
+from decimal import Decimal
+
+from api.enums import AssetClass
+from market.messages import CloseMessage, QuoteMessage, TradeMessage
+from market.tape import Tape
+from routing.impact import EQUITY_SESSION_S, MarketStats, MarketStatsEstimator
+from tca.model import MarketData, Quotes, Trades, ns_of
+
+log = logging.getLogger(__name__)
+
+DAY_S = 24 * 3600.0
+#: How long a trading day is, per asset class: what one ADV is traded over.
+SESSION_SECONDS: Mapping[AssetClass, float] = {
+    AssetClass.EQUITY: EQUITY_SESSION_S,
+    AssetClass.OPTIONS: EQUITY_SESSION_S,
+    AssetClass.FUTURES: DAY_S,
+    AssetClass.FOREX: DAY_S,
+    AssetClass.CRYPTO: DAY_S,
+}
+NS = 1_000_000_000
+
+
+class Instrument:
+    """Everything kept about one symbol."""
+
+    __slots__ = ("ask", "asset_class", "bid", "closes", "estimator", "quote_ns", "quotes", "trades")
+
+    def __init__(self, asset_class: AssetClass, capacity: int, retain_ns: int) -> None:
+        self.asset_class = asset_class
+        self.bid: Decimal | None = None
+        self.ask: Decimal | None = None
+        self.quote_ns = 0
+        self.quotes = Tape(capacity, retain_ns)
+        self.trades = Tape(capacity, retain_ns)
+        self.closes: dict[date, Decimal] = {}
+        self.estimator = MarketStatsEstimator(session_seconds=SESSION_SECONDS.get(asset_class, DAY_S))
+
+    def __repr__(self) -> str:
+        return f"<Instrument {self.asset_class} {self.bid}/{self.ask} {self.quotes!r} {self.trades!r}>"
+
+
+class MarketBook:
+    def __init__(
+        self,
+        instruments: Mapping[str, AssetClass],
+        *,
+        capacity: int = 200_000,
+        retain_s: float = 12 * 3600.0,
+        max_closes: int = 30,
+    ) -> None:
+        retain_ns = int(retain_s * NS)
+        self._instruments = {s: Instrument(a, capacity, retain_ns) for s, a in instruments.items()}
+        self._max_closes = max_closes
+        self.received = 0
+        self.ignored = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<MarketBook {len(self._instruments)} instruments"
+            f" received={self.received} ignored={self.ignored}>"
+        )
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self._instruments)
+
+    # --- intake ---------------------------------------------------------------------------
+
+    def on_quote(self, message: QuoteMessage) -> None:
+        instrument = self._instruments.get(message.symbol)
+        if instrument is None:
+            self.ignored += 1
+            return
+        self.received += 1
+        ts = ns_of(message.timestamp)
+        bid, ask = float(message.bid), float(message.ask)
+        instrument.quotes.append(ts, bid, ask)
+        if ts >= instrument.quote_ns:
+            instrument.bid, instrument.ask, instrument.quote_ns = message.bid, message.ask, ts
+        instrument.estimator.on_quote(bid, ask, ts / NS)
+
+    def on_trade(self, message: TradeMessage) -> None:
+        instrument = self._instruments.get(message.symbol)
+        if instrument is None:
+            self.ignored += 1
+            return
+        self.received += 1
+        ts = ns_of(message.timestamp)
+        price, size = float(message.price), float(message.size)
+        instrument.trades.append(ts, price, size)
+        instrument.estimator.on_trade(price, size, ts / NS)
+
+    def on_close(self, message: CloseMessage) -> None:
+        instrument = self._instruments.get(message.symbol)
+        if instrument is None:
+            self.ignored += 1
+            return
+        self.received += 1
+        closes = instrument.closes
+        closes[message.date] = message.price
+        while len(closes) > self._max_closes:
+            del closes[min(closes)]
+
+    # --- reading --------------------------------------------------------------------------
+
+    def asset_class(self, symbol: str) -> AssetClass | None:
+        instrument = self._instruments.get(symbol)
+        return None if instrument is None else instrument.asset_class
+
+    def mid(self, symbol: str) -> Decimal | None:
+        """The mid of the last quote received (None before the first)."""
+        instrument = self._instruments.get(symbol)
+        if instrument is None or instrument.bid is None or instrument.ask is None:
+            return None
+        return (instrument.bid + instrument.ask) / 2
+
+    def has_quotes(self, symbols: Iterable[str]) -> bool:
+        return all(self.mid(s) is not None for s in symbols)
+
+    def stats(self, symbol: str) -> MarketStats | None:
+        """The instrument's estimated volatility, ADV and spread (None until there is enough)."""
+        instrument = self._instruments.get(symbol)
+        return None if instrument is None else instrument.estimator.snapshot()
+
+    def close(self, symbol: str, day: date) -> Decimal | None:
+        instrument = self._instruments.get(symbol)
+        return None if instrument is None else instrument.closes.get(day)
+
+    def covers(self, symbol: str, start_ns: int) -> bool:
+        """Whether the tapes still hold everything from `start_ns` on."""
+        instrument = self._instruments.get(symbol)
+        return (
+            instrument is not None
+            and instrument.trades.covers(start_ns)
+            and instrument.quotes.covers(start_ns)
+        )
+
+    def market_data(
+        self, symbol: str, start_ns: int, end_ns: int, close_day: date | None = None
+    ) -> MarketData:
+        """The quotes and trades of `[start_ns, end_ns)` (plus the one row before each, what
+        prevailed at the start), and the official close of `close_day` if known."""
+        instrument = self._instruments.get(symbol)
+        if instrument is None:
+            return MarketData(trades=Trades.empty())
+        ts, price, size = instrument.trades.window(start_ns, end_ns)
+        qts, bid, ask = instrument.quotes.window(start_ns, end_ns)
+        close = instrument.closes.get(close_day) if close_day is not None else None
+        return MarketData(
+            trades=Trades.of(ts, price, size),
+            quotes=Quotes.of(qts, bid, ask) if len(qts) else None,
+            close_price=float(close) if close is not None else None,
+        )
