@@ -143,6 +143,66 @@ class ExecutionAttempt(WireOut, frozen=True):
     reason: str | None = None
 
 
+class RoutingCandidate(WireOut, frozen=True):
+    """Extension: one eligible broker in a routing decision, with its score (lower is better)
+    and the components it was computed from (`docs/routing.md`)."""
+
+    broker_id: str
+    rank: int
+    preferred: bool
+    score: float
+    expected_commission: Decimal
+    commission_bps: float
+    spread_bps: float
+    impact_bps: float
+    participation: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    time_to_fill_ms: float
+    fill_probability: float
+    fill_rate: float
+    reject_rate: float
+    expected_execution_time_ms: float | None = None
+
+
+class IneligibleBroker(WireOut, frozen=True):
+    """Extension: a broker that could not take the order, and why."""
+
+    broker_id: str
+    reason: str
+
+
+class SmartWeights(WireOut, frozen=True):
+    """Extension: SMART's weights at the order's urgency (cost and impact per bps; speed per
+    second of expected time; miss per unit of non-fill probability; tail on the p95 latency),
+    and the participation rate the impact model assumes."""
+
+    cost: float
+    impact: float
+    speed: float
+    miss: float
+    tail: float
+    participation: float
+
+
+class RoutingDecision(WireOut, frozen=True):
+    """Extension: why the order went where it went — the strategy and urgency, the weights
+    the urgency gave SMART, every eligible broker ranked with its score and components, and
+    every ineligible one with its reason. `chosen` is the first-ranked broker (a failover then
+    took the next ones in order; `attempts` says which)."""
+
+    decided_at: datetime
+    strategy: ExecutionStrategy
+    urgency: Urgency
+    candidates: tuple[RoutingCandidate, ...]
+    ineligible: tuple[IneligibleBroker, ...]
+    measured: bool
+    chosen: str | None = None
+    notional: Decimal | None = None
+    reference_price: Decimal | None = None
+    weights: SmartWeights | None = None
+
+
 class ExecutionDetails(WireOut, frozen=True):
     execution_id: str
     order_id: str
@@ -164,6 +224,7 @@ class ExecutionDetails(WireOut, frozen=True):
     rejection_reason: str | None = None
     attempt: int | None = None
     attempts: tuple[ExecutionAttempt, ...] = ()
+    routing_decision: RoutingDecision | None = None
 
 
 class CancelOrderResponse(WireOut, frozen=True):

@@ -63,6 +63,7 @@ from api.capabilities import RateLimits
 from api.contracts import CommissionStructure, OrderRoutingRequest, OrderRoutingResponse
 from api.enums import AssetClass, BrokerFeature, OrderType, RoutingStatus, Side, TimeInForce, Urgency
 from api.events import AnyBrokerEvent
+from market.simulated import DirectView
 from nursery import reconcile
 from nursery.breaker import CircuitBreaker
 from nursery.brokers import BrokerHandle, supervise_brokers
@@ -94,18 +95,6 @@ def venue(broker_id: str, rate: str) -> SimulatedBrokerConfig:
         venue=broker_id.upper(),
         seed=7,
     )  # latency: median 0 (the default), so a request completes without a checkpoint
-
-
-class Quotes:
-    def __init__(self, market: SimulatedMarket) -> None:
-        self.market = market
-
-    def asset_class(self, symbol: str) -> AssetClass | None:
-        return self.market.asset_class(symbol)
-
-    def mid(self, symbol: str) -> Decimal | None:
-        quote = self.market.quote(symbol)
-        return (quote.bid + quote.ask) / 2
 
 
 def never_opening_breaker() -> CircuitBreaker:
@@ -157,7 +146,7 @@ async def open_stack(database_url: str) -> AsyncIterator[Stack]:
         engine = ExecutionEngine(
             store,
             [ha, hb],
-            Quotes(market),
+            DirectView(market),
             publish_send,
             attempt_deadline=lambda urgency: DEADLINE,
             unknown_policy="adopt",

@@ -27,7 +27,6 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import hypercorn.config
@@ -37,7 +36,6 @@ import trio_asyncio
 
 from adapters.simulated import SimulatedBroker, SimulatedMarket
 from api.codec import to_builtins
-from api.enums import AssetClass
 from api.events import AnyBrokerEvent
 from api.rest import create_app
 from daemon import servers
@@ -53,6 +51,9 @@ from daemon.schedule import (
     restore_broker_state,
 )
 from daemon.sdnotify import Notifier
+from market.book import MarketBook
+from market.intake import Intake
+from market.simulated import SimulatedFeed
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from sql.migrate import apply_migrations
@@ -66,23 +67,6 @@ VERSION = "0.1.0"
 
 class StartupError(RuntimeError):
     """The daemon cannot start; the message says what to change."""
-
-
-class MarketQuotes:
-    """The engine's view of the market (asset class and mid per symbol)."""
-
-    def __init__(self, market: SimulatedMarket) -> None:
-        self._market = market
-
-    def asset_class(self, symbol: str) -> AssetClass | None:
-        return self._market.asset_class(symbol)
-
-    def mid(self, symbol: str) -> Decimal | None:
-        try:
-            quote = self._market.quote(symbol)
-        except KeyError:
-            return None
-        return (quote.bid + quote.ask) / 2
 
 
 class Endpoints:
@@ -157,6 +141,8 @@ async def run_daemon(
                     b.name,
                     settle=config.service.settle_s,
                     capacity=config.service.broker_capacity,
+                    venue_access=b.venue_access or float(b.liquidity_share),
+                    max_participation=b.max_participation,
                 )
                 for b in config.brokers
             ]
@@ -193,10 +179,13 @@ async def _serve(
     publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](65536)
     events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](65536)
     publisher = Publisher(bus, store, timeout=config.nats.publish_timeout_s)
+    book = MarketBook({i.symbol: i.asset_class for i in config.market.instruments})
+    intake = Intake(book, prefix=config.market_data.prefix)
+    feed = SimulatedFeed(market, prefix=config.market_data.prefix)
     engine = ExecutionEngine(
         store,
         handles,
-        MarketQuotes(market),
+        book,
         publish_send,
         attempt_deadline=config.service.attempt_deadline,  # type: ignore[arg-type]
         duplicate_wait=config.service.duplicate_wait_s,
@@ -212,7 +201,11 @@ async def _serve(
         recorder_done = trio.Event()
         root.start_soon(record_status_changes, store, changes_receive, recorder_done)
         root.start_soon(persist_broker_runtime, store, handles, 10.0)
+        await root.start(intake.run, bus)
+        if config.market_data.publish_simulated:
+            await root.start(feed.run, bus)
         root.start_soon(market.run)
+        await _wait_for_quotes(book, config.market_data.first_quote_wait_s)
         await root.start(publisher.run, publish_receive)
         async with trio.open_nursery() as work:  # everything that produces updates
             await work.start(engine.run, events_receive)
@@ -235,6 +228,8 @@ async def _serve(
             root.start_soon(refresh_views_every, store, config.database.views_refresh_s)
             if config.market.session_close_utc:
                 closers = [h.adapter.end_of_day for h in handles if isinstance(h.adapter, SimulatedBroker)]
+                if config.market_data.publish_simulated:
+                    closers.append(lambda: feed.publish_closes(datetime.now(UTC).date()))
                 root.start_soon(close_sessions_daily, closers, config.market.session_close_utc)
             endpoints = Endpoints(nats_url, rest_url, servers.redact_url(database_url))
             _write_runtime(config.state_dir, endpoints)
@@ -268,6 +263,21 @@ async def _serve(
             await recorder_done.wait()
         root.cancel_scope.cancel()
     _remove_runtime(config.state_dir)
+
+
+async def _wait_for_quotes(book: MarketBook, wait: float) -> None:
+    """Give the market-data intake a moment to receive a first quote per instrument, so the first
+    orders have arrival prices. Not fatal: without a quote an order has no arrival price (and
+    TCA says the arrival benchmark is unavailable)."""
+    with trio.move_on_after(wait):
+        while not book.has_quotes(book.symbols):  # noqa: ASYNC110 (the book is pure: no event)
+            await trio.sleep(0.01)
+        return
+    missing = [s for s in book.symbols if book.mid(s) is None]
+    log.warning(
+        "no market data yet for some instruments; check the Market Data Service",
+        extra={"symbols": missing, "waited_s": wait},
+    )
 
 
 async def _serve_rest(

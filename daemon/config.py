@@ -93,11 +93,22 @@ class RestSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tokens: tuple[str, ...] = ()
 
 
+class MarketDataSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    #: Subjects: <prefix>.quotes.<symbol>, <prefix>.trades.<symbol>, <prefix>.close.<symbol>.
+    prefix: str = "marketdata.v1"
+    #: Publish the simulated market on those subjects (the embedded default's Market Data
+    #: Service). Turn off when a real Market Data Service publishes them.
+    publish_simulated: bool = True
+    #: How long start-up waits for a first quote of every instrument.
+    first_quote_wait_s: float = 5.0
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     service: ServiceSection = ServiceSection()
     nats: NatsSection = NatsSection()
     database: DatabaseSection = DatabaseSection()
     rest: RestSection = RestSection()
+    market_data: MarketDataSection = MarketDataSection()
     market: MarketConfig = msgspec.field(
         default_factory=lambda: MarketConfig(
             seed=7, tick_interval_ms=250.0, instruments=default_instruments()

@@ -38,6 +38,7 @@ class EventApplier:
         publish: trio.MemorySendChannel[OutboxEvent],
         spawn: Spawn,
         on_zombie: Callable[[LiveExecution], object],
+        on_finished: Callable[[LiveExecution], object] | None = None,
     ) -> None:
         self._store = store
         self._live = live
@@ -45,6 +46,8 @@ class EventApplier:
         self._publish = publish
         self._spawn = spawn
         self._on_zombie = on_zombie
+        #: Called once when an execution reaches a final status (routing statistics, reports).
+        self._on_finished = on_finished
         #: Drain / load tasks applying broker events right now (shutdown waits for zero).
         self.applying = 0
 
@@ -152,11 +155,14 @@ class EventApplier:
                     self._brokers[state.broker_id].running_volume += (
                         transition.fill.quantity * transition.fill.price
                     )
+            was_final = live.order.status.is_final
             live.order = order
             live.changed.set()
             live.changed = trio.Event()
             if order.status.is_final:
                 self._live.finished(live)
+                if not was_final and self._on_finished is not None:
+                    self._on_finished(live)
         for update in published:
             try:
                 self._publish.send_nowait(update)

@@ -50,6 +50,8 @@ class BrokerHandle:
         settle: float = 2.0,
         capacity: int = 100,
         breaker: CircuitBreaker | None = None,
+        venue_access: float = 1.0,
+        max_participation: float = 1.0,
     ) -> None:
         self.adapter = adapter
         self.broker_id = adapter.broker_id
@@ -79,6 +81,12 @@ class BrokerHandle:
         self.history: list[StatusChange] = []
         #: Where each change goes to be persisted (set by the daemon; None in unit tests).
         self.changes: trio.MemorySendChannel[StatusChange] | None = None
+        #: Impact-model configuration: the share of the market's volume this broker's venues
+        #: reach, and the largest share of it the broker will take (routing.impact).
+        self.venue_access = venue_access
+        self.max_participation = max_participation
+        #: Told each heartbeat's round trip in ms (the routing statistics' latency prior).
+        self.probe_listener: Callable[[str, float], None] | None = None
 
     def __repr__(self) -> str:
         return f"<BrokerHandle {self.broker_id} {self.status} in_flight={self.in_flight}>"
@@ -204,6 +212,9 @@ class BrokerHandle:
             latency_ms=self.mean_latency_ms(),
             running_volume=self.running_volume,
             blocked=self.blocked(),
+            rate_headroom=self.limiter.headroom(),
+            venue_access=self.venue_access,
+            max_participation=self.max_participation,
         )
 
     def info(self) -> BrokerInfo:
@@ -275,6 +286,7 @@ async def _heartbeat(handle: BrokerHandle, every: float, timeout: float) -> None
     supervisor restarts it)."""
     while True:
         await trio.sleep(every)
+        started = trio.current_time()
         try:
             with trio.fail_after(timeout):
                 await handle.adapter.heartbeat()
@@ -282,6 +294,8 @@ async def _heartbeat(handle: BrokerHandle, every: float, timeout: float) -> None
             raise HeartbeatFailed(f"no heartbeat answer within {timeout}s") from None
         except Exception as exc:
             raise HeartbeatFailed(f"heartbeat failed: {exc!r}") from exc
+        if handle.probe_listener is not None:
+            handle.probe_listener(handle.broker_id, (trio.current_time() - started) * 1000.0)
 
 
 async def _supervise_one(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -42,7 +43,7 @@ from api.contracts import (
     OrderRoutingRequest,
     OrderRoutingResponse,
 )
-from api.enums import AssetClass, BrokerOrderStatus, RoutingStatus
+from api.enums import AssetClass, BrokerOrderStatus, RoutingStatus, Urgency
 from api.errors import InvalidRequest, NotFound, Unavailable
 from api.events import AnyBrokerEvent, OrderAccepted, OrderRejected
 from api.orders import BrokerOrder
@@ -53,7 +54,14 @@ from nursery.identity import client_order_id, execution_id, request_hash
 from nursery.live import LiveBook, LiveExecution
 from nursery.placement import Outcome, Placement, place
 from nursery.reconcile import Finding, Resolution, find_order
-from routing.select import select_broker
+from routing.config import DEFAULT_CONFIG as DEFAULT_ROUTING
+from routing.config import RoutingConfig
+from routing.decision import decision_of
+from routing.decision import decode as decode_decision
+from routing.decision import encode as encode_decision
+from routing.impact import MarketStats
+from routing.select import Selection, select_broker
+from routing.stats import RoutingStats
 from sql.records import ClaimResult, OrderClaim, OutboxEvent
 from sql.store import Store
 
@@ -65,6 +73,8 @@ class MarketView(Protocol):
 
     def mid(self, symbol: str) -> Decimal | None: ...
 
+    def stats(self, symbol: str) -> MarketStats | None: ...
+
 
 def _left_pending(live: LiveExecution) -> bool:
     """The broker's stream already said something about the order (so the broker has it)."""
@@ -73,6 +83,14 @@ def _left_pending(live: LiveExecution) -> bool:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _estimate(selection: Selection, broker_id: str) -> float | None:
+    """The routing model's expected time to fill at `broker_id`, in ms (None: unbounded)."""
+    score = selection.score_of(broker_id)
+    if score is None or not math.isfinite(score.expected_time_ms):
+        return None
+    return round(score.expected_time_ms, 3)
 
 
 class ExecutionEngine:
@@ -88,6 +106,8 @@ class ExecutionEngine:
         unknown_policy: str = "adopt",
         reconcile_budget: float = 5.0,
         clock: Callable[[], datetime] = _utcnow,
+        stats: RoutingStats | None = None,
+        routing: RoutingConfig = DEFAULT_ROUTING,
     ) -> None:
         self._store = store
         self._brokers: dict[str, BrokerHandle] = {b.broker_id: b for b in brokers}
@@ -103,6 +123,12 @@ class ExecutionEngine:
         #: How long routing waits to learn the fate of an unknown attempt before answering PENDING.
         self._reconcile_budget = reconcile_budget
         self._clock = clock
+        #: The adaptive routing statistics: fed by every ack, reject, timeout, finished
+        #: execution, heartbeat and TCA result; read by every routing decision.
+        self.stats = stats if stats is not None else RoutingStats()
+        self._routing_config = routing
+        for handle in self._brokers.values():
+            handle.probe_listener = self._on_probe
         self._live = LiveBook()
         self._routing: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
@@ -118,6 +144,7 @@ class ExecutionEngine:
             publish,
             self._spawn,
             on_zombie=lambda live: self._spawn(self._cancels.cancel_zombie, live),
+            on_finished=self._on_finished,
         )
         self._cancels = Cancels(
             store,
@@ -234,9 +261,17 @@ class ExecutionEngine:
         received = self._clock()
         arrival = self._market.mid(request.symbol)
         reference = request.price or request.stop_price or arrival
+        self.stats.advance(trio.current_time())
         selection = select_broker(
-            [b.candidate() for b in self._brokers.values()], request, asset_class, reference
+            [b.candidate() for b in self._brokers.values()],
+            request,
+            asset_class,
+            reference,
+            stats=self.stats,
+            market=self._market.stats(request.symbol),
+            config=self._routing_config,
         )
+        decision = encode_decision(decision_of(selection, received, reference)).decode()
         routing_id = str(uuid.uuid4())
         broker_id = selection.chosen
         order: BrokerOrder | None = None
@@ -280,6 +315,8 @@ class ExecutionEngine:
             asset_class=asset_class.value,
             event=None,
             response=response,
+            decision=decision,
+            chosen_broker=broker_id,
         )
         result = await self._store.claim_order(claim)  # write before send
         if not result.claimed:
@@ -288,8 +325,9 @@ class ExecutionEngine:
             return response
         assert order is not None
         live = LiveExecution(order)
+        live.estimate_ms = _estimate(selection, order.broker_id)
         self._live.add(live)
-        return await self._place_with_failover(live, selection.ranked, routing_id, asset_class, request)
+        return await self._place_with_failover(live, selection, routing_id, asset_class, request)
 
     def _submit_request(self, order: BrokerOrder, asset_class: AssetClass) -> SubmitRequest:
         return SubmitRequest(
@@ -308,7 +346,7 @@ class ExecutionEngine:
     async def _place_with_failover(
         self,
         live: LiveExecution,
-        ranked: Sequence[str],
+        selection: Selection,
         routing_id: str,
         asset_class: AssetClass,
         request: OrderRoutingRequest,
@@ -318,13 +356,16 @@ class ExecutionEngine:
         next broker is tried only once this one provably holds no live order (absent, or
         cancelled with the cancel confirmed); an order it does hold is adopted."""
         reasons: list[str] = []
+        ranked = selection.ranked
         for index, broker_id in enumerate(ranked):
             if index > 0:
                 live = await self._next_attempt(live.order, broker_id, index + 1, asset_class)
+                live.estimate_ms = _estimate(selection, broker_id)
             handle = self._brokers[broker_id]
             last = index == len(ranked) - 1
             deadline = trio.current_time() + self._attempt_deadline(request.urgency)
             placement = await place(handle, self._submit_request(live.order, asset_class), deadline)
+            self._observe(broker_id, placement, request.urgency)
             if placement.outcome is Outcome.CONFIRMED:
                 assert placement.ack is not None
                 return await self._confirm(live, routing_id, placement.ack.broker_order_id, placement.ack.at)
@@ -377,7 +418,7 @@ class ExecutionEngine:
             timestamp=self._clock(),
             selected_broker=order.broker_id,
             execution_id=order.id,
-            estimated_execution_time=self._brokers[order.broker_id].mean_latency_ms(),
+            estimated_execution_time=live.estimate_ms,
             **fields,  # type: ignore[arg-type]
         )
 
@@ -385,6 +426,7 @@ class ExecutionEngine:
         self, live: LiveExecution, routing_id: str, broker_order_id: str, at: datetime
     ) -> OrderRoutingResponse:
         answer = self._response(live, routing_id, RoutingStatus.ACCEPTED, broker_order_id=broker_order_id)
+        live.accepted_at = at
         await self._applier.apply(
             live, [OrderAccepted(live.order.client_order_id, at, broker_order_id)], answer
         )
@@ -499,6 +541,49 @@ class ExecutionEngine:
         finally:
             self._end()
 
+    # --- routing statistics ---------------------------------------------------------------
+
+    def _observe(self, broker_id: str, placement: Placement, urgency: Urgency) -> None:
+        """What one attempt says about the broker: an ack and its latency, a refusal, or a
+        timeout (its wait enters the latency tail). A local denial says nothing about it."""
+        now = trio.current_time()
+        if placement.outcome is Outcome.CONFIRMED:
+            self.stats.on_ack(broker_id, placement.latency_ms, urgency, at=now)
+        elif placement.outcome is Outcome.REJECTED:
+            self.stats.on_reject(broker_id, at=now)
+        elif placement.outcome is Outcome.UNKNOWN:
+            self.stats.on_timeout(broker_id, placement.latency_ms, urgency, at=now)
+
+    def _on_probe(self, broker_id: str, round_trip_ms: float) -> None:
+        self.stats.on_probe(broker_id, round_trip_ms, at=trio.current_time())
+
+    def _on_finished(self, live: LiveExecution) -> None:
+        """An execution reached its end: how much of it filled and how fast feed the broker's
+        fill statistics — unless the OMS cancelled it (that says nothing about the broker) or
+        the broker never held it (rejections were counted when they happened)."""
+        order = live.order
+        if order.status is BrokerOrderStatus.REJECTED or order.broker_order_id is None:
+            return
+        if live.cancel_requested and order.filled_quantity < order.quantity:
+            return
+        asset_class = self._market.asset_class(order.symbol)
+        if asset_class is None:
+            return
+        fraction = float(order.filled_quantity / order.quantity) if order.quantity else 0.0
+        time_to_fill = None
+        if order.fills:
+            start = live.accepted_at or order.created_at
+            time_to_fill = max(0.0, (order.fills[-1].timestamp - start).total_seconds() * 1000.0)
+        self.stats.on_fill(
+            order.broker_id,
+            asset_class,
+            order.order_type,
+            order.time_in_force,
+            min(1.0, max(0.0, fraction)),
+            time_to_fill,
+            at=trio.current_time(),
+        )
+
     # --- queries --------------------------------------------------------------------------
 
     async def get_execution(self, request: GetExecutionRequest) -> ExecutionDetails:
@@ -518,7 +603,12 @@ class ExecutionEngine:
             tried: tuple[BrokerOrder, ...] = (order,)
         else:  # after a failover: every attempt, for "why did this go to broker X?"
             tried = tuple(await self._store.load_attempts(order.order_id))
-        return msgspec.structs.replace(details, attempts=tuple(a.to_attempt() for a in tried))
+        stored = await self._store.load_decision(order.order_id)
+        return msgspec.structs.replace(
+            details,
+            attempts=tuple(a.to_attempt() for a in tried),
+            routing_decision=decode_decision(stored) if stored is not None else None,
+        )
 
     async def get_broker_status(self, broker_id: str) -> BrokerStatus:
         handle = self._brokers.get(broker_id)

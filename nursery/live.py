@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from datetime import datetime
 
 import trio
 
@@ -19,7 +20,17 @@ from api.orders import BrokerOrder
 
 
 class LiveExecution:
-    __slots__ = ("cancel_requested", "changed", "draining", "finished_at", "lock", "order", "queue")
+    __slots__ = (
+        "accepted_at",
+        "cancel_requested",
+        "changed",
+        "draining",
+        "estimate_ms",
+        "finished_at",
+        "lock",
+        "order",
+        "queue",
+    )
 
     def __init__(self, order: BrokerOrder) -> None:
         self.order = order
@@ -28,6 +39,10 @@ class LiveExecution:
         self.draining = False
         self.cancel_requested = False
         self.finished_at: float | None = None
+        #: When the broker acknowledged the order (its clock), for the time-to-fill statistic.
+        self.accepted_at: datetime | None = None
+        #: The routing model's expected time to fill at this broker (estimatedExecutionTime).
+        self.estimate_ms: float | None = None
         #: Set (and replaced) whenever the order changes: waiters see the next change.
         self.changed = trio.Event()
 

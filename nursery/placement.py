@@ -47,7 +47,10 @@ class Placement(msgspec.Struct, frozen=True):
     outcome: Outcome
     reason: str = ""
     ack: BrokerAck | None = None
+    #: Time from the grant (after any rate-limit wait) to the broker's answer, or to giving up.
     latency_ms: float = 0.0
+    #: The attempt ended at its deadline without an answer (the broker may be hanging).
+    timed_out: bool = False
 
     @property
     def nothing_placed(self) -> bool:
@@ -62,47 +65,57 @@ async def place(handle: BrokerHandle, request: SubmitRequest, deadline: float) -
     verdict = False  # whether the breaker heard how this attempt went
     handle.in_flight += 1
     started = time.perf_counter()
+
+    def elapsed() -> float:
+        return (time.perf_counter() - started) * 1000.0
+
     try:
         try:
             await handle.limiter.acquire(deadline)
         except DeniedLocally as exc:
             return Placement(Outcome.DENIED, exc.reason)
+        started = time.perf_counter()
         with trio.move_on_at(deadline) as scope:
             try:
                 ack = await handle.adapter.submit(request)
             except BrokerRejected as exc:
                 handle.breaker.record_success()
                 verdict = True
-                return Placement(Outcome.REJECTED, exc.reason)
+                return Placement(Outcome.REJECTED, exc.reason, latency_ms=elapsed())
             except DeniedLocally as exc:
                 return Placement(Outcome.DENIED, exc.reason)
             except RateLimited as exc:
                 handle.limiter.penalize(exc.retry_after)
                 handle.report_issue(IssueType.RATE_LIMIT, exc.reason)
-                return Placement(Outcome.UNKNOWN, f"rate limited: {exc.reason}")
+                return Placement(Outcome.UNKNOWN, f"rate limited: {exc.reason}", latency_ms=elapsed())
             except OutcomeUnknown as exc:
                 handle.breaker.record_failure()
                 verdict = True
                 kind = IssueType.CONNECTIVITY if isinstance(exc, ConnectionLost) else IssueType.API_ERROR
                 handle.report_issue(kind, exc.reason)
-                return Placement(Outcome.UNKNOWN, exc.reason)
+                return Placement(Outcome.UNKNOWN, exc.reason, latency_ms=elapsed())
             except Exception as exc:  # an adapter bug must not look like a rejection
                 log.exception("adapter submit failed", extra={"broker_id": handle.broker_id})
                 handle.breaker.record_failure()
                 verdict = True
                 handle.report_issue(IssueType.API_ERROR, f"adapter error: {exc!r}")
-                return Placement(Outcome.UNKNOWN, f"adapter error: {exc!r}")
+                return Placement(Outcome.UNKNOWN, f"adapter error: {exc!r}", latency_ms=elapsed())
         if scope.cancelled_caught:
             handle.breaker.record_failure()
             verdict = True
             handle.report_issue(IssueType.CONNECTIVITY, "no answer to an order within the attempt deadline")
-            return Placement(Outcome.UNKNOWN, "no answer from the broker within the attempt deadline")
-        elapsed = (time.perf_counter() - started) * 1000.0
+            return Placement(
+                Outcome.UNKNOWN,
+                "no answer from the broker within the attempt deadline",
+                latency_ms=elapsed(),
+                timed_out=True,
+            )
+        took = elapsed()
         handle.breaker.record_success()
         handle.limiter.record_success()
         verdict = True
-        handle.record_latency(elapsed)
-        return Placement(Outcome.CONFIRMED, ack=ack, latency_ms=elapsed)
+        handle.record_latency(took)
+        return Placement(Outcome.CONFIRMED, ack=ack, latency_ms=took)
     finally:
         handle.in_flight -= 1
         if not verdict:

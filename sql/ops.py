@@ -63,10 +63,12 @@ def broker_row_id(broker_id: str) -> str:
 
 _INSERT_ROUTED = b"""
 INSERT INTO routed_orders
-    (order_id, routing_id, request_hash, request, response, arrival_price, received_at, responded_at)
-SELECT o, r, h, q::jsonb, s::jsonb, a, t, u
+    (order_id, routing_id, request_hash, request, response, arrival_price, received_at, responded_at,
+     routing_decision, chosen_broker)
+SELECT o, r, h, q::jsonb, s::jsonb, a, t, u, d::jsonb, c
 FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[],
-            %b::timestamptz[], %b::timestamptz[]) WITH ORDINALITY AS x(o, r, h, q, s, a, t, u, n)
+            %b::timestamptz[], %b::timestamptz[], %b::text[], %b::text[])
+     WITH ORDINALITY AS x(o, r, h, q, s, a, t, u, d, c, n)
 ORDER BY o, n
 ON CONFLICT (order_id) DO NOTHING
 RETURNING routing_id
@@ -333,7 +335,7 @@ def _routed_values(c: OrderClaim) -> tuple[Any, ...]:
     responded_at = c.response.timestamp if c.response is not None else None
     return (
         c.order_id, c.routing_id, c.request_hash, to_json(c.request), response, c.arrival_price,
-        c.received_at, responded_at,
+        c.received_at, responded_at, c.decision, c.chosen_broker,
     )  # fmt: skip
 
 

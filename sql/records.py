@@ -84,6 +84,9 @@ class OrderClaim(msgspec.Struct, frozen=True):
     asset_class: str | None = None
     event: OutboxEvent | None = None
     response: OrderRoutingResponse | None = None
+    #: The routing decision (`routing.decision.encode`d JSON) and the broker it chose.
+    decision: str | None = None
+    chosen_broker: str | None = None
 
     def __repr__(self) -> str:
         execution = self.execution.id if self.execution is not None else None

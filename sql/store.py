@@ -237,6 +237,18 @@ class Store:
 
         return await self._read(read)
 
+    async def load_decision(self, order_id: str) -> str | None:
+        """The order's routing decision (JSON text), or None (unknown order, or routed before
+        decisions were recorded)."""
+
+        def read(conn: Conn) -> str | None:
+            row = conn.execute(
+                b"SELECT routing_decision::text FROM routed_orders WHERE order_id = %s", (order_id,)
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return await self._read(read)
+
     async def load_execution(self, execution_id: str) -> BrokerOrder | None:
         orders = await self._read(lambda conn: _load_orders(conn, _WHERE_ID, (execution_id,)))
         return orders[0] if orders else None

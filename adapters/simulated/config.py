@@ -135,6 +135,10 @@ class SimulatedBrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_un
     latency: LatencyConfig = msgspec.field(default_factory=LatencyConfig)
     reject_rate: float = 0.0
     liquidity_share: Decimal = Decimal(1)
+    #: Routing's impact model: the share of the market's volume this broker's venues reach
+    #: (default: its liquidity share) and the largest share of the volume it will take.
+    venue_access: float | None = None
+    max_participation: float = 1.0
     #: Requests per second / minute / hour the broker accepts (0: no limit), enforced by the
     #: daemon's limiter before anything is sent.
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
@@ -144,6 +148,12 @@ class SimulatedBrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_un
             raise ValueError(f"{self.broker_id}: reject_rate must be within [0, 1]")
         if not 0 < self.liquidity_share <= 1:
             raise ValueError(f"{self.broker_id}: liquidity_share must be within (0, 1]")
+        if self.venue_access is None:
+            msgspec.structs.force_setattr(self, "venue_access", float(self.liquidity_share))
+        access = self.venue_access
+        assert access is not None
+        if not (0.0 < access <= 1.0 and 0.0 < self.max_participation <= 1.0):
+            raise ValueError(f"{self.broker_id}: venue_access and max_participation must be within (0, 1]")
 
 
 _ORDER_FEATURES = (

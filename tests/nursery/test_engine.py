@@ -21,6 +21,7 @@ from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, OrderType, R
 from api.events import AnyBrokerEvent, OrderFilled
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
+from routing.impact import MarketStats
 from sql.records import OutboxEvent
 from sql.store import Store
 
@@ -33,6 +34,9 @@ class Market:
 
     def mid(self, symbol: str) -> Decimal | None:
         return Decimal("190.00")
+
+    def stats(self, symbol: str) -> MarketStats | None:
+        return None
 
 
 class ProbeBroker:

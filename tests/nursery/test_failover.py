@@ -19,6 +19,7 @@ from adapters.simulated.config import MarketConfig, SimulatedBrokerConfig, defau
 from api.contracts import CommissionStructure, GetExecutionRequest, OrderRoutingRequest
 from api.enums import AssetClass, BrokerFeature, OrderType, RoutingStatus, Side, Urgency
 from api.events import AnyBrokerEvent
+from market.simulated import DirectView
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from sql.records import OutboxEvent
@@ -38,18 +39,6 @@ def venue(broker_id: str, rate: str) -> SimulatedBrokerConfig:
         venue=broker_id.upper(),
         seed=7,
     )
-
-
-class Quotes:
-    def __init__(self, market: SimulatedMarket) -> None:
-        self.market = market
-
-    def asset_class(self, symbol: str) -> AssetClass | None:
-        return self.market.asset_class(symbol)
-
-    def mid(self, symbol: str) -> Decimal | None:
-        quote = self.market.quote(symbol)
-        return (quote.bid + quote.ask) / 2
 
 
 class Stack:
@@ -80,7 +69,7 @@ async def make_stack(database_url: str, policy: str) -> AsyncIterator[Stack]:
         engine = ExecutionEngine(
             store,
             handles,
-            Quotes(market),
+            DirectView(market),
             publish_send,
             attempt_deadline=lambda urgency: DEADLINE,
             unknown_policy=policy,

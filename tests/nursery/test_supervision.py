@@ -21,12 +21,13 @@ from api.capabilities import RateLimits
 from api.contracts import OrderRoutingRequest
 from api.enums import ConnectionStatus, OrderType, RoutingStatus, Side
 from api.events import AnyBrokerEvent
+from market.simulated import DirectView
 from nursery.breaker import BreakerState, CircuitBreaker
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from sql.records import OutboxEvent
 from sql.store import Store
-from tests.nursery.test_failover import Quotes, venue
+from tests.nursery.test_failover import venue
 
 
 @contextlib.asynccontextmanager
@@ -46,7 +47,7 @@ async def engine_with(
         ]
         await store.upsert_brokers([h.record() for h in handles])
         engine = ExecutionEngine(
-            store, handles, Quotes(market), publish_send, attempt_deadline=lambda urgency: deadline
+            store, handles, DirectView(market), publish_send, attempt_deadline=lambda urgency: deadline
         )
         await nursery.start(engine.run, events_receive)
         await nursery.start(supervise_brokers, handles, events_send)
