@@ -4,6 +4,7 @@ broker-integration run [--config FILE] [--state-dir DIR]
 broker-integration order buy AAPL 100 --type LIMIT --price 190
 broker-integration cancel ORDER_ID --broker BROKER_ID
 broker-integration execution --order ORDER_ID      (or an execution id)
+broker-integration why ORDER_ID                    (the routing decision, explained)
 broker-integration brokers [--status ACTIVE] [--asset-class EQUITY]
 broker-integration status BROKER_ID
 broker-integration watch [--order ID] [--broker ID] [--status COMPLETED] [--replay]
@@ -21,6 +22,7 @@ import functools
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     execution.add_argument("execution_id", nargs="?")
     execution.add_argument("--order", default=None)
     execution.set_defaults(func=_cmd_execution)
+
+    why = add_parser("why", help="why an order went to its broker: the routing decision, explained")
+    why.add_argument("order_id")
+    why.set_defaults(func=_cmd_why)
 
     brokers = add_parser("brokers", help="ListBrokers")
     brokers.add_argument("--status", type=str.upper, choices=[s.value for s in BrokerListStatus])
@@ -248,7 +254,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 # --- OMS-side client ----------------------------------------------------------------------
 
 
-def _call(args: argparse.Namespace, subject: str, payload: Any) -> int:
+def _call(
+    args: argparse.Namespace, subject: str, payload: Any, show: Callable[[Any], str] | None = None
+) -> int:
     from daemon.client import ClientError, request, resolve_nats_url
 
     try:
@@ -260,7 +268,11 @@ def _call(args: argparse.Namespace, subject: str, payload: Any) -> int:
             for error in exc.body.get("errors", []):
                 print(f"  {error.get('field')}: {error.get('message')}", file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(reply, indent=None if args.json else 2))
+    print(
+        show(reply)
+        if show is not None and not args.json
+        else json.dumps(reply, indent=None if args.json else 2)
+    )
     return 0
 
 
@@ -313,6 +325,29 @@ def _cmd_execution(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     payload = {"executionId": args.execution_id} if args.execution_id else {"orderId": args.order}
     return _call(args, subjects.GET_EXECUTION, payload)
+
+
+def _cmd_why(args: argparse.Namespace) -> int:
+    return _call(args, subjects.GET_EXECUTION, {"orderId": args.order_id}, _explain_decision)
+
+
+def _explain_decision(details: Any) -> str:
+    import msgspec
+
+    from routing.decision import decode, explain
+
+    head = (
+        f"order {details.get('orderId')}: {details.get('status')} at {details.get('brokerId')}"
+        f" (attempt {details.get('attempt', 1)})"
+    )
+    decision = details.get("routingDecision")
+    if decision is None:
+        return head + "\nno routing decision recorded for this order"
+    lines = [head, explain(decode(msgspec.json.encode(decision)))]
+    for attempt in details.get("attempts", []):
+        reason = f": {attempt['reason']}" if attempt.get("reason") else ""
+        lines.append(f"attempt {attempt['attempt']} at {attempt['brokerId']}: {attempt['status']}{reason}")
+    return "\n".join(lines)
 
 
 def _cmd_brokers(args: argparse.Namespace) -> int:

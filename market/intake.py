@@ -6,6 +6,7 @@ TCA request after a restart still has them)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -87,7 +88,7 @@ class Intake:
                 return close
         except (ValueError, msgspec.DecodeError) as exc:
             self.bad += 1
-            now = trio.current_time()
+            now = time.monotonic()
             if now - self._last_warning >= 60.0:
                 self._last_warning = now
                 log.warning(

@@ -123,3 +123,19 @@ def test_unreachable_nats_is_one_clear_line_not_a_traceback() -> None:
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "cannot connect to NATS at nats://127.0.0.1:1" in done.stderr
+
+
+def test_why_explains_the_routing_decision_of_an_order(daemon: DaemonProcess, order_id: str) -> None:
+    done = cli(daemon, "order", "buy", "AAPL", "5", "--type", "MARKET", "--order-id", order_id)
+    assert done.returncode == 0, done.stderr
+    chosen = json.loads(done.stdout)["selectedBroker"]
+    why = cli(daemon, "why", order_id)
+    assert why.returncode == 0, why.stderr
+    lines = why.stdout.splitlines()
+    assert lines[0].startswith(f"order {order_id}: ") and f"at {chosen}" in lines[0]
+    assert lines[1].startswith("SMART at urgency MEDIUM, notional ")  # valued at the arrival mid
+    assert lines[2].startswith(f"1. {chosen} (score ")
+    brokers = [b["id"] for b in json.loads(cli(daemon, "--json", "brokers").stdout)]
+    for broker in brokers:  # each is ranked, or listed as not eligible with its reason
+        assert any(line.split(" ")[1] == broker for line in lines[2:] if " " in line), (broker, lines)
+    assert cli(daemon, "why", "no-such-order").returncode == 1
