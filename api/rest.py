@@ -31,6 +31,7 @@ from api.contracts import (
     GetExecutionRequest,
     ListBrokersRequest,
     MaintenanceRequest,
+    TCARequest,
 )
 from api.errors import ServiceError
 from api.openapi import openapi_bytes
@@ -115,6 +116,11 @@ def create_app(
     async def cancel_order() -> Response:
         cancel = decode_cancel(await request.get_data(cache=False))
         return _json(encode(await service.cancel_order(cancel)), 202)
+
+    @app.post("/analysis/tca", endpoint="getTransactionCostAnalysis")
+    async def transaction_cost_analysis() -> Response:
+        body = decode_request(await request.get_data(cache=False), TCARequest)
+        return _json(encode(await service.transaction_cost_analysis(body)))
 
     @app.get("/openapi.json", endpoint="getOpenApiDocument")
     async def get_openapi_document() -> Response:

@@ -20,6 +20,8 @@ from api.contracts import (
     MaintenanceRequest,
     OrderRoutingRequest,
     OrderRoutingResponse,
+    TCARequest,
+    TCAResponse,
 )
 
 
@@ -35,6 +37,10 @@ class BrokerService(Protocol):
     async def get_broker_status(self, broker_id: str) -> BrokerStatus: ...
 
     async def list_brokers(self, request: ListBrokersRequest) -> list[BrokerInfo]: ...
+
+    async def transaction_cost_analysis(self, request: TCARequest) -> TCAResponse:
+        """NotFound for an unknown order or execution."""
+        ...
 
     async def set_maintenance(self, broker_id: str, request: MaintenanceRequest) -> BrokerStatus:
         """Operator: MAINTENANCE on or off (persisted); NotFound for an unknown broker."""

@@ -20,6 +20,7 @@ GET_EXECUTION = f"{PREFIX}.GetExecution"
 CANCEL_ORDER = f"{PREFIX}.CancelOrder"
 GET_BROKER_STATUS = f"{PREFIX}.GetBrokerStatus"
 LIST_BROKERS = f"{PREFIX}.ListBrokers"
+GET_TCA = f"{PREFIX}.GetTransactionCostAnalysis"
 #: Operator requests (not part of the OMS contract).
 REFRESH_READ_MODELS = f"{PREFIX}.admin.RefreshReadModels"
 SET_MAINTENANCE = f"{PREFIX}.admin.SetMaintenance"

@@ -35,6 +35,7 @@ import trio
 import trio_asyncio
 
 from adapters.simulated import SimulatedBroker, SimulatedMarket
+from analysis.reporter import ExecutionReporter
 from api.codec import to_builtins
 from api.events import AnyBrokerEvent
 from api.rest import create_app
@@ -53,9 +54,11 @@ from daemon.schedule import (
 from daemon.sdnotify import Notifier
 from market.book import MarketBook
 from market.intake import Intake
+from market.messages import CloseMessage
 from market.simulated import SimulatedFeed
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
+from routing.stats import RoutingStats
 from sql.migrate import apply_migrations
 from sql.records import OutboxEvent, StatusChange
 from sql.store import Store
@@ -180,8 +183,14 @@ async def _serve(
     events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](65536)
     publisher = Publisher(bus, store, timeout=config.nats.publish_timeout_s)
     book = MarketBook({i.symbol: i.asset_class for i in config.market.instruments})
-    intake = Intake(book, prefix=config.market_data.prefix)
+
+    async def save_close(close: CloseMessage) -> None:
+        await store.save_close(close.symbol, close.date, close.price, datetime.now(UTC))
+
+    intake = Intake(book, prefix=config.market_data.prefix, on_close=save_close)
     feed = SimulatedFeed(market, prefix=config.market_data.prefix)
+    stats = RoutingStats()
+    reporter = ExecutionReporter(store, book, stats=stats)
     engine = ExecutionEngine(
         store,
         handles,
@@ -191,6 +200,8 @@ async def _serve(
         duplicate_wait=config.service.duplicate_wait_s,
         unknown_policy=config.service.unknown_outcome_policy,
         reconcile_budget=config.service.reconcile_budget_s,
+        stats=stats,
+        reporter=reporter,
     )
     rest_stop = trio.Event()
     changes_send, changes_receive = trio.open_memory_channel[StatusChange](4096)
@@ -206,6 +217,11 @@ async def _serve(
             await root.start(feed.run, bus)
         root.start_soon(market.run)
         await _wait_for_quotes(book, config.market_data.first_quote_wait_s)
+        await root.start(
+            functools.partial(
+                reporter.peers.refresh_every, store.load_peer_rows, lambda: datetime.now(UTC), 300.0
+            )
+        )
         await root.start(publisher.run, publish_receive)
         async with trio.open_nursery() as work:  # everything that produces updates
             await work.start(engine.run, events_receive)

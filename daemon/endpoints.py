@@ -23,6 +23,7 @@ from api.contracts import (
     ListBrokersRequest,
     MaintenanceRequest,
     SetMaintenanceRequest,
+    TCARequest,
 )
 from api.errors import ServiceError
 from api.service import BrokerService
@@ -93,10 +94,14 @@ def service_endpoints(service: BrokerService) -> list[Endpoint]:
         request = decode_request(data or b"{}", ListBrokersRequest)
         return await service.list_brokers(request)
 
+    async def transaction_cost_analysis(data: bytes) -> Any:
+        return await service.transaction_cost_analysis(decode_request(data, TCARequest))
+
     return [
         _endpoint("RouteOrder", subjects.ROUTE_ORDER, route_order),
         _endpoint("GetExecution", subjects.GET_EXECUTION, get_execution),
         _endpoint("CancelOrder", subjects.CANCEL_ORDER, cancel_order),
         _endpoint("GetBrokerStatus", subjects.GET_BROKER_STATUS, get_broker_status),
         _endpoint("ListBrokers", subjects.LIST_BROKERS, list_brokers),
+        _endpoint("GetTransactionCostAnalysis", subjects.GET_TCA, transaction_cost_analysis),
     ]

@@ -42,6 +42,8 @@ from api.contracts import (
     MaintenanceRequest,
     OrderRoutingRequest,
     OrderRoutingResponse,
+    TCARequest,
+    TCAResponse,
 )
 from api.enums import AssetClass, BrokerOrderStatus, RoutingStatus, Urgency
 from api.errors import InvalidRequest, NotFound, Unavailable
@@ -66,6 +68,14 @@ from sql.records import ClaimResult, OrderClaim, OutboxEvent
 from sql.store import Store
 
 log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    """Execution reports and TCA (`analysis.reporter.ExecutionReporter`)."""
+
+    async def report(self, order: BrokerOrder) -> object: ...
+
+    async def analyse(self, request: TCARequest) -> TCAResponse: ...
 
 
 class MarketView(Protocol):
@@ -108,6 +118,7 @@ class ExecutionEngine:
         clock: Callable[[], datetime] = _utcnow,
         stats: RoutingStats | None = None,
         routing: RoutingConfig = DEFAULT_ROUTING,
+        reporter: Reporter | None = None,
     ) -> None:
         self._store = store
         self._brokers: dict[str, BrokerHandle] = {b.broker_id: b for b in brokers}
@@ -127,6 +138,8 @@ class ExecutionEngine:
         #: execution, heartbeat and TCA result; read by every routing decision.
         self.stats = stats if stats is not None else RoutingStats()
         self._routing_config = routing
+        self._reporter = reporter
+        self._reporting = 0  # report tasks running (shutdown waits for them)
         for handle in self._brokers.values():
             handle.probe_listener = self._on_probe
         self._live = LiveBook()
@@ -204,7 +217,7 @@ class ExecutionEngine:
         while trio.current_time() - quiet_since < quiet_for:
             await trio.sleep(0.005)
             queued = self._events.statistics().current_buffer_used if self._events is not None else 0
-            if queued or self._applier.applying:
+            if queued or self._applier.applying or self._reporting:
                 quiet_since = trio.current_time()
 
     def open_executions(self) -> int:
@@ -562,6 +575,9 @@ class ExecutionEngine:
         fill statistics — unless the OMS cancelled it (that says nothing about the broker) or
         the broker never held it (rejections were counted when they happened)."""
         order = live.order
+        if self._reporter is not None and order.filled_quantity > 0:
+            self._reporting += 1
+            self._spawn(self._report, order)
         if order.status is BrokerOrderStatus.REJECTED or order.broker_order_id is None:
             return
         if live.cancel_requested and order.filled_quantity < order.quantity:
@@ -584,7 +600,21 @@ class ExecutionEngine:
             at=trio.current_time(),
         )
 
+    async def _report(self, order: BrokerOrder) -> None:
+        assert self._reporter is not None
+        try:
+            await self._reporter.report(order)
+        except Exception:  # a report must never take the engine down; the order is unaffected
+            log.exception("execution report failed", extra={"execution_id": order.id})
+        finally:
+            self._reporting -= 1
+
     # --- queries --------------------------------------------------------------------------
+
+    async def transaction_cost_analysis(self, request: TCARequest) -> TCAResponse:
+        if self._reporter is None:
+            raise Unavailable("transaction cost analysis is not configured on this instance")
+        return await self._reporter.analyse(request)
 
     async def get_execution(self, request: GetExecutionRequest) -> ExecutionDetails:
         if request.execution_id is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -47,6 +47,7 @@ from api.enums import (
     Urgency,
 )
 from api.orders import BrokerOrder, OrderFill
+from sql import reports
 from sql.ops import (
     SELECT_CLAIMS,
     Claim,
@@ -59,6 +60,7 @@ from sql.ops import (
     claim_result,
 )
 from sql.records import BrokerRecord, ClaimResult, OrderClaim, OutboxEvent, StatusChange
+from sql.reports import PeerRow, ReportRecord, SaveClose, SaveReport, StoredReport
 from sql.status import PruneStatusHistory, RecordStatus, SetMaintenance, UpdateBrokerRuntime
 from sql.writer import GroupWriter, WriterStats, configure_session, connection_kwargs
 
@@ -236,6 +238,28 @@ class Store:
             return None if row is None else claim_result(row)
 
         return await self._read(read)
+
+    # --- execution reports and closes (online TCA) -------------------------------------------
+
+    async def save_report(self, report: ReportRecord) -> bool:
+        """Insert the execution's report unless it has one; True if this call inserted it."""
+        (inserted,) = await self._writer.submit([SaveReport(report)])
+        return inserted
+
+    async def save_close(self, symbol: str, trade_date: date, price: Decimal, received_at: datetime) -> None:
+        await self._writer.submit([SaveClose(symbol, trade_date, price, received_at)])
+
+    async def load_report(self, execution_id: str) -> StoredReport | None:
+        return await self._read(lambda conn: reports.load_report(conn, execution_id))
+
+    async def load_close(self, symbol: str, trade_date: date) -> Decimal | None:
+        return await self._read(lambda conn: reports.load_close(conn, symbol, trade_date))
+
+    async def load_arrival_price(self, order_id: str) -> Decimal | None:
+        return await self._read(lambda conn: reports.load_arrival_price(conn, order_id))
+
+    async def load_peer_rows(self, since: datetime) -> list[PeerRow]:
+        return await self._read(lambda conn: reports.load_peer_rows(conn, since))
 
     async def load_decision(self, order_id: str) -> str | None:
         """The order's routing decision (JSON text), or None (unknown order, or routed before

@@ -24,6 +24,8 @@ from api.contracts import (
     ListBrokersRequest,
     OrderRoutingRequest,
     OrderRoutingResponse,
+    TCARequest,
+    TCAResponse,
 )
 from api.enums import (
     AssetClass,
@@ -127,6 +129,17 @@ class FakeBrokerService:
             status=CancellationStatus.PENDING,
             timestamp=NOW,
         )
+
+    async def transaction_cost_analysis(self, request: TCARequest) -> TCAResponse:
+        self._record("transaction_cost_analysis", request)
+        for execution in self._executions.values():
+            if execution.order_id == request.order_id:
+                return TCAResponse(
+                    order_id=request.order_id,
+                    execution_id=execution.execution_id,
+                    benchmark=request.benchmark,
+                )
+        raise NotFound(f"no execution for order {request.order_id!r}")
 
     async def get_broker_status(self, broker_id: str) -> BrokerStatus:
         self._record("get_broker_status", broker_id)

@@ -20,8 +20,8 @@ from quart.testing import QuartClient as Client
 from quart_trio import QuartTrio
 
 from api.codec import to_builtins
-from api.contracts import CancelOrderRequest, GetExecutionRequest, ListBrokersRequest
-from api.enums import AssetClass, BrokerListStatus
+from api.contracts import CancelOrderRequest, GetExecutionRequest, ListBrokersRequest, TCARequest
+from api.enums import AssetClass, BrokerListStatus, TCABenchmark
 from api.errors import InvalidRequest, Unavailable
 from api.openapi import openapi_bytes
 from api.rest import create_app
@@ -128,6 +128,22 @@ async def test_cancel_order_is_accepted_with_202(client: Client, service: FakeBr
         "cancel_order",
         CancelOrderRequest(order_id="ord-1", broker_id="sim-a", reason="desk"),
     )
+
+
+async def test_tca_answers_200_with_the_benchmark_asked_404_for_an_unknown_order_400_for_bad_fields(
+    client: Client, service: FakeBrokerService
+) -> None:
+    await call(client, "POST", "/execution/route", order())
+    reply = await call(client, "POST", "/analysis/tca", b'{"orderId": "ord-1", "benchmark": "VWAP"}')
+    assert reply.status == 200
+    assert reply.body["benchmark"] == "VWAP" and reply.body["orderId"] == "ord-1"
+    asked = TCARequest(order_id="ord-1", benchmark=TCABenchmark.VWAP)
+    assert service.calls[-1] == ("transaction_cost_analysis", asked)
+    missing = await call(client, "POST", "/analysis/tca", b'{"orderId": "nope"}')
+    assert missing.status == 404
+    bad = await call(client, "POST", "/analysis/tca", b'{"orderId": "ord-1", "benchmark": "MID", "extra": 1}')
+    assert bad.status == 400
+    assert {e["field"] for e in bad.body["errors"]} == {"benchmark", "extra"}
 
 
 async def test_get_execution_after_routing(client: Client, service: FakeBrokerService) -> None:
@@ -264,6 +280,7 @@ PROTECTED = [
     ("POST", "/execution/route", order()),
     ("GET", "/execution/x-1", None),
     ("POST", "/execution/cancel", cancel()),
+    ("POST", "/analysis/tca", b'{"orderId": "ord-1"}'),
 ]
 
 
@@ -357,7 +374,7 @@ async def test_openapi_document_needs_no_token(client: Client) -> None:
         ("/brokers/", False),
         ("/brokers/sim-a", False),
         ("/execution/cancel/x", False),
-        ("/analysis/tca", False),
+        ("/analysis/tca/x", False),
     ],
 )
 @pytest.mark.parametrize("headers", [AUTH, {}], ids=["token", "no token"])

@@ -275,6 +275,7 @@ def test_service_discovery_through_micro(daemon: DaemonProcess) -> None:
         "trading.broker.v1.CancelOrder",
         "trading.broker.v1.GetBrokerStatus",
         "trading.broker.v1.ListBrokers",
+        "trading.broker.v1.GetTransactionCostAnalysis",
         "trading.broker.v1.admin.RefreshReadModels",
         "trading.broker.v1.admin.SetMaintenance",
     }

@@ -74,6 +74,9 @@ host = "127.0.0.1"
 port = {rest_port}
 tokens = [{json.dumps(TEST_TOKEN)}]
 
+[market_data]
+prefix = {json.dumps("marketdata." + instance)}
+
 [market]
 seed = 11
 tick_interval_ms = 20.0

@@ -1,0 +1,230 @@
+"""Execution reports and TCA requests, online.
+
+When an execution ends with fills (filled, or cancelled/expired after partial fills), its report
+is computed against the arrival price and written to `execution_reports` together with its
+market window, the peer statistics take it in, and the routing statistics get its realised
+implicit cost (`RoutingStats.on_tca`: slippage vs arrival, by broker and asset class).
+
+A TCA request (any benchmark) for a finished execution is answered from its report row: the
+stored window, arrival and end prices, and the official close of its trade date once known. For
+an execution still working, from the live market tapes up to now. A window the tapes no longer
+fully hold is not guessed at: VWAP, TWAP and the quality score are then reported unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Protocol
+
+import msgspec
+
+from analysis import windows
+from analysis.peers import PeerCache
+from api.contracts import FieldError, TCARequest, TCAResponse
+from api.enums import AssetClass, TCABenchmark
+from api.errors import InvalidRequest, NotFound
+from api.orders import BrokerOrder
+from routing.stats import RoutingStats, TcaObservation
+from sql.reports import ReportRecord
+from sql.store import Store
+from tca.engine import analyse
+from tca.model import DEFAULT_CONFIG, MarketData, TcaConfig, Trades, from_broker_order, ns_of
+from tca.result import TcaResult
+
+log = logging.getLogger(__name__)
+
+_JSON = msgspec.json.Encoder()
+
+
+class MarketSource(Protocol):
+    def asset_class(self, symbol: str) -> AssetClass | None: ...
+
+    def mid(self, symbol: str) -> Decimal | None: ...
+
+    def covers(self, symbol: str, start_ns: int) -> bool: ...
+
+    def market_data(
+        self, symbol: str, start_ns: int, end_ns: int, close_day: date | None = None
+    ) -> MarketData: ...
+
+    def close(self, symbol: str, day: date) -> Decimal | None: ...
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+class ExecutionReporter:
+    def __init__(
+        self,
+        store: Store,
+        market: MarketSource,
+        *,
+        stats: RoutingStats | None = None,
+        peers: PeerCache | None = None,
+        config: TcaConfig = DEFAULT_CONFIG,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._store = store
+        self._market = market
+        self.stats = stats
+        self.peers = peers or PeerCache()
+        self._config = config
+        self._clock = clock
+        self.written = 0
+
+    def __repr__(self) -> str:
+        return f"<ExecutionReporter written={self.written} {self.peers!r}>"
+
+    # --- reports --------------------------------------------------------------------------
+
+    async def report(self, order: BrokerOrder) -> TcaResult | None:
+        """Write the report of a finished execution with fills (once: a repeat writes nothing and
+        returns None); None too when there is nothing to report."""
+        if not order.status.is_final or order.filled_quantity <= 0:
+            return None
+        asset_class = self._market.asset_class(order.symbol)
+        if asset_class is None:
+            log.warning("no report: instrument unknown to the market data", extra={"symbol": order.symbol})
+            return None
+        arrival = await self._store.load_arrival_price(order.order_id)
+        end_price = self._market.mid(order.symbol)
+        tca_order, fills = from_broker_order(
+            order, asset_class=asset_class.value, arrival_price=_float(arrival), end_price=_float(end_price)
+        )
+        end_ns = ns_of(order.updated_at) + 1
+        data = self._window(order.symbol, tca_order.arrival_ns, end_ns)
+        result = analyse(
+            tca_order, fills, data, TCABenchmark.ARRIVAL_PRICE, peers=self.peers.stats, config=self._config
+        )
+        record = self._record(order, result, asset_class, arrival, end_price, windows.encode(data))
+        if not await self._store.save_report(record):
+            return None
+        self.written += 1
+        self.peers.add(result)
+        implicit = result.arrival_slippage_bps
+        if self.stats is not None and implicit is not None and result.executed_notional > 0:
+            self.stats.on_tca(
+                TcaObservation(
+                    broker_id=order.broker_id,
+                    asset_class=asset_class,
+                    cost_bps=implicit,
+                    notional=result.executed_notional,
+                )
+            )
+        return result
+
+    def _window(self, symbol: str, start_ns: int, end_ns: int) -> MarketData:
+        if not self._market.covers(symbol, start_ns):
+            return MarketData(trades=Trades.empty())  # said unavailable, never half a window
+        return self._market.market_data(symbol, start_ns, end_ns)
+
+    def _record(
+        self,
+        order: BrokerOrder,
+        result: TcaResult,
+        asset_class: AssetClass,
+        arrival: Decimal | None,
+        end_price: Decimal | None,
+        window: bytes,
+    ) -> ReportRecord:
+        assert order.average_price is not None
+        return ReportRecord(
+            execution_id=order.id,
+            order_id=order.order_id,
+            broker_id=order.broker_id,
+            symbol=order.symbol,
+            side=str(order.side),
+            quantity=order.quantity,
+            filled_quantity=order.filled_quantity,
+            average_price=order.average_price,
+            benchmark_type=str(result.benchmark),
+            benchmark_price=result.benchmark_price,
+            slippage_bps=result.slippage_bps,
+            market_impact_bps=result.market_impact_bps,
+            total_cost_bps=result.total_cost_bps,
+            execution_start=order.created_at,
+            execution_end=order.updated_at,
+            quality_score=result.execution_quality_score,
+            rank=result.broker_performance_rank,
+            recommendations=_JSON.encode([r.to_wire() for r in result.recommendations]).decode(),
+            created_at=self._clock(),
+            asset_class=asset_class.value,
+            order_type=str(order.order_type),
+            strategy=str(order.execution_strategy),
+            size_bucket=result.size_bucket,
+            executed_notional=sum((f.quantity * f.price for f in order.fills), Decimal(0)),
+            fees=order.fees,
+            arrival_price=arrival,
+            arrival_cost_bps=result.arrival_cost_bps,
+            end_price=end_price,
+            benchmarks=_JSON.encode(result.benchmarks).decode(),
+            shortfall=_JSON.encode(result.shortfall).decode() if result.shortfall is not None else None,
+            unavailable=_JSON.encode(result.unavailable).decode(),
+            market_window=window,
+        )
+
+    # --- requests -------------------------------------------------------------------------
+
+    async def analyse(self, request: TCARequest) -> TCAResponse:
+        """GetTransactionCostAnalysis: NotFound for an unknown order or execution, InvalidRequest
+        for an execution of another order."""
+        return (await self.result(request)).to_response()
+
+    async def result(self, request: TCARequest) -> TcaResult:
+        order = await self._execution(request)
+        asset_class = self._market.asset_class(order.symbol)
+        stored = await self._store.load_report(order.id) if order.status.is_final else None
+        if stored is not None:
+            arrival, end_price = stored.arrival_price, stored.end_price
+        else:
+            arrival = await self._store.load_arrival_price(order.order_id)
+            end_price = self._market.mid(order.symbol)
+        tca_order, fills = from_broker_order(
+            order,
+            asset_class=asset_class.value if asset_class is not None else "EQUITY",
+            arrival_price=_float(arrival),
+            end_price=_float(end_price),
+        )
+        end = order.updated_at if order.status.is_final else self._clock()
+        close = await self._close(order.symbol, end.date())
+        if stored is not None and stored.market_window is not None:
+            data = windows.decode(stored.market_window, close)
+        else:
+            data = msgspec.structs.replace(
+                self._window(order.symbol, tca_order.arrival_ns, ns_of(end) + 1), close_price=close
+            )
+        return analyse(tca_order, fills, data, request.benchmark, peers=self.peers.stats, config=self._config)
+
+    async def _execution(self, request: TCARequest) -> BrokerOrder:
+        if request.execution_id is not None:
+            order = await self._store.load_execution(request.execution_id)
+            if order is None:
+                raise NotFound(f"no execution {request.execution_id!r}")
+            if order.order_id != request.order_id:
+                raise InvalidRequest(
+                    "invalid request: executionId",
+                    [
+                        FieldError(
+                            "executionId", f"belongs to order {order.order_id!r}, not {request.order_id!r}"
+                        )
+                    ],
+                )
+            return order
+        order = await self._store.load_latest_execution(request.order_id)
+        if order is None:
+            raise NotFound(f"no execution for order {request.order_id!r}")
+        return order  # the last attempt: the one that holds the fills after a failover
+
+    async def _close(self, symbol: str, day: date) -> float | None:
+        close = self._market.close(symbol, day)
+        if close is None:
+            close = await self._store.load_close(symbol, day)
+        return _float(close)

@@ -1,0 +1,191 @@
+"""Execution reports and official closes: the writes (group-commit ops) and the reads behind
+online TCA. See migration 0004 for the columns beyond the spec's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar, Self
+
+import msgspec
+import psycopg
+
+from sql.ops import columns
+from sql.writer import WriteOp
+
+Conn = psycopg.Connection[Any]
+
+
+class ReportRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One `execution_reports` row (id = the execution id)."""
+
+    execution_id: str
+    order_id: str
+    broker_id: str
+    symbol: str
+    side: str
+    quantity: Decimal
+    filled_quantity: Decimal
+    average_price: Decimal
+    benchmark_type: str
+    benchmark_price: float | None
+    slippage_bps: float | None
+    market_impact_bps: float | None
+    total_cost_bps: float | None
+    execution_start: datetime
+    execution_end: datetime
+    quality_score: float | None
+    rank: int | None
+    recommendations: str  # JSON
+    created_at: datetime
+    asset_class: str
+    order_type: str
+    strategy: str
+    size_bucket: int
+    executed_notional: Decimal
+    fees: Decimal
+    arrival_price: Decimal | None
+    arrival_cost_bps: float | None
+    end_price: Decimal | None
+    benchmarks: str  # JSON
+    shortfall: str | None  # JSON
+    unavailable: str  # JSON
+    market_window: bytes
+
+    def __repr__(self) -> str:
+        return f"<ReportRecord {self.execution_id} {self.broker_id} {self.symbol} cost={self.total_cost_bps}>"
+
+
+class StoredReport(msgspec.Struct, frozen=True):
+    """What a later TCA request needs back from a report row."""
+
+    execution_id: str
+    arrival_price: Decimal | None
+    end_price: Decimal | None
+    market_window: bytes | None
+    created_at: datetime
+
+
+class PeerRow(msgspec.Struct, frozen=True, array_like=True):
+    asset_class: str
+    size_bucket: int
+    arrival_cost_bps: float | None
+    executed_notional: Decimal
+    broker_id: str
+    strategy: str
+    order_type: str
+    execution_start: datetime
+
+
+_INSERT_REPORTS = b"""
+INSERT INTO execution_reports
+    (id, order_id, broker_order_id, broker_id, symbol, side, quantity, filled_quantity,
+     average_price, benchmark_price, benchmark_type, slippage_bps, market_impact_bps,
+     total_cost_bps, execution_start, execution_end, execution_duration_ms,
+     execution_quality_score, broker_performance_rank, recommendations, created_at,
+     asset_class, order_type, strategy, size_bucket, executed_notional, fees, arrival_price,
+     arrival_cost_bps, end_price, benchmarks, shortfall, unavailable, market_window)
+SELECT i, o, i, b, s, sd, q, fq, ap, bp, bt, sl, mi, tc, es, ee,
+       GREATEST(0, (EXTRACT(EPOCH FROM ee - es) * 1000)::bigint), qs, rk, rc::jsonb, ca,
+       ac, ot, st, sb, en, fe, ar, acb, ep, bm::jsonb, sf::jsonb, un::jsonb, mw
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[],
+            %b::numeric[], %b::numeric[], %b::numeric[], %b::text[], %b::float8[], %b::float8[],
+            %b::float8[], %b::timestamptz[], %b::timestamptz[], %b::float8[], %b::int[],
+            %b::text[], %b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::smallint[],
+            %b::numeric[], %b::numeric[], %b::numeric[], %b::float8[], %b::numeric[], %b::text[],
+            %b::text[], %b::text[], %b::bytea[])
+     AS x(i, o, b, s, sd, q, fq, ap, bp, bt, sl, mi, tc, es, ee, qs, rk, rc, ca, ac, ot, st, sb,
+          en, fe, ar, acb, ep, bm, sf, un, mw)
+ON CONFLICT (broker_order_id) DO NOTHING
+RETURNING id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SaveReport(WriteOp[bool]):
+    """Insert an execution's report unless it has one; True if this op inserted it."""
+
+    report: ReportRecord
+    phase: ClassVar[int] = 30  # after the transitions of the same batch (the foreign keys)
+
+    @classmethod
+    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[bool]:
+        rows = [_report_values(op.report) for op in ops]
+        cur = conn.cursor()
+        cur.execute(_INSERT_REPORTS, columns(rows))
+        inserted = {row[0] for row in cur.fetchall()}
+        results = []
+        for op in ops:
+            results.append(op.report.execution_id in inserted)
+            inserted.discard(op.report.execution_id)
+        return results
+
+
+def _report_values(r: ReportRecord) -> tuple[Any, ...]:
+    return (
+        r.execution_id, r.order_id, r.broker_id, r.symbol, r.side, r.quantity, r.filled_quantity,
+        r.average_price, r.benchmark_price, r.benchmark_type, r.slippage_bps, r.market_impact_bps,
+        r.total_cost_bps, r.execution_start, r.execution_end, r.quality_score, r.rank,
+        r.recommendations, r.created_at, r.asset_class, r.order_type, r.strategy, r.size_bucket,
+        r.executed_notional, r.fees, r.arrival_price, r.arrival_cost_bps, r.end_price,
+        r.benchmarks, r.shortfall, r.unavailable, r.market_window,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SaveClose(WriteOp[None]):
+    """Record (or correct) the official close of a symbol's trade date."""
+
+    symbol: str
+    trade_date: date
+    price: Decimal
+    received_at: datetime
+    phase: ClassVar[int] = 30
+
+    @classmethod
+    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+        last = {(op.symbol, op.trade_date): op for op in ops}  # a correction in the batch wins
+        conn.cursor().executemany(
+            b"INSERT INTO market_closes (symbol, trade_date, price, received_at) VALUES (%s, %s, %s, %s)"
+            b" ON CONFLICT (symbol, trade_date) DO UPDATE"
+            b" SET price = EXCLUDED.price, received_at = EXCLUDED.received_at",
+            [(op.symbol, op.trade_date, op.price, op.received_at) for op in last.values()],
+        )
+        return [None] * len(ops)
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+def load_report(conn: Conn, execution_id: str) -> StoredReport | None:
+    row = conn.execute(
+        b"SELECT id, arrival_price, end_price, market_window, created_at"
+        b" FROM execution_reports WHERE broker_order_id = %s",
+        (execution_id,),
+    ).fetchone()
+    return None if row is None else StoredReport(row[0], row[1], row[2], row[3], row[4])
+
+
+def load_close(conn: Conn, symbol: str, trade_date: date) -> Decimal | None:
+    row = conn.execute(
+        b"SELECT price FROM market_closes WHERE symbol = %s AND trade_date = %s", (symbol, trade_date)
+    ).fetchone()
+    return None if row is None else Decimal(row[0])
+
+
+def load_arrival_price(conn: Conn, order_id: str) -> Decimal | None:
+    row = conn.execute(b"SELECT arrival_price FROM routed_orders WHERE order_id = %s", (order_id,)).fetchone()
+    return None if row is None or row[0] is None else Decimal(row[0])
+
+
+def load_peer_rows(conn: Conn, since: datetime) -> list[PeerRow]:
+    """Every report since `since` with a known cost: what the peer statistics are built from."""
+    rows = conn.execute(
+        b"SELECT asset_class, size_bucket, arrival_cost_bps, executed_notional, broker_id, strategy,"
+        b" order_type, execution_start FROM execution_reports"
+        b" WHERE created_at >= %s AND asset_class IS NOT NULL AND executed_notional > 0",
+        (since,),
+    ).fetchall()
+    return [PeerRow(*row) for row in rows]

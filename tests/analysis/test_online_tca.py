@@ -1,0 +1,216 @@
+"""Online TCA through the engine: a finished execution gets its report (with its market window)
+in PostgreSQL and feeds the routing statistics; TCA requests are answered for every benchmark,
+from the report after the fact (also by a fresh reporter whose tapes are empty, as after a
+restart), and bad requests get 400/404."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import msgspec
+import pytest
+import trio
+
+from adapters.simulated import SimulatedBroker, SimulatedMarket
+from adapters.simulated.config import MarketConfig, default_instruments
+from adapters.simulated.market import MarketEvent, QuoteEvent
+from analysis.reporter import ExecutionReporter
+from api.contracts import CancelOrderRequest, OrderRoutingRequest, TCARequest
+from api.enums import AssetClass, OrderType, RoutingStatus, Side, TCABenchmark, TimeInForce
+from api.errors import InvalidRequest, NotFound
+from api.events import AnyBrokerEvent
+from market.book import MarketBook
+from market.messages import QuoteMessage, TradeMessage
+from nursery.brokers import BrokerHandle, supervise_brokers
+from nursery.engine import ExecutionEngine
+from routing.stats import RoutingStats
+from sql.records import OutboxEvent
+from sql.store import Store
+from tests.nursery.test_failover import venue
+
+SYMBOL = "AAPL"
+
+
+def feed(book: MarketBook) -> object:
+    """The book fed straight from the simulated market (the daemon goes through NATS)."""
+
+    def on_event(event: MarketEvent) -> None:
+        if isinstance(event, QuoteEvent):
+            book.on_quote(QuoteMessage(event.symbol, event.bid, event.ask, event.at))
+        else:
+            book.on_trade(TradeMessage(event.symbol, event.price, event.size, event.at))
+
+    return on_event
+
+
+class Desk:
+    def __init__(
+        self,
+        engine: ExecutionEngine,
+        market: SimulatedMarket,
+        book: MarketBook,
+        store: Store,
+        stats: RoutingStats,
+    ) -> None:
+        self.engine, self.market, self.book, self.store, self.stats = engine, market, book, store, stats
+
+
+@pytest.fixture
+async def desk(migrated_database_url: str) -> AsyncIterator[Desk]:
+    market = SimulatedMarket(MarketConfig(seed=9, tick_interval_ms=None, instruments=default_instruments()))
+    book = MarketBook({s: market.asset_class(s) or AssetClass.EQUITY for s in market.symbols})
+    market.add_listener(feed(book))  # type: ignore[arg-type]
+    for symbol in market.symbols:
+        q = market.quote(symbol)
+        book.on_quote(QuoteMessage(symbol, q.bid, q.ask, q.at))
+    broker = SimulatedBroker(venue("tca-a", "0.0002"), market)
+    publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](100_000)
+    events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](100_000)
+    stats = RoutingStats()
+    async with Store.open(migrated_database_url) as store, trio.open_nursery() as nursery:
+        handle = BrokerHandle(broker, "A", settle=0.2)
+        await store.upsert_brokers([handle.record()])
+        reporter = ExecutionReporter(store, book, stats=stats)
+        engine = ExecutionEngine(
+            store,
+            [handle],
+            book,
+            publish_send,
+            attempt_deadline=lambda u: 1.0,
+            stats=stats,
+            reporter=reporter,
+        )
+        await nursery.start(engine.run, events_receive)
+        await nursery.start(supervise_brokers, [handle], events_send)
+        yield Desk(engine, market, book, store, stats)
+        nursery.cancel_scope.cancel()
+    publish_receive.close()
+
+
+def order(side: Side = Side.BUY, **changes: object) -> OrderRoutingRequest:
+    fields: dict[str, object] = dict(
+        order_id=f"tca-{uuid.uuid4().hex[:12]}",
+        account_id="ACC",
+        symbol=SYMBOL,
+        side=side,
+        type=OrderType.LIMIT,
+        quantity=Decimal(100),
+        time_in_force=TimeInForce.GTC,
+    )
+    fields.update(changes)
+    return OrderRoutingRequest(**fields)  # type: ignore[arg-type]
+
+
+async def reported(desk: Desk, order_id: str) -> None:
+    """Wait until the execution is final and its report task is done."""
+    with trio.fail_after(5):
+        while True:
+            execution = await desk.store.load_latest_execution(order_id)
+            if execution is not None and execution.status.is_final:
+                await desk.engine.wait_settled()
+                return
+            await trio.sleep(0.01)
+
+
+async def test_a_filled_order_gets_its_report_and_every_benchmark(desk: Desk) -> None:
+    quote = desk.market.quote(SYMBOL)
+    limit = quote.bid  # rests below the ask
+    request = order(price=limit)
+    response = await desk.engine.route_order(request)
+    assert response.status is RoutingStatus.ACCEPTED
+    arrival = (quote.bid + quote.ask) / 2
+    low = limit - Decimal("0.02")
+    desk.market.set_quote(SYMBOL, low, limit, ask_size=Decimal(40))  # a first fill of 40
+    await trio.sleep(0.01)
+    prints = [(limit + Decimal("0.05"), Decimal(300)), (limit + Decimal("0.10"), Decimal(100))]
+    for price, size in prints:  # the market trades above our limit between our fills
+        desk.market.print_trade(SYMBOL, price, size)
+    await trio.sleep(0.01)
+    desk.market.set_quote(SYMBOL, low, limit, ask_size=Decimal(100))  # the other 60
+    await reported(desk, request.order_id)
+
+    execution = await desk.store.load_latest_execution(request.order_id)
+    assert execution is not None and execution.filled_quantity == Decimal(100)
+    average = float(execution.average_price or 0)
+    fees_bps = float(execution.fees) / (average * 100) * 1e4
+
+    tca = await desk.engine.transaction_cost_analysis(TCARequest(order_id=request.order_id))
+    assert tca.benchmark_price == pytest.approx(float(arrival))
+    slippage = (average - float(arrival)) / float(arrival) * 1e4  # a buy: +1
+    assert tca.slippage_bps == pytest.approx(slippage)
+    assert tca.total_cost_bps == pytest.approx(slippage + fees_bps)
+    assert tca.average_execution_price == pytest.approx(average)
+
+    vwap = await desk.engine.transaction_cost_analysis(
+        TCARequest(order_id=request.order_id, benchmark=TCABenchmark.VWAP)
+    )
+    expected_vwap = float(sum(p * s for p, s in prints) / sum(s for _, s in prints))
+    assert vwap.benchmark_price == pytest.approx(expected_vwap)
+    assert vwap.execution_quality_score == pytest.approx(100.0)  # every print was worse than ours
+
+    close = await desk.engine.transaction_cost_analysis(
+        TCARequest(order_id=request.order_id, benchmark=TCABenchmark.CLOSE_PRICE)
+    )
+    assert close.benchmark_price is None and close.slippage_bps is None  # no close yet: not guessed
+    await desk.store.save_close(SYMBOL, execution.updated_at.date(), Decimal("190.25"), datetime.now(UTC))
+    close = await desk.engine.transaction_cost_analysis(
+        TCARequest(order_id=request.order_id, benchmark=TCABenchmark.CLOSE_PRICE)
+    )
+    assert close.benchmark_price == pytest.approx(190.25)
+
+    stored = await desk.store.load_report(execution.id)
+    assert stored is not None and stored.market_window is not None and stored.arrival_price == arrival
+    broker = desk.stats.broker("tca-a")
+    assert broker is not None and AssetClass.EQUITY in broker.tca  # fed to the routing statistics
+
+    # A fresh reporter (empty tapes, as after a restart) answers from the stored window.
+    fresh = ExecutionReporter(desk.store, MarketBook({SYMBOL: AssetClass.EQUITY}))
+    again = await fresh.analyse(TCARequest(order_id=request.order_id, benchmark=TCABenchmark.VWAP))
+    assert again == vwap
+
+
+async def test_a_cancel_with_fills_is_reported_and_one_without_is_not(desk: Desk) -> None:
+    quote = desk.market.quote(SYMBOL)
+    partial = order(price=quote.ask, quantity=Decimal(10**6))  # more than the offer shows
+    await desk.engine.route_order(partial)
+    unfilled = order(price=quote.bid - Decimal(1))
+    await desk.engine.route_order(unfilled)
+    for request in (partial, unfilled):
+        await desk.engine.cancel_order(CancelOrderRequest(order_id=request.order_id, broker_id="tca-a"))
+        await reported(desk, request.order_id)
+    first = await desk.store.load_latest_execution(partial.order_id)
+    second = await desk.store.load_latest_execution(unfilled.order_id)
+    assert first is not None and 0 < first.filled_quantity < first.quantity
+    assert second is not None and second.filled_quantity == 0
+    assert await desk.store.load_report(first.id) is not None
+    assert await desk.store.load_report(second.id) is None
+    nothing = await desk.engine.transaction_cost_analysis(TCARequest(order_id=unfilled.order_id))
+    assert nothing.average_execution_price is None and nothing.slippage_bps is None
+    shortfall = await desk.engine.transaction_cost_analysis(
+        TCARequest(order_id=unfilled.order_id, benchmark=TCABenchmark.IMPLEMENTATION_SHORTFALL)
+    )
+    assert shortfall.total_cost_bps is not None and math.isfinite(shortfall.total_cost_bps)  # all opportunity
+
+
+async def test_unknown_orders_are_404_and_a_foreign_execution_is_400(desk: Desk) -> None:
+    with pytest.raises(NotFound):
+        await desk.engine.transaction_cost_analysis(TCARequest(order_id="no-such-order"))
+    request = order(price=desk.market.quote(SYMBOL).bid)
+    response = await desk.engine.route_order(request)
+    assert response.execution_id is not None
+    with pytest.raises(NotFound):
+        await desk.engine.transaction_cost_analysis(
+            TCARequest(order_id=request.order_id, execution_id="nope")
+        )
+    with pytest.raises(InvalidRequest) as refused:
+        await desk.engine.transaction_cost_analysis(
+            TCARequest(order_id="another-order", execution_id=response.execution_id)
+        )
+    assert [e.field for e in refused.value.errors] == ["executionId"]
+    live = await desk.engine.transaction_cost_analysis(TCARequest(order_id=request.order_id))
+    assert live.execution_id == response.execution_id and live.average_execution_price is None
+    assert msgspec.json.encode(live)  # a working order is analysed from the live tapes
