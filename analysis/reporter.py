@@ -121,6 +121,19 @@ class ExecutionReporter:
             )
         return result
 
+    async def backfill(self, since: datetime) -> int:
+        """Write the reports a stop or crash cut short (finished executions with fills and no
+        report since `since`); their windows are gone with the old tapes unless still held, so
+        VWAP/TWAP may be unavailable for them. Returns how many were written."""
+        written = 0
+        for execution_id in await self._store.load_unreported(since):
+            order = await self._store.load_execution(execution_id)
+            if order is not None and await self.report(order) is not None:
+                written += 1
+        if written:
+            log.info("execution reports backfilled", extra={"count": written})
+        return written
+
     def _window(self, symbol: str, start_ns: int, end_ns: int) -> MarketData:
         if not self._market.covers(symbol, start_ns):
             return MarketData(trades=Trades.empty())  # said unavailable, never half a window

@@ -26,7 +26,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import hypercorn.config
@@ -222,6 +222,7 @@ async def _serve(
                 reporter.peers.refresh_every, store.load_peer_rows, lambda: datetime.now(UTC), 300.0
             )
         )
+        root.start_soon(reporter.backfill, datetime.now(UTC) - timedelta(days=7))
         await root.start(publisher.run, publish_receive)
         async with trio.open_nursery() as work:  # everything that produces updates
             await work.start(engine.run, events_receive)

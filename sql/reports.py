@@ -180,6 +180,20 @@ def load_arrival_price(conn: Conn, order_id: str) -> Decimal | None:
     return None if row is None or row[0] is None else Decimal(row[0])
 
 
+def load_unreported(conn: Conn, since: datetime, limit: int) -> list[str]:
+    """Executions finished with fills since `since` that have no report (a report task cut
+    short by a stop or a crash), oldest first."""
+    rows = conn.execute(
+        b"SELECT bo.id FROM broker_orders bo"
+        b" WHERE bo.status IN ('FILLED', 'CANCELED', 'EXPIRED') AND bo.filled_quantity > 0"
+        b" AND bo.updated_at >= %s"
+        b" AND NOT EXISTS (SELECT 1 FROM execution_reports r WHERE r.broker_order_id = bo.id)"
+        b" ORDER BY bo.updated_at LIMIT %s",
+        (since, limit),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def load_peer_rows(conn: Conn, since: datetime) -> list[PeerRow]:
     """Every report since `since` with a known cost: what the peer statistics are built from."""
     rows = conn.execute(

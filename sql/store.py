@@ -258,6 +258,9 @@ class Store:
     async def load_arrival_price(self, order_id: str) -> Decimal | None:
         return await self._read(lambda conn: reports.load_arrival_price(conn, order_id))
 
+    async def load_unreported(self, since: datetime, limit: int = 1000) -> list[str]:
+        return await self._read(lambda conn: reports.load_unreported(conn, since, limit))
+
     async def load_peer_rows(self, since: datetime) -> list[PeerRow]:
         return await self._read(lambda conn: reports.load_peer_rows(conn, since))
 

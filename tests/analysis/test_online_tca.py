@@ -8,10 +8,11 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import msgspec
+import psycopg
 import pytest
 import trio
 
@@ -214,3 +215,23 @@ async def test_unknown_orders_are_404_and_a_foreign_execution_is_400(desk: Desk)
     live = await desk.engine.transaction_cost_analysis(TCARequest(order_id=request.order_id))
     assert live.execution_id == response.execution_id and live.average_execution_price is None
     assert msgspec.json.encode(live)  # a working order is analysed from the live tapes
+
+
+async def test_reports_cut_short_by_a_stop_are_backfilled_at_start(desk: Desk) -> None:
+    quote = desk.market.quote(SYMBOL)
+    request = order(price=quote.ask)  # marketable: fills at once
+    await desk.engine.route_order(request)
+    await reported(desk, request.order_id)
+    execution = await desk.store.load_latest_execution(request.order_id)
+    assert execution is not None and await desk.store.load_report(execution.id) is not None
+
+    def forget(conn: psycopg.Connection[object]) -> None:
+        conn.execute("DELETE FROM execution_reports WHERE broker_order_id = %s", (execution.id,))
+        conn.commit()
+
+    await desk.store._read(forget)  # as if the daemon had stopped before writing it
+    fresh = ExecutionReporter(desk.store, MarketBook({SYMBOL: AssetClass.EQUITY}))
+    assert await fresh.backfill(execution.updated_at - timedelta(minutes=1)) >= 1
+    stored = await desk.store.load_report(execution.id)
+    assert stored is not None and stored.arrival_price == (quote.bid + quote.ask) / 2
+    assert await fresh.backfill(execution.updated_at - timedelta(minutes=1)) == 0  # once only
