@@ -18,10 +18,11 @@ with 422. Stream executions carry an `execution_id` that differs from the FILL a
 
 Faults. `fail_next_post(status, create_anyway)` answers the next POST /orders with `status`
 (429 with Alpaca's rate-limit headers, or 5xx), after creating the order when
-`create_anyway`; `fail_next` does the same for any method and path; `delay_next_post` answers
-late (after creating the order). `drop_stream()` closes every websocket, and events published
-while no connection listens are lost, as at Alpaca; `stream_outage()` also refuses new ones
-(HTTP 503) until it ends. `posts[client_order_id]` counts the POSTs received.
+`create_anyway`; `fail_next` does the same for any method and path; `delay_next` does the
+request and answers it late; `revoke_keys()` makes every later request and login a 401.
+`drop_stream()` closes every websocket, and events published while no connection listens
+are lost, as at Alpaca; `stream_outage()` also refuses new ones (HTTP 503) until it ends.
+`posts[client_order_id]` counts the POSTs received.
 
 The server runs as a Trio task (hypercorn, raw ASGI) in the test's own loop: the adapter calls
 alpaca-py from worker threads, so the loop is free to answer.
