@@ -40,6 +40,7 @@ from api.codec import to_builtins
 from api.events import AnyBrokerEvent
 from api.rest import create_app
 from daemon import servers
+from daemon.brokers import BrokerSetupError, build_handles
 from daemon.bus import NatsBus
 from daemon.config import Config
 from daemon.endpoints import OVERLOADED, admin_endpoints, service_endpoints
@@ -138,18 +139,12 @@ async def run_daemon(
             log.info("migrations applied", extra={"versions": applied})
         async with Store.open(database_url, pool_size=config.database.pool_size) as store:
             market = SimulatedMarket(config.market)
-            handles = [
-                BrokerHandle(
-                    SimulatedBroker(b, market),
-                    b.name,
-                    settle=config.service.settle_s,
-                    capacity=config.service.broker_capacity,
-                    venue_access=b.venue_access or float(b.liquidity_share),
-                    max_participation=b.max_participation,
-                )
-                for b in config.brokers
-            ]
-            await store.upsert_brokers([h.record({"kind": "simulated"}) for h in handles])
+            try:
+                built = build_handles(config, market)
+            except BrokerSetupError as exc:
+                raise StartupError(str(exc)) from None
+            handles = [handle for handle, _ in built]
+            await store.upsert_brokers([handle.record(params) for handle, params in built])
             await restore_broker_state(store, handles, datetime.now(UTC))
             name = f"broker-integration-{config.instance_id}"
             async with NatsBus.connect(

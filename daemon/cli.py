@@ -181,14 +181,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(config.service.log_level)
-    for secret in (*config.rest.tokens, _password(config.database.url), _password(config.nats.url)):
+    alpaca_secrets = [os.environ.get(name) for a in config.alpaca for name in (a.key_env, a.secret_env)]
+    for secret in (
+        *config.rest.tokens,
+        _password(config.database.url),
+        _password(config.nats.url),
+        *alpaca_secrets,
+    ):
         if secret:
             register_secret(secret)
 
     def banner(endpoints: Endpoints) -> None:
         if not sys.stdout.isatty():
             return
-        brokers = ", ".join(b.broker_id for b in config.brokers)
+        brokers = ", ".join(config.broker_ids)
         print(
             f"\nBroker Integration Service is ready\n"
             f"  NATS      {endpoints.nats_url}\n"

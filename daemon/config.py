@@ -24,6 +24,7 @@ from pathlib import Path
 
 import msgspec
 
+from adapters.alpaca.config import AlpacaConfig
 from adapters.simulated.config import (
     MarketConfig,
     SimulatedBrokerConfig,
@@ -97,8 +98,9 @@ class MarketDataSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     #: Subjects: <prefix>.quotes.<symbol>, <prefix>.trades.<symbol>, <prefix>.close.<symbol>.
     prefix: str = "marketdata.v1"
     #: Publish the simulated market on those subjects (the embedded default's Market Data
-    #: Service). Turn off when a real Market Data Service publishes them.
-    publish_simulated: bool = True
+    #: Service). Unset: on when only simulated brokers are configured, off as soon as a real
+    #: broker is (then a real Market Data Service must publish them).
+    publish_simulated: bool | None = None
     #: How long start-up waits for a first quote of every instrument.
     first_quote_wait_s: float = 5.0
 
@@ -114,7 +116,27 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             seed=7, tick_interval_ms=250.0, instruments=default_instruments()
         )
     )
-    brokers: tuple[SimulatedBrokerConfig, ...] = msgspec.field(default_factory=default_brokers)
+    #: Simulated brokers. Unset: the embedded default's three, unless a real broker is
+    #: configured (then none: simulated venues never sit next to real ones by accident).
+    brokers: tuple[SimulatedBrokerConfig, ...] | None = None
+    #: Alpaca accounts (adapters.alpaca.AlpacaConfig), credentials from the environment.
+    alpaca: tuple[AlpacaConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        real = bool(self.alpaca)
+        if self.brokers is None:
+            msgspec.structs.force_setattr(self, "brokers", () if real else default_brokers())
+        if self.market_data.publish_simulated is None:
+            section = msgspec.structs.replace(self.market_data, publish_simulated=not real)
+            msgspec.structs.force_setattr(self, "market_data", section)
+
+    @property
+    def simulated_brokers(self) -> tuple[SimulatedBrokerConfig, ...]:
+        return self.brokers or ()
+
+    @property
+    def broker_ids(self) -> list[str]:
+        return [b.broker_id for b in self.simulated_brokers] + [a.broker_id for a in self.alpaca]
 
     @property
     def state_dir(self) -> Path:
@@ -191,11 +213,11 @@ def commission_problem(structure: CommissionStructure) -> str | None:
 
 
 def _check(config: Config) -> None:
-    ids = [b.broker_id for b in config.brokers]
+    ids = config.broker_ids
     duplicates = {i for i in ids if ids.count(i) > 1}
     if duplicates:
         raise ConfigError(f"brokers: duplicate broker_id {sorted(duplicates)}")
-    if not config.brokers:
+    if not ids:
         raise ConfigError("brokers: at least one broker must be configured")
     if not 0 <= config.rest.port <= 65535:
         raise ConfigError(f"rest.port: {config.rest.port} is not a port number")
@@ -206,10 +228,14 @@ def _check(config: Config) -> None:
         )
     if config.service.request_workers < 1:
         raise ConfigError("service.request_workers must be at least 1")
-    for i, broker in enumerate(config.brokers):
+    for i, broker in enumerate(config.simulated_brokers):
         problem = commission_problem(broker.commission)
         if problem:
             raise ConfigError(f"brokers[{i}] ({broker.broker_id}).commission: {problem}")
+    for i, account in enumerate(config.alpaca):
+        problem = commission_problem(account.commission)
+        if problem:
+            raise ConfigError(f"alpaca[{i}] ({account.broker_id}).commission: {problem}")
     unknown = set(config.service.attempt_deadline_ms) - {u.value for u in Urgency}
     if unknown:
         raise ConfigError(f"service.attempt_deadline_ms: unknown urgency {sorted(unknown)}")

@@ -470,3 +470,40 @@ def test_negative_commission_raises_config_error(tmp_path: Path, commission: str
 def test_invalid_market_raises_config_error(tmp_path: Path) -> None:
     message = config_error(tmp_path, "[market]\nsession_close_utc = '25:99'\n")
     assert "session_close_utc" in message
+
+
+# --- real brokers -------------------------------------------------------------------------
+
+
+ALPACA = """
+[[alpaca]]
+broker_id = "alpaca-paper"
+key_env = "MY_KEY"
+secret_env = "MY_SECRET"
+"""
+
+
+def test_a_real_broker_replaces_the_simulated_defaults_and_their_market_data(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ALPACA), {})
+    assert config.broker_ids == ["alpaca-paper"]
+    assert config.simulated_brokers == ()
+    assert config.market_data.publish_simulated is False  # a real Market Data Service publishes
+    assert config.alpaca[0].rest_url == "https://paper-api.alpaca.markets"  # paper unless said
+
+
+def test_simulated_brokers_beside_a_real_one_only_when_asked(tmp_path: Path) -> None:
+    text = (
+        ALPACA + '\n[market_data]\npublish_simulated = true\n\n[[brokers]]\nbroker_id = "sim"\nname = "Sim"\n'
+    )
+    text += 'asset_classes = ["EQUITY"]\nfeatures = ["MARKET_ORDERS"]\ncommission = { baseRate = "0.001" }\n'
+    text += 'venue = "SIM"\nseed = 1\n'
+    config = load_config(write(tmp_path, text), {})
+    assert config.broker_ids == ["sim", "alpaca-paper"]
+    assert config.market_data.publish_simulated is True
+
+
+def test_alpaca_mistakes_name_the_key(tmp_path: Path) -> None:
+    assert "alpaca" in config_error(
+        tmp_path, ALPACA + 'paper = true\nbase_url = "https://api.alpaca.markets"\n'
+    )
+    assert "duplicate broker_id" in config_error(tmp_path, ALPACA + ALPACA)

@@ -53,7 +53,14 @@ reject_rate = 1.0
 
 
 def write_config(
-    path: Path, *, state_dir: Path, nats_url: str, database_url: str, rest_port: int, instance: str
+    path: Path,
+    *,
+    state_dir: Path,
+    nats_url: str,
+    database_url: str,
+    rest_port: int,
+    instance: str,
+    brokers_toml: str = BROKERS_TOML,
 ) -> Path:
     text = f"""
 [service]
@@ -80,14 +87,21 @@ prefix = {json.dumps("marketdata." + instance)}
 [market]
 seed = 11
 tick_interval_ms = 20.0
-{BROKERS_TOML}
+{brokers_toml}
 """
     path.write_text(text)
     return path
 
 
 class DaemonProcess:
-    def __init__(self, workdir: Path, nats_url: str, database_url: str, instance: str = "e2e") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        nats_url: str,
+        database_url: str,
+        instance: str = "e2e",
+        brokers_toml: str = BROKERS_TOML,
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.state_dir = workdir / "state"
@@ -99,6 +113,7 @@ class DaemonProcess:
             database_url=database_url,
             rest_port=self.rest_port,
             instance=instance,
+            brokers_toml=brokers_toml,
         )
         self.log_path = workdir / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,44 @@
+"""Building the daemon's broker connections from configuration: simulated venues on the
+simulated market, Alpaca accounts, FIX sessions. Each becomes a `BrokerHandle` plus the
+connection parameters recorded in `broker_connections` (never a credential)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from adapters.alpaca import build_alpaca_broker
+from adapters.simulated import SimulatedBroker, SimulatedMarket
+from daemon.config import Config
+from nursery.brokers import BrokerHandle
+
+
+class BrokerSetupError(ValueError):
+    """A configured broker cannot be built; the message says which and what to fix."""
+
+
+def build_handles(
+    config: Config, market: SimulatedMarket, environ: Mapping[str, str] | None = None
+) -> list[tuple[BrokerHandle, dict[str, str]]]:
+    env = dict(os.environ if environ is None else environ)
+    common = {"settle": config.service.settle_s, "capacity": config.service.broker_capacity}
+    built: list[tuple[BrokerHandle, dict[str, str]]] = []
+    for b in config.simulated_brokers:
+        handle = BrokerHandle(
+            SimulatedBroker(b, market),
+            b.name,
+            venue_access=b.venue_access or float(b.liquidity_share),
+            max_participation=b.max_participation,
+            **common,  # type: ignore[arg-type]
+        )
+        built.append((handle, {"kind": "simulated"}))
+    for a in config.alpaca:
+        try:
+            adapter = build_alpaca_broker(a, env)
+        except ValueError as exc:
+            raise BrokerSetupError(
+                f"alpaca broker {a.broker_id!r}: {exc} (set the variables named by key_env/secret_env)"
+            ) from None
+        params = {"kind": "alpaca", "base_url": a.rest_url, "paper": str(a.paper).lower()}
+        built.append((BrokerHandle(adapter, a.name, **common), params))  # type: ignore[arg-type]
+    return built

@@ -1,0 +1,111 @@
+"""The daemon routing real orders to Alpaca with configuration alone: an `[[alpaca]]` section
+pointed at the loopback Alpaca emulator, credentials in the environment variables it names,
+market data from an external publisher on NATS (no simulated market, no simulated brokers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+import pytest
+import trio
+
+from api import subjects
+from market.subjects import subject
+from tests.support.alpaca_emulator import AlpacaEmulator
+from tests.support.daemon import DaemonProcess
+from tests.support.oms import order, request, route, run, updates_for
+
+INSTANCE = "e2e-alpaca"
+QUOTES = subject("quotes", "AAPL", f"marketdata.{INSTANCE}")
+
+
+class QuotePublisher:
+    """A stand-in Market Data Service: publishes an AAPL quote every 20 ms from its own thread."""
+
+    def __init__(self, nats_url: str) -> None:
+        self.nats_url = nats_url
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        nc = await nats.connect(servers=[self.nats_url])
+        try:
+            while not self._stop.is_set():
+                quote = {
+                    "symbol": "AAPL",
+                    "bid": "99.98",
+                    "ask": "100.02",
+                    "timestamp": datetime.now(UTC).isoformat(),
+                }
+                await nc.publish(
+                    subject("quotes", "AAPL", f"marketdata.{INSTANCE}"), json.dumps(quote).encode()
+                )
+                await asyncio.sleep(0.02)
+        finally:
+            await nc.close()
+
+    def __enter__(self) -> QuotePublisher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def quotes(nats_url: str) -> Iterator[QuotePublisher]:
+    with QuotePublisher(nats_url) as publisher:
+        yield publisher
+
+
+async def test_an_alpaca_account_configured_alone_routes_and_fills_orders(
+    tmp_path: Path, nats_url: str, database_url: str, quotes: QuotePublisher
+) -> None:
+    emulator = AlpacaEmulator()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(emulator.serve)
+        alpaca_toml = f"""
+[[alpaca]]
+broker_id = "alpaca-paper"
+name = "Alpaca (emulated)"
+base_url = {json.dumps(emulator.url)}
+key_env = "E2E_ALPACA_KEY"
+secret_env = "E2E_ALPACA_SECRET"
+"""
+        daemon = DaemonProcess(tmp_path, nats_url, database_url, instance=INSTANCE, brokers_toml=alpaca_toml)
+        env = {"E2E_ALPACA_KEY": emulator.key_id, "E2E_ALPACA_SECRET": emulator.secret}
+        await trio.to_thread.run_sync(lambda: daemon.start(env=env))
+        try:
+            listed = await trio.to_thread.run_sync(
+                lambda: run(request(daemon.nats_url, subjects.LIST_BROKERS, {}))
+            )
+            assert [b["id"] for b in listed.body] == ["alpaca-paper"]  # no simulated venue beside it
+
+            reply = await trio.to_thread.run_sync(
+                lambda: route(daemon.nats_url, order("alp-e2e-1", quantity=3))
+            )
+            assert reply.error_code is None and reply.body["status"] == "ACCEPTED", reply
+            assert reply.body["selectedBroker"] == "alpaca-paper"
+            updates = await trio.to_thread.run_sync(
+                lambda: updates_for(daemon.nats_url, "alp-e2e-1", until_status="COMPLETED")
+            )
+            assert updates[-1][1]["status"] == "COMPLETED" and updates[-1][1]["filledQuantity"] == 3
+            assert list(emulator.posts.values()) == [1]  # one POST /v2/orders, one order
+
+            tca = await trio.to_thread.run_sync(
+                lambda: run(request(daemon.nats_url, subjects.GET_TCA, {"orderId": "alp-e2e-1"}))
+            )
+            assert tca.body["benchmarkPrice"] == 100.0  # the arrival mid from the external quotes
+        finally:
+            code = await trio.to_thread.run_sync(daemon.stop)
+            nursery.cancel_scope.cancel()
+        log = daemon.log()
+        assert code == 0, log
+        assert emulator.secret not in log and emulator.key_id not in log
