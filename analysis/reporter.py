@@ -31,7 +31,16 @@ from routing.stats import RoutingStats, TcaObservation
 from sql.reports import ReportRecord
 from sql.store import Store
 from tca.engine import analyse
-from tca.model import DEFAULT_CONFIG, MarketData, TcaConfig, Trades, from_broker_order, ns_of
+from tca.model import (
+    DEFAULT_CONFIG,
+    MarketData,
+    TcaConfig,
+    TcaFill,
+    TcaOrder,
+    Trades,
+    from_broker_order,
+    ns_of,
+)
 from tca.result import TcaResult
 
 log = logging.getLogger(__name__)
@@ -52,6 +61,8 @@ class MarketSource(Protocol):
 
     def close(self, symbol: str, day: date) -> Decimal | None: ...
 
+    def mid_at(self, symbol: str, ts_ns: int) -> Decimal | None: ...
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -59,6 +70,16 @@ def _utcnow() -> datetime:
 
 def _float(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _online(order: TcaOrder, fills: tuple[TcaFill, ...], end_ns: int) -> tuple[TcaOrder, tuple[TcaFill, ...]]:
+    """The online window rule: first fill -> last fill (the TCA default), except when the fills
+    span no time (one fill, or all at one instant: most market orders), where that window is
+    empty; then the order's own window, arrival -> end."""
+    times = {f.ts_ns for f in fills}
+    if len(times) <= 1 and end_ns > order.arrival_ns:
+        order = msgspec.structs.replace(order, window_start_ns=order.arrival_ns, window_end_ns=end_ns)
+    return order, fills
 
 
 class ExecutionReporter:
@@ -95,11 +116,17 @@ class ExecutionReporter:
             log.warning("no report: instrument unknown to the market data", extra={"symbol": order.symbol})
             return None
         arrival = await self._store.load_arrival_price(order.order_id)
-        end_price = self._market.mid(order.symbol)
-        tca_order, fills = from_broker_order(
-            order, asset_class=asset_class.value, arrival_price=_float(arrival), end_price=_float(end_price)
-        )
         end_ns = ns_of(order.updated_at) + 1
+        end_price = self._market.mid_at(order.symbol, end_ns)
+        tca_order, fills = _online(
+            *from_broker_order(
+                order,
+                asset_class=asset_class.value,
+                arrival_price=_float(arrival),
+                end_price=_float(end_price),
+            ),
+            end_ns,
+        )
         data = self._window(order.symbol, tca_order.arrival_ns, end_ns)
         result = analyse(
             tca_order, fills, data, TCABenchmark.ARRIVAL_PRICE, peers=self.peers.stats, config=self._config
@@ -109,7 +136,11 @@ class ExecutionReporter:
             return None
         self.written += 1
         self.peers.add(result)
+        # What the broker's execution cost beyond the market's own move: slippage vs arrival
+        # less the realised impact (the mid's move to the end), which routing models apart.
         implicit = result.arrival_slippage_bps
+        if implicit is not None and result.market_impact_bps is not None:
+            implicit -= result.market_impact_bps
         if self.stats is not None and implicit is not None and result.executed_notional > 0:
             self.stats.on_tca(
                 TcaObservation(
@@ -199,14 +230,19 @@ class ExecutionReporter:
             arrival, end_price = stored.arrival_price, stored.end_price
         else:
             arrival = await self._store.load_arrival_price(order.order_id)
-            end_price = self._market.mid(order.symbol)
-        tca_order, fills = from_broker_order(
-            order,
-            asset_class=asset_class.value if asset_class is not None else "EQUITY",
-            arrival_price=_float(arrival),
-            end_price=_float(end_price),
-        )
+            end_price = None
         end = order.updated_at if order.status.is_final else self._clock()
+        if end_price is None:
+            end_price = self._market.mid_at(order.symbol, ns_of(end) + 1)
+        tca_order, fills = _online(
+            *from_broker_order(
+                order,
+                asset_class=asset_class.value if asset_class is not None else "EQUITY",
+                arrival_price=_float(arrival),
+                end_price=_float(end_price),
+            ),
+            ns_of(end) + 1,
+        )
         close = await self._close(order.symbol, end.date())
         if stored is not None and stored.market_window is not None:
             data = windows.decode(stored.market_window, close)

@@ -32,7 +32,7 @@ def build_handles(
             **common,  # type: ignore[arg-type]
         )
         built.append((handle, {"kind": "simulated"}))
-    for a in config.alpaca:
+    for a in config.alpaca_brokers:
         try:
             adapter = build_alpaca_broker(a, env)
         except ValueError as exc:

@@ -181,7 +181,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(config.service.log_level)
-    alpaca_secrets = [os.environ.get(name) for a in config.alpaca for name in (a.key_env, a.secret_env)]
+    alpaca_secrets = [
+        os.environ.get(name) for a in config.alpaca_brokers for name in (a.key_env, a.secret_env)
+    ]
     for secret in (
         *config.rest.tokens,
         _password(config.database.url),

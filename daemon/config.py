@@ -120,10 +120,10 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: configured (then none: simulated venues never sit next to real ones by accident).
     brokers: tuple[SimulatedBrokerConfig, ...] | None = None
     #: Alpaca accounts (adapters.alpaca.AlpacaConfig), credentials from the environment.
-    alpaca: tuple[AlpacaConfig, ...] = ()
+    alpaca_brokers: tuple[AlpacaConfig, ...] = ()
 
     def __post_init__(self) -> None:
-        real = bool(self.alpaca)
+        real = bool(self.alpaca_brokers)
         if self.brokers is None:
             msgspec.structs.force_setattr(self, "brokers", () if real else default_brokers())
         if self.market_data.publish_simulated is None:
@@ -136,7 +136,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     @property
     def broker_ids(self) -> list[str]:
-        return [b.broker_id for b in self.simulated_brokers] + [a.broker_id for a in self.alpaca]
+        simulated = [b.broker_id for b in self.simulated_brokers]
+        return simulated + [a.broker_id for a in self.alpaca_brokers]
 
     @property
     def state_dir(self) -> Path:
@@ -232,10 +233,10 @@ def _check(config: Config) -> None:
         problem = commission_problem(broker.commission)
         if problem:
             raise ConfigError(f"brokers[{i}] ({broker.broker_id}).commission: {problem}")
-    for i, account in enumerate(config.alpaca):
+    for i, account in enumerate(config.alpaca_brokers):
         problem = commission_problem(account.commission)
         if problem:
-            raise ConfigError(f"alpaca[{i}] ({account.broker_id}).commission: {problem}")
+            raise ConfigError(f"alpaca_brokers[{i}] ({account.broker_id}).commission: {problem}")
     unknown = set(config.service.attempt_deadline_ms) - {u.value for u in Urgency}
     if unknown:
         raise ConfigError(f"service.attempt_deadline_ms: unknown urgency {sorted(unknown)}")

@@ -68,6 +68,8 @@ class MarketBook:
         self._max_closes = max_closes
         self.received = 0
         self.ignored = 0
+        #: The market time of the first message received: the tapes say nothing about before.
+        self.since_ns: int | None = None
 
     def __repr__(self) -> str:
         return (
@@ -88,6 +90,8 @@ class MarketBook:
             return
         self.received += 1
         ts = ns_of(message.timestamp)
+        if self.since_ns is None:
+            self.since_ns = ts
         bid, ask = float(message.bid), float(message.ask)
         instrument.quotes.append(ts, bid, ask)
         if ts >= instrument.quote_ns:
@@ -101,6 +105,8 @@ class MarketBook:
             return
         self.received += 1
         ts = ns_of(message.timestamp)
+        if self.since_ns is None:
+            self.since_ns = ts
         price, size = float(message.price), float(message.size)
         instrument.trades.append(ts, price, size)
         instrument.estimator.on_trade(price, size, ts / NS)
@@ -142,13 +148,25 @@ class MarketBook:
         return None if instrument is None else instrument.closes.get(day)
 
     def covers(self, symbol: str, start_ns: int) -> bool:
-        """Whether the tapes still hold everything from `start_ns` on."""
+        """Whether the tapes hold everything from `start_ns` on: the intake was already
+        receiving then (not, say, an order from before a restart), and nothing since was
+        trimmed away."""
         instrument = self._instruments.get(symbol)
         return (
             instrument is not None
+            and self.since_ns is not None
+            and self.since_ns <= start_ns
             and instrument.trades.covers(start_ns)
             and instrument.quotes.covers(start_ns)
         )
+
+    def mid_at(self, symbol: str, ts_ns: int) -> Decimal | None:
+        """The mid of the last quote at or before `ts_ns` still on the tape (None if none)."""
+        instrument = self._instruments.get(symbol)
+        row = None if instrument is None else instrument.quotes.last_at_or_before(ts_ns)
+        if row is None:
+            return None
+        return Decimal(repr((row[1] + row[2]) / 2.0))
 
     def market_data(
         self, symbol: str, start_ns: int, end_ns: int, close_day: date | None = None

@@ -1,5 +1,5 @@
 """The market-data intake: subscribes to the Market Data Service's subjects over NATS and feeds
-the `MarketBook`. A bad message is dropped and counted (logged at most once a minute per kind),
+the `MarketBook`. A bad message is dropped and counted (a warning at most once a minute, with the count),
 never allowed to stop the intake; official closes are also handed to `on_close` (persisted, so a
 TCA request after a restart still has them)."""
 

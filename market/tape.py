@@ -79,6 +79,11 @@ class Tape:
         )
 
     def covers(self, start_ns: int) -> bool:
-        """Whether the tape still holds everything from `start_ns` on (nothing there was
-        trimmed away)."""
+        """Whether nothing from `start_ns` on was trimmed away (whether the tape was being fed
+        at `start_ns` is the book's to say)."""
         return self.dropped == 0 or (self.first_ns is not None and self.first_ns < start_ns)
+
+    def last_at_or_before(self, ts_ns: int) -> tuple[int, float, float] | None:
+        """The last row at or before `ts_ns`."""
+        i = bisect_right(self._ts, ts_ns)
+        return None if i == 0 else (self._ts[i - 1], self._a[i - 1], self._b[i - 1])

@@ -173,7 +173,7 @@ def select_broker(
         order.execution_strategy,
         order.urgency,
         preferred,
-        stats is not None,
+        stats is not None and bool(stats.brokers),
         notional,
         config.urgency[order.urgency],
     )

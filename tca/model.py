@@ -184,7 +184,8 @@ class TcaConfig(msgspec.Struct, frozen=True):
       `confidence` critical value, Bonferroni-corrected for the number of alternatives compared
       (picking the best of k groups must not manufacture evidence): with one alternative and
       0.95, 1.96 standard errors.
-    - `size_bucket_edges`: executed-notional edges of the size buckets (ascending).
+    - `size_bucket_edges`: edges of the size buckets (ascending), in notional: the intended
+      quantity at the arrival price (else the decision price, else the average price).
     - `tie_tolerance`: relative tolerance under which a print counts as "at our price" in the
       relative performance measure (float averages are rarely bit-equal to a print).
     """

@@ -19,7 +19,7 @@ import trio
 from adapters.simulated import SimulatedBroker, SimulatedMarket
 from adapters.simulated.config import MarketConfig, default_instruments
 from adapters.simulated.market import MarketEvent, QuoteEvent
-from analysis.reporter import ExecutionReporter
+from analysis.reporter import ExecutionReporter, _online
 from api.contracts import CancelOrderRequest, OrderRoutingRequest, TCARequest
 from api.enums import AssetClass, OrderType, RoutingStatus, Side, TCABenchmark, TimeInForce
 from api.errors import InvalidRequest, NotFound
@@ -31,6 +31,7 @@ from nursery.engine import ExecutionEngine
 from routing.stats import RoutingStats
 from sql.records import OutboxEvent
 from sql.store import Store
+from tca.model import TcaFill, TcaOrder
 from tests.nursery.test_failover import venue
 
 SYMBOL = "AAPL"
@@ -235,3 +236,13 @@ async def test_reports_cut_short_by_a_stop_are_backfilled_at_start(desk: Desk) -
     stored = await desk.store.load_report(execution.id)
     assert stored is not None and stored.arrival_price == (quote.bid + quote.ask) / 2
     assert await fresh.backfill(execution.updated_at - timedelta(minutes=1)) == 0  # once only
+
+
+def test_fills_at_one_instant_are_measured_over_the_orders_own_window() -> None:
+    base = TcaOrder(order_id="o", symbol=SYMBOL, side=Side.BUY, quantity=10.0, broker_id="b", arrival_ns=100)
+    one = (TcaFill(150, 10.0, 1.0),)
+    order_one, _ = _online(base, one, 200)
+    assert (order_one.window_start_ns, order_one.window_end_ns) == (100, 200)
+    two = (TcaFill(150, 5.0, 1.0), TcaFill(180, 5.0, 1.0))
+    order_two, _ = _online(base, two, 200)
+    assert order_two.window_start_ns is None  # first fill -> last fill, the TCA default

@@ -476,7 +476,7 @@ def test_invalid_market_raises_config_error(tmp_path: Path) -> None:
 
 
 ALPACA = """
-[[alpaca]]
+[[alpaca_brokers]]
 broker_id = "alpaca-paper"
 key_env = "MY_KEY"
 secret_env = "MY_SECRET"
@@ -488,7 +488,7 @@ def test_a_real_broker_replaces_the_simulated_defaults_and_their_market_data(tmp
     assert config.broker_ids == ["alpaca-paper"]
     assert config.simulated_brokers == ()
     assert config.market_data.publish_simulated is False  # a real Market Data Service publishes
-    assert config.alpaca[0].rest_url == "https://paper-api.alpaca.markets"  # paper unless said
+    assert config.alpaca_brokers[0].rest_url == "https://paper-api.alpaca.markets"  # paper unless said
 
 
 def test_simulated_brokers_beside_a_real_one_only_when_asked(tmp_path: Path) -> None:

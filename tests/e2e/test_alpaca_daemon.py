@@ -1,4 +1,4 @@
-"""The daemon routing real orders to Alpaca with configuration alone: an `[[alpaca]]` section
+"""The daemon routing real orders to Alpaca with configuration alone: an `[[alpaca_brokers]]` section
 pointed at the loopback Alpaca emulator, credentials in the environment variables it names,
 market data from an external publisher on NATS (no simulated market, no simulated brokers)."""
 
@@ -72,7 +72,7 @@ async def test_an_alpaca_account_configured_alone_routes_and_fills_orders(
     async with trio.open_nursery() as nursery:
         await nursery.start(emulator.serve)
         alpaca_toml = f"""
-[[alpaca]]
+[[alpaca_brokers]]
 broker_id = "alpaca-paper"
 name = "Alpaca (emulated)"
 base_url = {json.dumps(emulator.url)}

@@ -152,3 +152,15 @@ async def test_the_simulated_feed_reaches_the_book_over_nats(nats_url: str) -> N
         assert book.mid(symbol) == (quote.bid + quote.ask) / 2  # the last tick's quote
         assert book.close(symbol, date(2026, 3, 2)) == quote.last
     assert intake.bad == 0 and book.ignored == 0
+
+
+def test_the_book_covers_only_what_it_was_listening_to_and_gives_the_mid_at_a_time() -> None:
+    book = MarketBook({"AAPL": AssetClass.EQUITY})
+    assert not book.covers("AAPL", ns_of(at(0)))  # nothing received yet
+    book.on_quote(QuoteMessage("AAPL", Decimal("10.00"), Decimal("10.02"), at(5)))
+    book.on_quote(QuoteMessage("AAPL", Decimal("10.10"), Decimal("10.12"), at(9)))
+    assert not book.covers("AAPL", ns_of(at(4)))  # an order from before the intake started
+    assert book.covers("AAPL", ns_of(at(5))) and book.covers("AAPL", ns_of(at(6)))
+    assert book.mid_at("AAPL", ns_of(at(4))) is None
+    assert book.mid_at("AAPL", ns_of(at(8))) == Decimal("10.01")
+    assert book.mid_at("AAPL", ns_of(at(9))) == Decimal("10.11")
