@@ -14,10 +14,16 @@ canceled at once; cancels and status requests are answered as FIX 4.4 says (unkn
 OrdStatus 8 with OrdRejReason 5). Messages it generates while no one is connected are numbered
 and kept, as a real broker's are, and reach us through the ResendRequest of our next logon.
 
-Test hooks: `skip_outgoing_seq`, `drop_outgoing`, `send_resend_request`, `repeat_execution`,
-`disconnect`, `mute`, `refuse_cancels`, `ignore_new_orders`; records: `received`,
-`new_order_counts`, `errors`, `logons`. `open_fix_adapter` runs a FIX adapter logged on to a
-fresh acceptor (for the cross-adapter contract suite).
+Test hooks: methods `fill`, `skip_outgoing_seq`, `drop_outgoing`, `send_resend_request`,
+`send_test_request`, `replay`, `sequence_reset`, `send_garbled`, `repeat_execution`,
+`disconnect`; switches `muted`, `ignore_new_orders`, `business_reject_new_orders`,
+`session_reject_new_orders`, `refuse_cancels`, `cumulative_commission`,
+`ignore_resend_requests`, `password`. Records: `received` (every message from the client),
+`sent_of`, `new_order_counts` (NewOrderSingles per ClOrdID), `orders`, `errors`, `logons`.
+
+`open_fix_adapter` runs a FIX adapter logged on to a fresh acceptor (for the cross-adapter
+contract suite); `running`, `keep_running` and `run_until_lost` run an adapter the ways the
+tests need (plain, supervised with reconnects, until its connection drops).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from decimal import Decimal
 
 import trio
 
+from adapters.base import ConnectionLost
 from adapters.fix import FixBroker, FixConfig, FixTimeouts, build_fix_broker
 from api.contracts import CommissionStructure
 from api.enums import AssetClass, BrokerFeature, TimeInForce
@@ -140,6 +147,7 @@ class AcceptorOrder:
     status: str = "0"
     cum_qty: Decimal = Decimal(0)
     notional: Decimal = Decimal(0)
+    commission: Decimal = Decimal(0)
     reject_reason: str | None = None
 
     @property
@@ -171,9 +179,13 @@ class FixAcceptor:
     last_market: str = "XTST"
     password: str | None = None
     # test hooks (set directly)
-    ignore_new_orders: bool = False
-    refuse_cancels: str | None = None
-    muted: bool = False
+    ignore_new_orders: bool = False  # take no action on NewOrderSingle (as if lost inside)
+    business_reject_new_orders: str | None = None  # answer them with BusinessMessageReject
+    session_reject_new_orders: str | None = None  # answer them with a session Reject (35=3)
+    refuse_cancels: str | None = None  # answer cancels of open orders with OrderCancelReject
+    cumulative_commission: bool = False  # Commission (12) as the order's running total
+    muted: bool = False  # send nothing unasked, answer no TestRequest
+    ignore_resend_requests: int = 0  # leave this many of the client's ResendRequests unanswered
     # state and records
     port: int = 0
     next_out: int = 1
@@ -241,6 +253,30 @@ class FixAcceptor:
     async def send_resend_request(self, begin: int, end: int) -> None:
         await self._send("2", [(7, str(begin)), (16, str(end))])
 
+    async def send_test_request(self, test_id: str) -> None:
+        await self._send("1", [(112, test_id)])
+
+    async def replay(self, begin: int, end: int) -> None:
+        """Send messages begin..end again, PossDupFlag=Y and their old numbers, unasked."""
+        await self._answer_resend(Received("2", 0, [(7, str(begin)), (16, str(end))], b""))
+
+    async def sequence_reset(self, new_seq_no: int) -> None:
+        """SequenceReset in Reset mode (no GapFillFlag): our numbers jump to `new_seq_no`."""
+        await self._send("4", [(36, str(new_seq_no))])
+        self.next_out = new_seq_no
+
+    async def send_garbled(self) -> None:
+        """Number a TestRequest but write it with a wrong CheckSum (the client must drop it,
+        then recover the number with a ResendRequest)."""
+        async with self._send_lock:
+            number = self.next_out
+            self.next_out += 1
+            sending_time = _now()
+            self._sent[number] = _Sent("1", [(112, "garbled")], sending_time)
+            frame = build_frame("1", self._header(number, sending_time), [(112, "garbled")])
+            checksum = int(frame[-4:-1])
+            await self._write(frame[:-4] + f"{(checksum + 1) % 256:03d}".encode() + b"\x01")
+
     async def repeat_execution(self, exec_id: str) -> None:
         """Send the ExecutionReport with this ExecID again as a new message (a broker repeating
         itself): the client must not emit it twice."""
@@ -277,7 +313,10 @@ class FixAcceptor:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._heartbeats)
                 while True:
-                    data = await stream.receive_some(65536)
+                    try:
+                        data = await stream.receive_some(65536)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        break
                     if not data:
                         break
                     reader.buffer += data
@@ -293,8 +332,6 @@ class FixAcceptor:
                         if self._stream is None:
                             break
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
         finally:
             self._stream = None
             self.logged_on = False
@@ -474,6 +511,9 @@ class FixAcceptor:
             await self._send("j", [(45, str(message.seq)), (372, kind), (380, "3"), (58, "unsupported")])
 
     async def _answer_resend(self, message: Received) -> None:
+        if self.ignore_resend_requests and message.raw:
+            self.ignore_resend_requests -= 1
+            return
         begin, end = int(message.get(7) or 1), int(message.get(16) or 0)
         async with self._send_lock:
             last = self.next_out - 1 if end == 0 or end >= self.next_out else end
@@ -527,6 +567,14 @@ class FixAcceptor:
         self.new_order_counts[cl_ord_id] += 1
         if self.ignore_new_orders:
             return
+        if self.business_reject_new_orders is not None:
+            body: Fields = [(45, str(message.seq)), (372, "D"), (379, cl_ord_id), (380, "0")]
+            await self._send("j", [*body, (58, self.business_reject_new_orders)])
+            return
+        if self.session_reject_new_orders is not None:
+            body = [(45, str(message.seq)), (372, "D"), (373, "5"), (58, self.session_reject_new_orders)]
+            await self._send("3", body)
+            return
         order = AcceptorOrder(
             cl_ord_id=cl_ord_id,
             order_id=f"O{self._token}-{next(self._ids)}",
@@ -563,6 +611,9 @@ class FixAcceptor:
         order.notional += quantity * price
         order.status = "2" if order.cum_qty >= order.quantity else "1"
         commission = (quantity * price * self.commission_rate).quantize(Decimal("0.01"))
+        order.commission += commission
+        if self.cumulative_commission:
+            commission = order.commission
         extra: Fields = [
             (32, _decimal(quantity)),
             (31, _decimal(price)),
@@ -746,3 +797,17 @@ async def keep_running(
             if first:
                 raise
         await trio.sleep(0.05)
+
+
+async def run_until_lost(
+    adapter: FixBroker,
+    events: trio.MemorySendChannel[AnyBrokerEvent],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """`adapter.run` until its connection is lost (what a crash of our side looks like to the
+    broker, when the test drops the connection): ConnectionLost ends it quietly."""
+    try:
+        await adapter.run(events, task_status=task_status)
+    except ConnectionLost:
+        pass
