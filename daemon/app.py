@@ -140,7 +140,7 @@ async def run_daemon(
         async with Store.open(database_url, pool_size=config.database.pool_size) as store:
             market = SimulatedMarket(config.market)
             try:
-                built = build_handles(config, market)
+                built = build_handles(config, market, database_url)
             except BrokerSetupError as exc:
                 raise StartupError(str(exc)) from None
             handles = [handle for handle, _ in built]
@@ -156,9 +156,25 @@ async def run_daemon(
                     duplicate_window=config.nats.duplicate_window_s,
                     max_age=config.nats.stream_max_age_s,
                 )
-                await _serve(
-                    config, notifier, shutdown, on_ready, bus, store, market, handles, nats_url, database_url
-                )
+                try:
+                    await _serve(
+                        config,
+                        notifier,
+                        shutdown,
+                        on_ready,
+                        bus,
+                        store,
+                        market,
+                        handles,
+                        nats_url,
+                        database_url,
+                    )
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+                        for handle in handles:  # adapters holding resources (FIX: its database session)
+                            aclose = getattr(handle.adapter, "aclose", None)
+                            if aclose is not None:
+                                await aclose()
     log.info("stopped")
 
 

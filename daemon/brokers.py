@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 
 from adapters.alpaca import build_alpaca_broker
+from adapters.fix.adapter import build_fix_broker
 from adapters.simulated import SimulatedBroker, SimulatedMarket
 from daemon.config import Config
 from nursery.brokers import BrokerHandle
@@ -18,8 +19,12 @@ class BrokerSetupError(ValueError):
 
 
 def build_handles(
-    config: Config, market: SimulatedMarket, environ: Mapping[str, str] | None = None
+    config: Config,
+    market: SimulatedMarket,
+    database_url: str,
+    environ: Mapping[str, str] | None = None,
 ) -> list[tuple[BrokerHandle, dict[str, str]]]:
+    """FIX sessions keep their sequence numbers in `database_url` (the daemon's database)."""
     env = dict(os.environ if environ is None else environ)
     common = {"settle": config.service.settle_s, "capacity": config.service.broker_capacity}
     built: list[tuple[BrokerHandle, dict[str, str]]] = []
@@ -41,4 +46,18 @@ def build_handles(
             ) from None
         params = {"kind": "alpaca", "base_url": a.rest_url, "paper": str(a.paper).lower()}
         built.append((BrokerHandle(adapter, a.name, **common), params))  # type: ignore[arg-type]
+    for f in config.fix_brokers:
+        if f.password_env and not env.get(f.password_env):
+            raise BrokerSetupError(
+                f"fix broker {f.broker_id!r}: environment variable {f.password_env} (password_env) is not set"
+            )
+        fix = build_fix_broker(f, database_url)
+        params = {
+            "kind": "fix",
+            "host": f.host,
+            "port": str(f.port),
+            "sender_comp_id": f.sender_comp_id,
+            "target_comp_id": f.target_comp_id,
+        }
+        built.append((BrokerHandle(fix, f.name, **common), params))  # type: ignore[arg-type]
     return built

@@ -184,6 +184,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     alpaca_secrets = [
         os.environ.get(name) for a in config.alpaca_brokers for name in (a.key_env, a.secret_env)
     ]
+    alpaca_secrets += [os.environ.get(f.password_env) for f in config.fix_brokers if f.password_env]
     for secret in (
         *config.rest.tokens,
         _password(config.database.url),

@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 
 from adapters.alpaca.config import AlpacaConfig
+from adapters.fix.config import FixConfig
 from adapters.simulated.config import (
     MarketConfig,
     SimulatedBrokerConfig,
@@ -121,9 +122,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     brokers: tuple[SimulatedBrokerConfig, ...] | None = None
     #: Alpaca accounts (adapters.alpaca.AlpacaConfig), credentials from the environment.
     alpaca_brokers: tuple[AlpacaConfig, ...] = ()
+    #: FIX 4.4 sessions (adapters.fix.FixConfig; see adapters/fix/example.toml).
+    fix_brokers: tuple[FixConfig, ...] = ()
 
     def __post_init__(self) -> None:
-        real = bool(self.alpaca_brokers)
+        real = bool(self.alpaca_brokers or self.fix_brokers)
         if self.brokers is None:
             msgspec.structs.force_setattr(self, "brokers", () if real else default_brokers())
         if self.market_data.publish_simulated is None:
@@ -137,7 +140,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def broker_ids(self) -> list[str]:
         simulated = [b.broker_id for b in self.simulated_brokers]
-        return simulated + [a.broker_id for a in self.alpaca_brokers]
+        return (
+            simulated + [a.broker_id for a in self.alpaca_brokers] + [f.broker_id for f in self.fix_brokers]
+        )
 
     @property
     def state_dir(self) -> Path:
@@ -237,6 +242,10 @@ def _check(config: Config) -> None:
         problem = commission_problem(account.commission)
         if problem:
             raise ConfigError(f"alpaca_brokers[{i}] ({account.broker_id}).commission: {problem}")
+    for i, session in enumerate(config.fix_brokers):
+        problem = commission_problem(session.commission)
+        if problem:
+            raise ConfigError(f"fix_brokers[{i}] ({session.broker_id}).commission: {problem}")
     unknown = set(config.service.attempt_deadline_ms) - {u.value for u in Urgency}
     if unknown:
         raise ConfigError(f"service.attempt_deadline_ms: unknown urgency {sorted(unknown)}")

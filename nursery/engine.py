@@ -403,9 +403,12 @@ class ExecutionEngine:
                         return await self._confirm(live, routing_id, broker_order_id, self._clock())
                     reasons.append(f"{broker_id}: {placement.reason}; canceled there to fail over")
                     continue
-                placement = Placement(
-                    Outcome.REJECTED, f"{placement.reason}; the order never reached the broker"
+                why = (
+                    "the broker rejected it"
+                    if finding.resolution is Resolution.REFUSED
+                    else "the order never reached the broker"
                 )
+                placement = Placement(Outcome.REJECTED, f"{placement.reason}; {why}")
             reason = f"{broker_id}: {placement.reason}"
             reasons.append(reason)
             rejected = OrderRejected(live.order.client_order_id, self._clock(), reason)
@@ -536,8 +539,13 @@ class ExecutionEngine:
                         live.order.client_order_id, self._clock(), self._broker_order_id(live, finding)
                     )
                     await self._applier.apply(live, [adopted])
-            elif finding.resolution is Resolution.ABSENT:
-                why = f"{live.order.broker_id}: {reason}; the order never reached the broker"
+            elif finding.resolution in (Resolution.ABSENT, Resolution.REFUSED):
+                outcome = (
+                    "the broker rejected it"
+                    if finding.resolution is Resolution.REFUSED
+                    else "the order never reached the broker"
+                )
+                why = f"{live.order.broker_id}: {reason}; {outcome}"
                 await self._applier.apply(
                     live, [OrderRejected(live.order.client_order_id, self._clock(), why)]
                 )

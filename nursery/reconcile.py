@@ -5,6 +5,8 @@ again.
 timeouts and errors) until one of:
 
     EXISTS      the broker has the order (or its stream already said so): adopt or cancel it
+    REFUSED     the broker has it, as rejected (a FIX broker remembers a refused ClOrdID):
+                nothing lives there, exactly as after a rejection
     ABSENT      the broker, answering, has had no such order for `settle` seconds since the
                 attempt ended: longer than a request can stay in flight to it, so it never will
     UNRESOLVED  the budget ran out without an answer: the order stays PENDING, asked again later
@@ -24,6 +26,7 @@ import msgspec
 import trio
 
 from adapters.base import BrokerError, BrokerOrderSnapshot
+from api.enums import BrokerOrderStatus
 from nursery.brokers import BrokerHandle
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ MAX_BACKOFF = 2.0
 
 class Resolution(StrEnum):
     EXISTS = "EXISTS"
+    REFUSED = "REFUSED"
     ABSENT = "ABSENT"
     UNRESOLVED = "UNRESOLVED"
 
@@ -77,7 +81,8 @@ async def find_order(
             backoff = min(MAX_BACKOFF, backoff * 2)
             continue
         if snapshot is not None:
-            return Finding(Resolution.EXISTS, snapshot, queries)
+            refused = snapshot.status is BrokerOrderStatus.REJECTED
+            return Finding(Resolution.REFUSED if refused else Resolution.EXISTS, snapshot, queries)
         waited = trio.current_time() - unknown_since
         if waited >= settle:
             return Finding(Resolution.ABSENT, queries=queries)

@@ -20,6 +20,7 @@ from api.contracts import CommissionStructure
 from api.enums import AssetClass, BrokerFeature, OrderType, Side, TimeInForce
 from api.events import AnyBrokerEvent
 from tests.support.alpaca_emulator import AlpacaDriver, open_alpaca_adapter
+from tests.support.fix_acceptor import FixDriver, open_fix_adapter
 
 SYMBOL = "AAPL"
 Events = trio.MemoryReceiveChannel[AnyBrokerEvent]
@@ -143,3 +144,26 @@ class AlpacaVenue:
 async def alpaca_venue() -> AsyncIterator[AlpacaVenue]:
     async with open_alpaca_adapter(market_price=Decimal("100.02")) as (adapter, driver):
         yield AlpacaVenue(adapter, driver)
+
+
+class FixVenue:
+    """The FIX 4.4 adapter against the loopback acceptor (its session state in PostgreSQL)."""
+
+    def __init__(self, adapter: BrokerAdapter, driver: FixDriver) -> None:
+        self.adapter = adapter
+        self.driver = driver
+        self.events = driver.events
+        self.market_price = driver.market_price
+        self.resting_price = Decimal("99.00")
+
+    def refused(self, request: SubmitRequest) -> SubmitRequest:
+        return msgspec.structs.replace(request, quantity=self.driver.reject_quantity + 1)
+
+    async def fill(self, client_order_id: str, quantity: Decimal, price: Decimal) -> None:
+        await self.driver.fill(client_order_id, quantity, price)
+
+
+@asynccontextmanager
+async def fix_venue(database_url: str) -> AsyncIterator[FixVenue]:
+    async with open_fix_adapter(database_url) as (adapter, driver):
+        yield FixVenue(adapter, driver)

@@ -4,64 +4,25 @@ market data from an external publisher on NATS (no simulated market, no simulate
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 import pytest
 import trio
 
 from api import subjects
-from market.subjects import subject
 from tests.support.alpaca_emulator import AlpacaEmulator
 from tests.support.daemon import DaemonProcess
 from tests.support.oms import order, request, route, run, updates_for
+from tests.support.quotes import QuotePublisher
 
 INSTANCE = "e2e-alpaca"
-QUOTES = subject("quotes", "AAPL", f"marketdata.{INSTANCE}")
-
-
-class QuotePublisher:
-    """A stand-in Market Data Service: publishes an AAPL quote every 20 ms from its own thread."""
-
-    def __init__(self, nats_url: str) -> None:
-        self.nats_url = nats_url
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    async def _run(self) -> None:
-        nc = await nats.connect(servers=[self.nats_url])
-        try:
-            while not self._stop.is_set():
-                quote = {
-                    "symbol": "AAPL",
-                    "bid": "99.98",
-                    "ask": "100.02",
-                    "timestamp": datetime.now(UTC).isoformat(),
-                }
-                await nc.publish(
-                    subject("quotes", "AAPL", f"marketdata.{INSTANCE}"), json.dumps(quote).encode()
-                )
-                await asyncio.sleep(0.02)
-        finally:
-            await nc.close()
-
-    def __enter__(self) -> QuotePublisher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 @pytest.fixture
 def quotes(nats_url: str) -> Iterator[QuotePublisher]:
-    with QuotePublisher(nats_url) as publisher:
+    with QuotePublisher(nats_url, f"marketdata.{INSTANCE}") as publisher:
         yield publisher
 
 
