@@ -237,7 +237,9 @@ async def _serve(
         await root.start(publisher.run, publish_receive)
         async with trio.open_nursery() as work:  # everything that produces updates
             await work.start(engine.run, events_receive)
-            await work.start(supervise_brokers, handles, events_send)
+            await work.start(
+                functools.partial(supervise_brokers, handles, events_send, recover_from=engine.open_since)
+            )
             serve_nats = functools.partial(
                 bus.serve,
                 [*service_endpoints(engine), *admin_endpoints(engine, store.refresh_views)],

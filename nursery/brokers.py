@@ -23,6 +23,7 @@ from api.contracts import BrokerInfo, BrokerIssue, BrokerStatus, LatencyStats
 from api.enums import BrokerListStatus, ConnectionStatus, IssueType
 from api.events import AnyBrokerEvent
 from nursery.breaker import BreakerState, CircuitBreaker
+from nursery.identity import execution_of_client_order
 from nursery.ratelimit import RateLimiter
 from nursery.uptime import uptime_percent
 from routing.select import BrokerCandidate
@@ -251,6 +252,14 @@ class HeartbeatFailed(Exception):
     pass
 
 
+RECOVERY_OVERLAP = timedelta(seconds=5)
+RECOVERY_TIMEOUT = 30.0
+
+
+def _nothing_to_recover(broker_id: str) -> datetime | None:
+    return None
+
+
 async def supervise_brokers(
     handles: Sequence[BrokerHandle],
     events: trio.MemorySendChannel[AnyBrokerEvent],
@@ -259,10 +268,17 @@ async def supervise_brokers(
     backoff_max: float = 30.0,
     heartbeat_every: float = 5.0,
     heartbeat_timeout: float = 5.0,
+    recover_from: Callable[[str], datetime | None] = _nothing_to_recover,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run every broker connection until cancelled. Reports started once each broker has either
-    connected or failed its first attempt, so a dead broker does not hold the daemon back."""
+    connected or failed its first attempt, so a dead broker does not hold the daemon back.
+
+    Fills a broker reported while we were not listening are recovered on every connect: after
+    a reconnect, `fills_since` the moment the connection was lost (less an overlap); on the
+    first connect, since `recover_from(broker_id)` (the oldest execution still open there after
+    a restart; None: nothing to recover). They join the event stream; fills are stored once by
+    their broker fill id, so what the stream also delivered changes nothing."""
     async with trio.open_nursery() as nursery:
         for handle in handles:
             await nursery.start(
@@ -271,6 +287,7 @@ async def supervise_brokers(
                 events.clone(),
                 (backoff_initial, backoff_max),
                 (heartbeat_every, heartbeat_timeout),
+                recover_from(handle.broker_id),
             )
         task_status.started()
 
@@ -298,11 +315,33 @@ async def _heartbeat(handle: BrokerHandle, every: float, timeout: float) -> None
             handle.probe_listener(handle.broker_id, (trio.current_time() - started) * 1000.0)
 
 
+async def _recover_fills(
+    handle: BrokerHandle, events: trio.MemorySendChannel[AnyBrokerEvent], since: datetime
+) -> None:
+    """Hand the fills the broker reports since `since` (of orders with our client order ids)
+    to the event stream. A failure is logged, never fatal: the stream goes on."""
+    try:
+        with trio.fail_after(RECOVERY_TIMEOUT):
+            fills = await handle.adapter.fills_since(since)
+            ours = [f for f in fills if execution_of_client_order(f.client_order_id) is not None]
+            for fill in ours:
+                await events.send(fill)
+    except Exception as exc:
+        log.warning(
+            "fills not recovered after connecting; the stream and reconciliation carry on",
+            extra={"broker_id": handle.broker_id, "since": since.isoformat(), "error": repr(exc)},
+        )
+        return
+    if ours:
+        log.info("fills recovered", extra={"broker_id": handle.broker_id, "count": len(ours)})
+
+
 async def _supervise_one(
     handle: BrokerHandle,
     events: trio.MemorySendChannel[AnyBrokerEvent],
     backoff: tuple[float, float],
     heartbeat: tuple[float, float],
+    recover_since: datetime | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     backoff_initial, backoff_max = backoff
@@ -310,10 +349,14 @@ async def _supervise_one(
     first = True
     async with events:
         while True:
+            was_up = False
             try:
                 async with trio.open_nursery() as connection:
                     await connection.start(handle.adapter.run, events)
+                    was_up = True
                     connection.start_soon(_heartbeat, handle, *heartbeat)
+                    if recover_since is not None:
+                        connection.start_soon(_recover_fills, handle, events, recover_since)
                     handle.mark_connected()
                     log.info("broker connected", extra={"broker_id": handle.broker_id})
                     delay = backoff_initial
@@ -329,6 +372,8 @@ async def _supervise_one(
                 )
             else:
                 handle.mark_disconnected(IssueType.CONNECTIVITY, "connection ended")
+            if was_up:  # a connection was lost (not just a failed attempt): recover from its end
+                recover_since = _now() - RECOVERY_OVERLAP
             if first:
                 first = False
                 task_status.started()

@@ -223,6 +223,16 @@ class ExecutionEngine:
     def open_executions(self) -> int:
         return self._live.open_count()
 
+    def open_since(self, broker_id: str) -> datetime | None:
+        """When the oldest execution still open at `broker_id` was created (None: none is):
+        where recovering its missed fills starts after a restart."""
+        started = [
+            live.order.created_at
+            for live in self._live
+            if live.order.broker_id == broker_id and not live.order.status.is_final
+        ]
+        return min(started) if started else None
+
     # --- routing --------------------------------------------------------------------------
 
     async def route_order(self, request: OrderRoutingRequest) -> OrderRoutingResponse:
