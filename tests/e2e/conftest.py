@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from daemon.servers import NatsServer
 from tests.support.daemon import TEST_TOKEN, DaemonProcess
-from tests.support.databases import fresh_database
+from tests.support.databases import fresh_database, sibling_database
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +63,17 @@ def rest(daemon: DaemonProcess) -> Iterator[httpx.Client]:
 @pytest.fixture
 def order_id() -> str:
     return f"e2e-{uuid.uuid4().hex[:24]}"
+
+
+@pytest.fixture
+def own_nats(private_nats_server: NatsServer) -> str:
+    """A nats-server of its own: the session's e2e daemons would answer requests on the shared one."""
+    return private_nats_server.url
+
+
+@pytest.fixture
+def own_database(database_url: str) -> Iterator[str]:
+    """A database of its own: a daemon sweeps every unpublished outbox row it finds, and a daemon
+    on `own_nats` must not publish the session daemon's rows elsewhere."""
+    with sibling_database(database_url) as url:
+        yield url

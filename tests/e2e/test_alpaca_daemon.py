@@ -21,13 +21,13 @@ INSTANCE = "e2e-alpaca"
 
 
 @pytest.fixture
-def quotes(nats_url: str) -> Iterator[QuotePublisher]:
-    with QuotePublisher(nats_url, f"marketdata.{INSTANCE}") as publisher:
+def quotes(own_nats: str) -> Iterator[QuotePublisher]:
+    with QuotePublisher(own_nats, f"marketdata.{INSTANCE}") as publisher:
         yield publisher
 
 
 async def test_an_alpaca_account_configured_alone_routes_and_fills_orders(
-    tmp_path: Path, nats_url: str, database_url: str, quotes: QuotePublisher
+    tmp_path: Path, own_nats: str, own_database: str, quotes: QuotePublisher
 ) -> None:
     emulator = AlpacaEmulator()
     async with trio.open_nursery() as nursery:
@@ -40,7 +40,7 @@ base_url = {json.dumps(emulator.url)}
 key_env = "E2E_ALPACA_KEY"
 secret_env = "E2E_ALPACA_SECRET"
 """
-        daemon = DaemonProcess(tmp_path, nats_url, database_url, instance=INSTANCE, brokers_toml=alpaca_toml)
+        daemon = DaemonProcess(tmp_path, own_nats, own_database, instance=INSTANCE, brokers_toml=alpaca_toml)
         env = {"E2E_ALPACA_KEY": emulator.key_id, "E2E_ALPACA_SECRET": emulator.secret}
         await trio.to_thread.run_sync(lambda: daemon.start(env=env))
         try:

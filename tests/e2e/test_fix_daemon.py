@@ -22,13 +22,13 @@ INSTANCE = "e2e-fix"
 
 
 @pytest.fixture
-def quotes(nats_url: str) -> Iterator[QuotePublisher]:
-    with QuotePublisher(nats_url, f"marketdata.{INSTANCE}") as publisher:
+def quotes(own_nats: str) -> Iterator[QuotePublisher]:
+    with QuotePublisher(own_nats, f"marketdata.{INSTANCE}") as publisher:
         yield publisher
 
 
 async def test_a_fix_session_configured_alone_routes_fills_and_keeps_its_sequence_numbers(
-    tmp_path: Path, nats_url: str, database_url: str, quotes: QuotePublisher
+    tmp_path: Path, own_nats: str, own_database: str, quotes: QuotePublisher
 ) -> None:
     acceptor = fresh_acceptor()
     async with trio.open_nursery() as nursery:
@@ -46,7 +46,7 @@ password_env = "E2E_FIX_PASSWORD"
 heartbeat_interval = 1
 commission = {{ baseRate = "0.0002" }}
 """
-        daemon = DaemonProcess(tmp_path, nats_url, database_url, instance=INSTANCE, brokers_toml=fix_toml)
+        daemon = DaemonProcess(tmp_path, own_nats, own_database, instance=INSTANCE, brokers_toml=fix_toml)
         password = "fix-secret-pw-42"
         await trio.to_thread.run_sync(lambda: daemon.start(env={"E2E_FIX_PASSWORD": password}))
         try:
@@ -67,7 +67,7 @@ commission = {{ baseRate = "0.0002" }}
     log = daemon.log()
     assert code == 0, log
     assert password not in log
-    with psycopg.connect(database_url) as conn:
+    with psycopg.connect(own_database) as conn:
         row = conn.execute(
             "SELECT next_out_seq FROM fix_sessions WHERE sender_comp_id = %s", (acceptor.client_comp_id,)
         ).fetchone()
