@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -33,21 +34,41 @@ def stats_of_rows(rows: list[PeerRow]) -> PeerStats:
 
 
 class PeerCache:
-    def __init__(self, lookback: timedelta = timedelta(days=30)) -> None:
+    """`stats` is what the last refresh loaded plus the reports added since. Added reports are
+    merged in batches, at most every `merge_every` seconds (an aggregation per report would
+    cost more than the report): a report counts within a second, not only at the next refresh."""
+
+    def __init__(self, lookback: timedelta = timedelta(days=30), merge_every: float = 1.0) -> None:
         self.lookback = lookback
-        self.stats = PeerStats()
+        self.merge_every = merge_every
+        self._stats = PeerStats()
+        self._pending: list[TcaResult] = []
+        self._merged_at = -math.inf
         self.loaded_at: datetime | None = None
 
     def __repr__(self) -> str:
-        return f"<PeerCache groups={len(self.stats.groups)} loaded_at={self.loaded_at}>"
+        return (
+            f"<PeerCache groups={len(self._stats.groups)} pending={len(self._pending)}"
+            f" loaded_at={self.loaded_at}>"
+        )
+
+    @property
+    def stats(self) -> PeerStats:
+        now = time.monotonic()
+        if self._pending and now - self._merged_at >= self.merge_every:
+            self._stats = self._stats.merge(peer_stats_of(self._pending))
+            self._pending = []
+            self._merged_at = now
+        return self._stats
 
     def add(self, result: TcaResult) -> None:
-        """A new report: counted now, not only at the next refresh."""
-        self.stats = self.stats.merge(peer_stats_of([result]))
+        """A new report: counted within `merge_every`, not only at the next refresh."""
+        self._pending.append(result)
 
     async def refresh(self, load: Callable[[datetime], Awaitable[list[PeerRow]]], now: datetime) -> None:
         rows = await load(now - self.lookback)
-        self.stats = stats_of_rows(rows)
+        self._stats = stats_of_rows(rows)  # includes every report written before `now`
+        self._pending = []
         self.loaded_at = now
 
     async def refresh_every(

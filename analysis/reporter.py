@@ -106,16 +106,19 @@ class ExecutionReporter:
 
     # --- reports --------------------------------------------------------------------------
 
-    async def report(self, order: BrokerOrder) -> TcaResult | None:
+    async def report(
+        self, order: BrokerOrder, arrival_price: Decimal | None = None, *, arrival_known: bool = False
+    ) -> TcaResult | None:
         """Write the report of a finished execution with fills (once: a repeat writes nothing and
-        returns None); None too when there is nothing to report."""
+        returns None); None too when there is nothing to report. `arrival_price` is the one
+        stored with the order when the caller has it (`arrival_known`), else it is read back."""
         if not order.status.is_final or order.filled_quantity <= 0:
             return None
         asset_class = self._market.asset_class(order.symbol)
         if asset_class is None:
             log.warning("no report: instrument unknown to the market data", extra={"symbol": order.symbol})
             return None
-        arrival = await self._store.load_arrival_price(order.order_id)
+        arrival = arrival_price if arrival_known else await self._store.load_arrival_price(order.order_id)
         end_ns = ns_of(order.updated_at) + 1
         end_price = self._market.mid_at(order.symbol, end_ns)
         tca_order, fills = _online(

@@ -73,7 +73,9 @@ log = logging.getLogger(__name__)
 class Reporter(Protocol):
     """Execution reports and TCA (`analysis.reporter.ExecutionReporter`)."""
 
-    async def report(self, order: BrokerOrder) -> object: ...
+    async def report(
+        self, order: BrokerOrder, arrival_price: Decimal | None = None, *, arrival_known: bool = False
+    ) -> object: ...
 
     async def analyse(self, request: TCARequest) -> TCAResponse: ...
 
@@ -349,6 +351,7 @@ class ExecutionEngine:
         assert order is not None
         live = LiveExecution(order)
         live.estimate_ms = _estimate(selection, order.broker_id)
+        live.arrival_price, live.arrival_known = arrival, True
         self._live.add(live)
         return await self._place_with_failover(live, selection, routing_id, asset_class, request)
 
@@ -382,8 +385,10 @@ class ExecutionEngine:
         ranked = selection.ranked
         for index, broker_id in enumerate(ranked):
             if index > 0:
+                arrival = live.arrival_price
                 live = await self._next_attempt(live.order, broker_id, index + 1, asset_class)
                 live.estimate_ms = _estimate(selection, broker_id)
+                live.arrival_price, live.arrival_known = arrival, True
             handle = self._brokers[broker_id]
             last = index == len(ranked) - 1
             deadline = trio.current_time() + self._attempt_deadline(request.urgency)
@@ -595,7 +600,7 @@ class ExecutionEngine:
         order = live.order
         if self._reporter is not None and order.filled_quantity > 0:
             self._reporting += 1
-            self._spawn(self._report, order)
+            self._spawn(self._report, order, live.arrival_price, live.arrival_known)
         if order.status is BrokerOrderStatus.REJECTED or order.broker_order_id is None:
             return
         if live.cancel_requested and order.filled_quantity < order.quantity:
@@ -618,10 +623,10 @@ class ExecutionEngine:
             at=trio.current_time(),
         )
 
-    async def _report(self, order: BrokerOrder) -> None:
+    async def _report(self, order: BrokerOrder, arrival: Decimal | None, known: bool) -> None:
         assert self._reporter is not None
         try:
-            await self._reporter.report(order)
+            await self._reporter.report(order, arrival, arrival_known=known)
         except Exception:  # a report must never take the engine down; the order is unaffected
             log.exception("execution report failed", extra={"execution_id": order.id})
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
 
 import trio
 
@@ -22,6 +23,8 @@ from api.orders import BrokerOrder
 class LiveExecution:
     __slots__ = (
         "accepted_at",
+        "arrival_known",
+        "arrival_price",
         "cancel_requested",
         "changed",
         "draining",
@@ -43,6 +46,9 @@ class LiveExecution:
         self.accepted_at: datetime | None = None
         #: The routing model's expected time to fill at this broker (estimatedExecutionTime).
         self.estimate_ms: float | None = None
+        #: The arrival price stored with the order, when routed here (else read back).
+        self.arrival_price: Decimal | None = None
+        self.arrival_known = False
         #: Set (and replaced) whenever the order changes: waiters see the next change.
         self.changed = trio.Event()
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import msgspec
+import numpy as np
 import psycopg
 import pytest
 import trio
@@ -19,6 +20,7 @@ import trio
 from adapters.simulated import SimulatedBroker, SimulatedMarket
 from adapters.simulated.config import MarketConfig, default_instruments
 from adapters.simulated.market import MarketEvent, QuoteEvent
+from analysis import windows
 from analysis.reporter import ExecutionReporter, _online
 from api.contracts import CancelOrderRequest, OrderRoutingRequest, TCARequest
 from api.enums import AssetClass, OrderType, RoutingStatus, Side, TCABenchmark, TimeInForce
@@ -31,7 +33,7 @@ from nursery.engine import ExecutionEngine
 from routing.stats import RoutingStats
 from sql.records import OutboxEvent
 from sql.store import Store
-from tca.model import TcaFill, TcaOrder
+from tca.model import MarketData, Quotes, TcaFill, TcaOrder, Trades
 from tests.nursery.test_failover import venue
 
 SYMBOL = "AAPL"
@@ -246,3 +248,20 @@ def test_fills_at_one_instant_are_measured_over_the_orders_own_window() -> None:
     two = (TcaFill(150, 5.0, 1.0), TcaFill(180, 5.0, 1.0))
     order_two, _ = _online(base, two, 200)
     assert order_two.window_start_ns is None  # first fill -> last fill, the TCA default
+
+
+def test_a_market_window_survives_the_round_trip_and_garbage_is_refused() -> None:
+    small = MarketData(
+        trades=Trades.of(np.arange(0, 300, 10), np.linspace(10, 11, 30), np.full(30, 5.0)),
+        quotes=Quotes.of(np.arange(0, 300, 10), np.full(30, 9.9), np.full(30, 10.1)),
+    )
+    big = MarketData(trades=Trades.of(np.arange(100_000), np.full(100_000, 1.0), np.ones(100_000)))
+    for data in (small, big, MarketData(trades=Trades.empty())):
+        back = windows.decode(windows.encode(data), close_price=1.5)
+        assert np.array_equal(back.trades.ts_ns, data.trades.ts_ns)
+        assert np.array_equal(back.trades.price, data.trades.price)
+        assert (back.quotes is None) == (data.quotes is None) and back.close_price == 1.5
+    blob = windows.encode(small)
+    for bad in (b"", b"BISW", blob[:-3], blob + b"x", b"PK\x03\x04" + blob[4:]):
+        with pytest.raises(ValueError):
+            windows.decode(bad)
