@@ -57,6 +57,7 @@ from market.book import MarketBook
 from market.intake import Intake
 from market.messages import CloseMessage
 from market.simulated import SimulatedFeed
+from market.subjects import PREFIX
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from routing.stats import RoutingStats
@@ -193,13 +194,20 @@ async def _serve(
     publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](65536)
     events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](65536)
     publisher = Publisher(bus, store, timeout=config.nats.publish_timeout_s)
-    book = MarketBook({i.symbol: i.asset_class for i in config.market.instruments})
+    md = config.market_data
+    book = MarketBook(
+        {i.symbol: i.asset_class for i in config.market.instruments},
+        capacity=md.tape_capacity,
+        retain_s=md.tape_retain_s,
+        max_quote_age_s=md.max_quote_age_s,
+    )
 
     async def save_close(close: CloseMessage) -> None:
         await store.save_close(close.symbol, close.date, close.price, datetime.now(UTC))
 
-    intake = Intake(book, prefix=config.market_data.prefix, on_close=save_close)
-    feed = SimulatedFeed(market, prefix=config.market_data.prefix)
+    prefix = md.prefix or PREFIX  # resolved by the config; `or` for the type checker
+    intake = Intake(book, prefix=prefix, on_close=save_close, max_skew_s=md.max_clock_skew_s)
+    feed = SimulatedFeed(market, prefix=prefix)
     stats = RoutingStats()
     reporter = ExecutionReporter(store, book, stats=stats)
     engine = ExecutionEngine(
@@ -238,7 +246,7 @@ async def _serve(
         async with trio.open_nursery() as work:  # everything that produces updates
             await work.start(engine.run, events_receive)
             await work.start(
-                functools.partial(supervise_brokers, handles, events_send, recover_from=engine.open_since)
+                functools.partial(supervise_brokers, handles, events_send, recover=engine.recover)
             )
             serve_nats = functools.partial(
                 bus.serve,

@@ -71,6 +71,8 @@ class NatsBus:
         self._answered.set()
         #: Subscription messages dropped because Trio had not taken the previous ones yet.
         self.dropped = 0
+        #: Times the connection was lost (core-NATS messages published meanwhile are not replayed).
+        self.disconnects = 0
 
     def __repr__(self) -> str:
         return f"<NatsBus {getattr(self._nc, 'connected_url', None)} connected={self.is_connected}>"
@@ -87,14 +89,14 @@ class NatsBus:
         """Connect (reconnecting forever on later loss: a trading daemon must not give up after two
         minutes, PITFALLS.md); drain and close on exit, bounded by `drain_timeout`."""
         lost = trio.Event()
-        disconnected = False
+        created: list[NatsBus] = []  # the bus, once built (the callbacks exist before it)
 
         async def on_error(exc: Exception) -> None:
             log.warning("nats error", extra={"error": repr(exc)})
 
         async def on_disconnected() -> None:
-            nonlocal disconnected
-            disconnected = True
+            for built in created:
+                built.disconnects += 1
             log.warning("nats disconnected; reconnecting")
 
         async def on_reconnected() -> None:
@@ -124,6 +126,7 @@ class NatsBus:
                 f"cannot connect to NATS at {url}: {exc!r}; is nats-server running?"
             ) from exc
         bus = cls(nc, lost)
+        created.append(bus)
         try:
             yield bus
         finally:

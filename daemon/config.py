@@ -34,6 +34,7 @@ from adapters.simulated.config import (
 )
 from api.contracts import CommissionStructure
 from api.enums import Urgency
+from market.subjects import PREFIX
 
 
 class ConfigError(Exception):
@@ -95,15 +96,28 @@ class RestSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tokens: tuple[str, ...] = ()
 
 
+SIMULATED_PREFIX = "marketdata.simulated"
+
+
 class MarketDataSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Subjects: <prefix>.quotes.<symbol>, <prefix>.trades.<symbol>, <prefix>.close.<symbol>.
-    prefix: str = "marketdata.v1"
+    #: Unset: "marketdata.v1" (the Market Data Service's), or "marketdata.simulated" when the
+    #: simulated market is published: synthetic quotes never land on the real subjects of a
+    #: shared NATS by default.
+    prefix: str | None = None
     #: Publish the simulated market on those subjects (the embedded default's Market Data
     #: Service). Unset: on when only simulated brokers are configured, off as soon as a real
     #: broker is (then a real Market Data Service must publish them).
     publish_simulated: bool | None = None
     #: How long start-up waits for a first quote of every instrument.
     first_quote_wait_s: float = 5.0
+    #: A quote older than this gives no arrival price (the feed has stopped for that symbol).
+    max_quote_age_s: float = 300.0
+    #: Quotes further ahead of our clock than this are refused as bad data.
+    max_clock_skew_s: float = 5.0
+    #: Per instrument and per tape (quotes, trades): rows kept, and how far back.
+    tape_capacity: int = 200_000
+    tape_retain_s: float = 12 * 3600.0
 
 
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -129,9 +143,13 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         real = bool(self.alpaca_brokers or self.fix_brokers)
         if self.brokers is None:
             msgspec.structs.force_setattr(self, "brokers", () if real else default_brokers())
-        if self.market_data.publish_simulated is None:
-            section = msgspec.structs.replace(self.market_data, publish_simulated=not real)
-            msgspec.structs.force_setattr(self, "market_data", section)
+        section = self.market_data
+        if section.publish_simulated is None:
+            section = msgspec.structs.replace(section, publish_simulated=not real)
+        if section.prefix is None:
+            prefix = SIMULATED_PREFIX if section.publish_simulated else PREFIX
+            section = msgspec.structs.replace(section, prefix=prefix)
+        msgspec.structs.force_setattr(self, "market_data", section)
 
     @property
     def simulated_brokers(self) -> tuple[SimulatedBrokerConfig, ...]:
@@ -232,6 +250,11 @@ def _check(config: Config) -> None:
             f"service.unknown_outcome_policy must be 'adopt' or 'failover', "
             f"not {config.service.unknown_outcome_policy!r}"
         )
+    md = config.market_data
+    if md.first_quote_wait_s < 0 or md.max_quote_age_s <= 0 or md.max_clock_skew_s < 0:
+        raise ConfigError("market_data: first_quote_wait_s, max_clock_skew_s >= 0; max_quote_age_s > 0")
+    if md.tape_capacity < 1 or md.tape_retain_s <= 0:
+        raise ConfigError("market_data: tape_capacity and tape_retain_s must be positive")
     if config.service.request_workers < 1:
         raise ConfigError("service.request_workers must be at least 1")
     for i, broker in enumerate(config.simulated_brokers):

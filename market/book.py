@@ -11,7 +11,8 @@ cannot route them: it does not know their asset class).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from decimal import Decimal
 
@@ -62,10 +63,16 @@ class MarketBook:
         capacity: int = 200_000,
         retain_s: float = 12 * 3600.0,
         max_closes: int = 30,
+        max_quote_age_s: float | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        """`max_quote_age_s`: a quote older than this (against `clock_ns`) gives no mid: an
+        order does not get yesterday's price as its arrival price when the feed has stopped."""
         retain_ns = int(retain_s * NS)
         self._instruments = {s: Instrument(a, capacity, retain_ns) for s, a in instruments.items()}
         self._max_closes = max_closes
+        self._max_age_ns = None if max_quote_age_s is None else int(max_quote_age_s * NS)
+        self._clock_ns = clock_ns
         self.received = 0
         self.ignored = 0
         #: The market time of the first message received: the tapes say nothing about before.
@@ -133,7 +140,14 @@ class MarketBook:
         instrument = self._instruments.get(symbol)
         if instrument is None or instrument.bid is None or instrument.ask is None:
             return None
+        if self._max_age_ns is not None and self._clock_ns() - instrument.quote_ns > self._max_age_ns:
+            return None
         return (instrument.bid + instrument.ask) / 2
+
+    def mark_gap(self) -> None:
+        """Messages were lost: the tapes no longer cover anything before the next message
+        (a window reaching back past it is reported unavailable, never measured on a hole)."""
+        self.since_ns = None
 
     def has_quotes(self, symbols: Iterable[str]) -> bool:
         return all(self.mid(s) is not None for s in symbols)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -23,7 +23,6 @@ from api.contracts import BrokerInfo, BrokerIssue, BrokerStatus, LatencyStats
 from api.enums import BrokerListStatus, ConnectionStatus, IssueType
 from api.events import AnyBrokerEvent
 from nursery.breaker import BreakerState, CircuitBreaker
-from nursery.identity import execution_of_client_order
 from nursery.ratelimit import RateLimiter
 from nursery.uptime import uptime_percent
 from routing.select import BrokerCandidate
@@ -88,6 +87,8 @@ class BrokerHandle:
         self.max_participation = max_participation
         #: Told each heartbeat's round trip in ms (the routing statistics' latency prior).
         self.probe_listener: Callable[[str, float], None] | None = None
+        #: When the connection was last known alive (connected, or a heartbeat answered).
+        self.last_alive: datetime | None = None
 
     def __repr__(self) -> str:
         return f"<BrokerHandle {self.broker_id} {self.status} in_flight={self.in_flight}>"
@@ -252,12 +253,14 @@ class HeartbeatFailed(Exception):
     pass
 
 
+#: Recovery after a lost connection starts this long before the connection was last known
+#: alive (its last heartbeat answer), for clock skew and events in flight.
 RECOVERY_OVERLAP = timedelta(seconds=5)
-RECOVERY_TIMEOUT = 30.0
+RECOVERY_RETRY_MAX = 30.0
 
-
-def _nothing_to_recover(broker_id: str) -> datetime | None:
-    return None
+#: What runs after every connect: recover what the broker reported while we were not
+#: listening, since the given time (None: the first connect since the daemon started).
+Recover = Callable[[BrokerHandle, datetime | None], Awaitable[None]]
 
 
 async def supervise_brokers(
@@ -268,17 +271,17 @@ async def supervise_brokers(
     backoff_max: float = 30.0,
     heartbeat_every: float = 5.0,
     heartbeat_timeout: float = 5.0,
-    recover_from: Callable[[str], datetime | None] = _nothing_to_recover,
+    recover: Recover | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run every broker connection until cancelled. Reports started once each broker has either
     connected or failed its first attempt, so a dead broker does not hold the daemon back.
 
-    Fills a broker reported while we were not listening are recovered on every connect: after
-    a reconnect, `fills_since` the moment the connection was lost (less an overlap); on the
-    first connect, since `recover_from(broker_id)` (the oldest execution still open there after
-    a restart; None: nothing to recover). They join the event stream; fills are stored once by
-    their broker fill id, so what the stream also delivered changes nothing."""
+    After every connect, `recover(handle, since)` runs (the engine's: missed fills and terminal
+    states) — retried with backoff while connected until it completes. `since` only moves
+    forward once a recovery completed: a gap that was never recovered is recovered by the next
+    connection, from its start; after a completed one, from the last heartbeat answer of the
+    connection that was lost, less `RECOVERY_OVERLAP`."""
     async with trio.open_nursery() as nursery:
         for handle in handles:
             await nursery.start(
@@ -287,7 +290,7 @@ async def supervise_brokers(
                 events.clone(),
                 (backoff_initial, backoff_max),
                 (heartbeat_every, heartbeat_timeout),
-                recover_from(handle.broker_id),
+                recover,
             )
         task_status.started()
 
@@ -311,29 +314,30 @@ async def _heartbeat(handle: BrokerHandle, every: float, timeout: float) -> None
             raise HeartbeatFailed(f"no heartbeat answer within {timeout}s") from None
         except Exception as exc:
             raise HeartbeatFailed(f"heartbeat failed: {exc!r}") from exc
+        handle.last_alive = _now()
         if handle.probe_listener is not None:
             handle.probe_listener(handle.broker_id, (trio.current_time() - started) * 1000.0)
 
 
-async def _recover_fills(
-    handle: BrokerHandle, events: trio.MemorySendChannel[AnyBrokerEvent], since: datetime
+async def _recover_until_done(
+    handle: BrokerHandle, recover: Recover, since: datetime | None, done: list[bool]
 ) -> None:
-    """Hand the fills the broker reports since `since` (of orders with our client order ids)
-    to the event stream. A failure is logged, never fatal: the stream goes on."""
-    try:
-        with trio.fail_after(RECOVERY_TIMEOUT):
-            fills = await handle.adapter.fills_since(since)
-            ours = [f for f in fills if execution_of_client_order(f.client_order_id) is not None]
-            for fill in ours:
-                await events.send(fill)
-    except Exception as exc:
-        log.warning(
-            "fills not recovered after connecting; the stream and reconciliation carry on",
-            extra={"broker_id": handle.broker_id, "since": since.isoformat(), "error": repr(exc)},
-        )
+    """Run `recover` until it completes (then `done[0]` is True), with backoff between tries;
+    the connection's end cancels it."""
+    delay = 1.0
+    while True:
+        try:
+            await recover(handle, since)
+        except Exception as exc:
+            log.warning(
+                "recovery after connecting failed; retrying",
+                extra={"broker_id": handle.broker_id, "error": repr(exc), "retry_in_s": delay},
+            )
+            await trio.sleep(delay)
+            delay = min(RECOVERY_RETRY_MAX, delay * 2)
+            continue
+        done[0] = True
         return
-    if ours:
-        log.info("fills recovered", extra={"broker_id": handle.broker_id, "count": len(ours)})
 
 
 async def _supervise_one(
@@ -341,22 +345,25 @@ async def _supervise_one(
     events: trio.MemorySendChannel[AnyBrokerEvent],
     backoff: tuple[float, float],
     heartbeat: tuple[float, float],
-    recover_since: datetime | None = None,
+    recover: Recover | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     backoff_initial, backoff_max = backoff
     delay = backoff_initial
     first = True
+    since: datetime | None = None  # the first connect since the daemon started
     async with events:
         while True:
             was_up = False
+            recovered = [recover is None]
             try:
                 async with trio.open_nursery() as connection:
                     await connection.start(handle.adapter.run, events)
                     was_up = True
+                    handle.last_alive = _now()
                     connection.start_soon(_heartbeat, handle, *heartbeat)
-                    if recover_since is not None:
-                        connection.start_soon(_recover_fills, handle, events, recover_since)
+                    if recover is not None:
+                        connection.start_soon(_recover_until_done, handle, recover, since, recovered)
                     handle.mark_connected()
                     log.info("broker connected", extra={"broker_id": handle.broker_id})
                     delay = backoff_initial
@@ -372,8 +379,8 @@ async def _supervise_one(
                 )
             else:
                 handle.mark_disconnected(IssueType.CONNECTIVITY, "connection ended")
-            if was_up:  # a connection was lost (not just a failed attempt): recover from its end
-                recover_since = _now() - RECOVERY_OVERLAP
+            if was_up and recovered[0] and handle.last_alive is not None:
+                since = handle.last_alive - RECOVERY_OVERLAP  # else: the older gap still stands
             if first:
                 first = False
                 task_status.started()

@@ -20,7 +20,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -47,12 +47,12 @@ from api.contracts import (
 )
 from api.enums import AssetClass, BrokerOrderStatus, RoutingStatus, Urgency
 from api.errors import InvalidRequest, NotFound, Unavailable
-from api.events import AnyBrokerEvent, OrderAccepted, OrderRejected
+from api.events import AnyBrokerEvent, OrderAccepted, OrderCanceled, OrderExpired, OrderRejected
 from api.orders import BrokerOrder
 from nursery.applier import EventApplier
 from nursery.brokers import BrokerHandle
 from nursery.cancels import Cancels
-from nursery.identity import client_order_id, execution_id, request_hash
+from nursery.identity import client_order_id, execution_id, execution_of_client_order, request_hash
 from nursery.live import LiveBook, LiveExecution
 from nursery.placement import Outcome, Placement, place
 from nursery.reconcile import Finding, Resolution, find_order
@@ -95,6 +95,23 @@ def _left_pending(live: LiveExecution) -> bool:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+RECOVERY_LOOKBACK = timedelta(days=7)
+RECOVERY_TIMEOUT = 30.0
+
+
+def _terminal_event(client_order_id: str, status: BrokerOrderStatus, at: datetime) -> AnyBrokerEvent | None:
+    """The event that ends an order the broker reports in `status` (None: not ended, or
+    FILLED, which its fills bring)."""
+    reason = "found at the broker after a reconnect"
+    if status is BrokerOrderStatus.CANCELED:
+        return OrderCanceled(client_order_id, at, reason)
+    if status is BrokerOrderStatus.EXPIRED:
+        return OrderExpired(client_order_id, at, reason)
+    if status is BrokerOrderStatus.REJECTED:
+        return OrderRejected(client_order_id, at, reason)
+    return None
 
 
 def _estimate(selection: Selection, broker_id: str) -> float | None:
@@ -225,15 +242,64 @@ class ExecutionEngine:
     def open_executions(self) -> int:
         return self._live.open_count()
 
-    def open_since(self, broker_id: str) -> datetime | None:
-        """When the oldest execution still open at `broker_id` was created (None: none is):
-        where recovering its missed fills starts after a restart."""
-        started = [
-            live.order.created_at
+    async def recover(self, handle: BrokerHandle, since: datetime | None) -> None:
+        """After a connect: what the broker did while we were not listening.
+
+        1. Fills since `since` (None, the first connect since start: since the oldest
+           execution still open there, at most `RECOVERY_LOOKBACK` back), of our orders only,
+           applied like stream events (stored once by fill id).
+        2. Each execution still open there (and not PENDING: those are reconciled on their
+           own) is looked up by client order id; one the broker has cancelled, expired or
+           rejected meanwhile gets that event. Queries go through the rate limiter.
+        Raises on failure (the supervisor retries while connected)."""
+        now = self._clock()
+        broker_id = handle.broker_id
+        open_here = [
+            live
             for live in self._live
             if live.order.broker_id == broker_id and not live.order.status.is_final
         ]
-        return min(started) if started else None
+        if since is None:
+            if not open_here:
+                return
+            since = max(min(live.order.created_at for live in open_here), now - RECOVERY_LOOKBACK)
+        with trio.fail_after(RECOVERY_TIMEOUT):
+            fills = await handle.adapter.fills_since(since)
+        ours = [f for f in fills if execution_of_client_order(f.client_order_id) is not None]
+        for fill in ours:
+            self._applier.enqueue(fill)
+        ended = 0
+        unknown = 0
+        for live in open_here:
+            order = live.order
+            if order.status is BrokerOrderStatus.PENDING or order.status.is_final:
+                continue
+            deadline = trio.current_time() + RECOVERY_TIMEOUT
+            with trio.fail_after(RECOVERY_TIMEOUT):
+                await handle.limiter.acquire(deadline)
+                snapshot = await handle.adapter.query(order.client_order_id)
+            if snapshot is None:
+                unknown += 1
+                continue
+            event = _terminal_event(order.client_order_id, snapshot.status, self._clock())
+            if event is not None:
+                ended += 1
+                self._applier.enqueue(event)
+        if ours or ended or unknown:
+            log.info(
+                "recovered after connecting",
+                extra={
+                    "broker_id": broker_id,
+                    "fills": len(ours),
+                    "ended": ended,
+                    "unknown_at_broker": unknown,
+                },
+            )
+        if unknown:
+            log.warning(
+                "open executions the broker does not know (a venue that lost its state?)",
+                extra={"broker_id": broker_id, "count": unknown},
+            )
 
     # --- routing --------------------------------------------------------------------------
 

@@ -4,18 +4,22 @@ connection comes back (`fills_since`), and applied once."""
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
 import trio
 
+from adapters.base import ServerError
 from adapters.simulated import SimulatedMarket
 from adapters.simulated.config import MarketConfig, default_instruments
 from adapters.simulated.faults import FaultyBroker
 from api.contracts import OrderRoutingRequest
 from api.enums import BrokerOrderStatus, OrderType, RoutingStatus, Side, TimeInForce
-from api.events import AnyBrokerEvent, OrderFilled
+from api.events import AnyBrokerEvent, OrderCanceled, OrderFilled
+from api.orders import BrokerOrder
 from market.simulated import DirectView
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
@@ -25,14 +29,22 @@ from tests.nursery.test_failover import venue
 
 
 class LossyBroker(FaultyBroker):
-    """A venue whose stream loses fills while `losing` (as a dropped websocket would)."""
+    """A venue whose stream loses fills and cancels while `losing` (as a dropped websocket
+    would), and whose `fills_since` fails the next `failing_recoveries` times."""
 
     losing = False
+    failing_recoveries = 0
 
     def _deliver(self, produced: list[AnyBrokerEvent]) -> None:
         if self.losing:
-            produced = [e for e in produced if not isinstance(e, OrderFilled)]
+            produced = [e for e in produced if not isinstance(e, OrderFilled | OrderCanceled)]
         super()._deliver(produced)
+
+    async def fills_since(self, since: datetime) -> list[OrderFilled]:
+        if self.failing_recoveries:
+            self.failing_recoveries -= 1
+            raise ServerError("503 Service Unavailable")
+        return await super().fills_since(since)
 
 
 class Stack:
@@ -57,7 +69,7 @@ async def stack(migrated_database_url: str) -> AsyncIterator[Stack]:
         await nursery.start(engine.run, events_receive)
         await nursery.start(
             functools.partial(
-                supervise_brokers, [handle], events_send, backoff_initial=0.05, recover_from=engine.open_since
+                supervise_brokers, [handle], events_send, backoff_initial=0.05, recover=engine.recover
             )
         )
         yield Stack(engine, broker, market, store)
@@ -65,34 +77,59 @@ async def stack(migrated_database_url: str) -> AsyncIterator[Stack]:
     publish_receive.close()
 
 
-async def test_fills_lost_by_the_stream_are_recovered_after_the_reconnect(stack: Stack) -> None:
-    quote = stack.market.quote("AAPL")
-    request = OrderRoutingRequest(
-        order_id="rec-1",
+def resting(order_id: str, price: Decimal) -> OrderRoutingRequest:
+    return OrderRoutingRequest(
+        order_id=order_id,
         account_id="ACC",
         symbol="AAPL",
         side=Side.BUY,
         type=OrderType.LIMIT,
         quantity=Decimal(10),
-        price=quote.bid,
+        price=price,
         time_in_force=TimeInForce.GTC,
     )
+
+
+async def status_becomes(stack: Stack, order_id: str, status: BrokerOrderStatus) -> BrokerOrder:
+    with trio.fail_after(8):
+        while True:
+            execution = await stack.store.load_latest_execution(order_id)
+            assert execution is not None
+            if execution.status is status:
+                return execution
+            await trio.sleep(0.02)
+
+
+async def test_fills_lost_by_the_stream_are_recovered_after_the_reconnect(stack: Stack) -> None:
+    quote = stack.market.quote("AAPL")
+    request = resting(f"rec-{uuid.uuid4().hex[:8]}", quote.bid)
     response = await stack.engine.route_order(request)
     assert response.status is RoutingStatus.ACCEPTED
     stack.broker.losing = True
     stack.market.set_quote("AAPL", quote.bid - Decimal("0.01"), quote.bid)  # fills at the venue...
     await trio.sleep(0.1)
-    execution = await stack.store.load_latest_execution("rec-1")
+    execution = await stack.store.load_latest_execution(request.order_id)
     assert execution is not None and execution.status is BrokerOrderStatus.ACCEPTED  # ...unheard
     assert stack.broker.engine.fills  # the venue knows it filled
 
     stack.broker.losing = False
+    stack.broker.failing_recoveries = 1  # the first recovery fails: it is retried, not skipped
     stack.broker.drop_connection()
-    with trio.fail_after(5):
-        while True:
-            execution = await stack.store.load_latest_execution("rec-1")
-            assert execution is not None
-            if execution.status is BrokerOrderStatus.FILLED:
-                break
-            await trio.sleep(0.02)
+    execution = await status_becomes(stack, request.order_id, BrokerOrderStatus.FILLED)
     assert execution.filled_quantity == Decimal(10) and len(execution.fills) == 1
+
+
+async def test_an_order_the_broker_cancelled_unheard_is_found_cancelled_after_the_reconnect(
+    stack: Stack,
+) -> None:
+    request = resting(f"rec-{uuid.uuid4().hex[:8]}", stack.market.quote("AAPL").bid - Decimal(1))
+    await stack.engine.route_order(request)
+    execution = await status_becomes(stack, request.order_id, BrokerOrderStatus.ACCEPTED)
+    # The broker cancels it (its own risk desk, say) and the event is lost on the way.
+    stack.broker.engine.cancel(execution.client_order_id, stack.market.now())
+    await trio.sleep(0.05)
+    unheard = await stack.store.load_latest_execution(request.order_id)
+    assert unheard is not None and unheard.status is BrokerOrderStatus.ACCEPTED
+    stack.broker.drop_connection()
+    ended = await status_becomes(stack, request.order_id, BrokerOrderStatus.CANCELED)
+    assert ended.filled_quantity == 0
