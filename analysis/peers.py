@@ -67,7 +67,9 @@ class PeerCache:
 
     async def refresh(self, load: Callable[[datetime], Awaitable[list[PeerRow]]], now: datetime) -> None:
         rows = await load(now - self.lookback)
-        self._stats = stats_of_rows(rows)  # includes every report written before `now`
+        # Aggregating a month of reports takes a while: not on the Trio thread.
+        stats = await trio.to_thread.run_sync(stats_of_rows, rows)
+        self._stats = stats  # includes every report written before `now`
         self._pending = []
         self.loaded_at = now
 

@@ -158,14 +158,34 @@ class ExecutionReporter:
     async def backfill(self, since: datetime) -> int:
         """Write the reports a stop or crash cut short (finished executions with fills and no
         report since `since`); their windows are gone with the old tapes unless still held, so
-        VWAP/TWAP may be unavailable for them. Returns how many were written."""
-        written = 0
-        for execution_id in await self._store.load_unreported(since):
-            order = await self._store.load_execution(execution_id)
-            if order is not None and await self.report(order) is not None:
-                written += 1
-        if written:
-            log.info("execution reports backfilled", extra={"count": written})
+        VWAP/TWAP may be unavailable for them. Returns how many were written. Never raises: an
+        execution that cannot be reported is logged and skipped (and not asked for again in
+        this pass), so one bad row cannot stop the daemon or hide the others."""
+        written = failed = 0
+        seen: set[str] = set()
+        try:
+            while True:
+                batch = [
+                    e for e in await self._store.load_unreported(since, 200 + len(seen)) if e not in seen
+                ]
+                if not batch:
+                    break
+                for execution_id in batch:
+                    seen.add(execution_id)
+                    try:
+                        order = await self._store.load_execution(execution_id)
+                        if order is not None and await self.report(order) is not None:
+                            written += 1
+                    except Exception as exc:
+                        failed += 1
+                        log.error(
+                            "execution report not backfilled",
+                            extra={"execution_id": execution_id, "error": repr(exc)},
+                        )
+        except Exception as exc:
+            log.error("report backfill stopped", extra={"error": repr(exc), "written": written})
+        if written or failed:
+            log.info("execution reports backfilled", extra={"count": written, "failed": failed})
         return written
 
     def _window(self, symbol: str, start_ns: int, end_ns: int) -> MarketData:

@@ -171,11 +171,8 @@ async def run_daemon(
                         database_url,
                     )
                 finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(5.0):
-                        for handle in handles:  # adapters holding resources (FIX: its database session)
-                            aclose = getattr(handle.adapter, "aclose", None)
-                            if aclose is not None:
-                                await aclose()
+                    for handle in handles:  # adapters holding resources (FIX: its database session)
+                        await _close_adapter(handle)
     log.info("stopped")
 
 
@@ -236,10 +233,8 @@ async def _serve(
             await root.start(feed.run, bus)
         root.start_soon(market.run)
         await _wait_for_quotes(book, config.market_data.first_quote_wait_s)
-        await root.start(
-            functools.partial(
-                reporter.peers.refresh_every, store.load_peer_rows, lambda: datetime.now(UTC), 300.0
-            )
+        root.start_soon(  # not awaited: start-up does not wait for a month of reports
+            reporter.peers.refresh_every, store.load_peer_rows, lambda: datetime.now(UTC), 300.0
         )
         root.start_soon(reporter.backfill, datetime.now(UTC) - timedelta(days=7))
         await root.start(publisher.run, publish_receive)
@@ -301,6 +296,22 @@ async def _serve(
             await recorder_done.wait()
         root.cancel_scope.cancel()
     _remove_runtime(config.state_dir)
+
+
+async def _close_adapter(handle: BrokerHandle) -> None:
+    aclose = getattr(handle.adapter, "aclose", None)
+    if aclose is None:
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(5.0) as scope:
+        try:
+            await aclose()
+        except Exception as exc:
+            log.warning(
+                "broker adapter did not close cleanly",
+                extra={"broker_id": handle.broker_id, "error": repr(exc)},
+            )
+    if scope.cancelled_caught:
+        log.warning("broker adapter did not close within 5 s", extra={"broker_id": handle.broker_id})
 
 
 async def _wait_for_quotes(book: MarketBook, wait: float) -> None:

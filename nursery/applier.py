@@ -162,7 +162,10 @@ class EventApplier:
             if order.status.is_final:
                 self._live.finished(live)
                 if not was_final and self._on_finished is not None:
-                    self._on_finished(live)
+                    try:  # statistics and reports: never allowed to stop the publication below
+                        self._on_finished(live)
+                    except Exception:
+                        log.exception("after-execution hook failed", extra={"execution_id": order.id})
         for update in published:
             try:
                 self._publish.send_nowait(update)

@@ -31,6 +31,8 @@ from sql.records import BrokerRecord, StatusChange
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 1000
+#: The headroom of a broker with full windows that can still take an order before its deadline.
+QUEUED_HEADROOM = 0.001
 DAY = timedelta(hours=24)
 
 
@@ -205,7 +207,13 @@ class BrokerHandle:
             latency_stats=self.latency_stats(),
         )
 
-    def candidate(self) -> BrokerCandidate:
+    def candidate(self, within: float | None = None) -> BrokerCandidate:
+        """This broker for one routing decision. With `within` (the order's attempt deadline,
+        seconds), a broker whose rate-limit windows are full but can still take the order in
+        time keeps a token headroom: it stays eligible and its limiter queues the order."""
+        headroom = self.limiter.headroom()
+        if headroom <= 0.0 and within is not None and self.limiter.grant_delay() <= within:
+            headroom = QUEUED_HEADROOM
         return BrokerCandidate(
             broker_id=self.broker_id,
             status=self.effective_status,
@@ -214,7 +222,7 @@ class BrokerHandle:
             latency_ms=self.mean_latency_ms(),
             running_volume=self.running_volume,
             blocked=self.blocked(),
-            rate_headroom=self.limiter.headroom(),
+            rate_headroom=headroom,
             venue_access=self.venue_access,
             max_participation=self.max_participation,
         )

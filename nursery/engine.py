@@ -353,8 +353,9 @@ class ExecutionEngine:
         arrival = self._market.mid(request.symbol)
         reference = request.price or request.stop_price or arrival
         self.stats.advance(trio.current_time())
+        within = self._attempt_deadline(request.urgency)
         selection = select_broker(
-            [b.candidate() for b in self._brokers.values()],
+            [b.candidate(within) for b in self._brokers.values()],
             request,
             asset_class,
             reference,
@@ -666,7 +667,11 @@ class ExecutionEngine:
         order = live.order
         if self._reporter is not None and order.filled_quantity > 0:
             self._reporting += 1
-            self._spawn(self._report, order, live.arrival_price, live.arrival_known)
+            try:
+                self._spawn(self._report, order, live.arrival_price, live.arrival_known)
+            except BaseException:
+                self._reporting -= 1
+                raise
         if order.status is BrokerOrderStatus.REJECTED or order.broker_order_id is None:
             return
         if live.cancel_requested and order.filled_quantity < order.quantity:
@@ -723,10 +728,14 @@ class ExecutionEngine:
         else:  # after a failover: every attempt, for "why did this go to broker X?"
             tried = tuple(await self._store.load_attempts(order.order_id))
         stored = await self._store.load_decision(order.order_id)
+        decision = None
+        if stored is not None:
+            try:
+                decision = decode_decision(stored)
+            except (msgspec.DecodeError, msgspec.ValidationError):  # an older or damaged record
+                log.warning("routing decision unreadable", extra={"order_id": order.order_id})
         return msgspec.structs.replace(
-            details,
-            attempts=tuple(a.to_attempt() for a in tried),
-            routing_decision=decode_decision(stored) if stored is not None else None,
+            details, attempts=tuple(a.to_attempt() for a in tried), routing_decision=decision
         )
 
     async def get_broker_status(self, broker_id: str) -> BrokerStatus:

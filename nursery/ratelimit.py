@@ -294,6 +294,13 @@ class RateLimiter:
         """Is a 429 penalty in force right now (nothing is granted until it ends)?"""
         return self._penalty_until is not None and self._clock() < self._penalty_until
 
+    def grant_delay(self) -> float:
+        """Seconds until one more request, queued behind the waiters, would be granted if
+        nothing changes (0: now). O(waiters x windows): for when `headroom` says 0."""
+        now = self._clock()
+        *_, at = self._plan(now, [*(w.deadline for w in self._queue), math.inf])
+        return max(0.0, at - now)
+
     def headroom(self) -> float:
         """0-100: the share of capacity left now in the tightest window, after the queued
         waiters; 0 while a 429 penalty is in force; 100 without limits."""

@@ -24,8 +24,8 @@ def _finite(value: float) -> float | None:
 def _number(value: float) -> float:
     """JSON has no infinity: an unbounded figure (no liquidity, no headroom) is written as the
     largest float, which still ranks last."""
-    if math.isnan(value):
-        return 0.0
+    if math.isnan(value):  # unknown: as bad as it gets, never the best score
+        return 1.7976931348623157e308
     return value if math.isfinite(value) else math.copysign(1.7976931348623157e308, value)
 
 

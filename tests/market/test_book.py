@@ -164,3 +164,35 @@ def test_the_book_covers_only_what_it_was_listening_to_and_gives_the_mid_at_a_ti
     assert book.mid_at("AAPL", ns_of(at(4))) is None
     assert book.mid_at("AAPL", ns_of(at(8))) == Decimal("10.01")
     assert book.mid_at("AAPL", ns_of(at(9))) == Decimal("10.11")
+
+
+def test_garbage_numbers_and_future_timestamps_are_refused_not_fatal() -> None:
+    book = MarketBook({"AAPL": AssetClass.EQUITY})
+    now_ns = ns_of(at(0))
+    intake = Intake(book, clock_ns=lambda: now_ns)
+    q = subject("quotes", "AAPL")
+    for payload in (
+        b'{"symbol":"AAPL","bid":"NaN","ask":"1","timestamp":"2026-03-02T14:30:00Z"}',
+        b'{"symbol":"AAPL","bid":"1","ask":"Infinity","timestamp":"2026-03-02T14:30:00Z"}',
+        b'{"symbol":"AAPL","bid":"1","ask":1e400,"timestamp":"2026-03-02T14:30:00Z"}',
+        b'{"symbol":"AAPL","bid":"sNaN","ask":"1","timestamp":"2026-03-02T14:30:00Z"}',
+        b'{"symbol":"AAPL","bid":"1","ask":"2","timestamp":"2026-03-04T14:30:00Z"}',  # 2 days ahead
+    ):
+        intake.handle(q, payload)
+    assert intake.bad == 5 and book.mid("AAPL") is None
+    intake.handle(q, b'{"symbol":"AAPL","bid":"1","ask":"2","timestamp":"2026-03-02T14:30:00Z"}')
+    assert book.mid("AAPL") == Decimal("1.5")
+
+
+def test_a_stale_quote_gives_no_mid_and_a_gap_resets_coverage() -> None:
+    clock = [ns_of(at(0))]
+    book = MarketBook({"AAPL": AssetClass.EQUITY}, max_quote_age_s=60, clock_ns=lambda: clock[0])
+    book.on_quote(QuoteMessage("AAPL", Decimal("10"), Decimal("10.02"), at(0)))
+    assert book.mid("AAPL") == Decimal("10.01")
+    clock[0] = ns_of(at(61))
+    assert book.mid("AAPL") is None  # the feed stopped: no arrival price rather than a stale one
+    assert book.covers("AAPL", ns_of(at(1)))
+    book.mark_gap()
+    assert not book.covers("AAPL", ns_of(at(1)))
+    book.on_quote(QuoteMessage("AAPL", Decimal("10"), Decimal("10.02"), at(62)))
+    assert book.covers("AAPL", ns_of(at(62))) and not book.covers("AAPL", ns_of(at(30)))
