@@ -231,7 +231,8 @@ async def _serve(
         await root.start(intake.run, bus)
         if config.market_data.publish_simulated:
             await root.start(feed.run, bus)
-        root.start_soon(market.run)
+        if config.simulated_brokers or config.market_data.publish_simulated:
+            root.start_soon(market.run)  # only what feeds simulated venues or simulated data
         await _wait_for_quotes(book, config.market_data.first_quote_wait_s)
         root.start_soon(  # not awaited: start-up does not wait for a month of reports
             reporter.peers.refresh_every, store.load_peer_rows, lambda: datetime.now(UTC), 300.0
