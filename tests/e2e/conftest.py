@@ -12,6 +12,7 @@ import pytest
 from daemon.servers import NatsServer
 from tests.support.daemon import TEST_TOKEN, DaemonProcess
 from tests.support.databases import fresh_database, sibling_database
+from tests.support.quotes import QuotePublisher
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +78,11 @@ def own_database(database_url: str) -> Iterator[str]:
     on `own_nats` must not publish the session daemon's rows elsewhere."""
     with sibling_database(database_url) as url:
         yield url
+
+
+@pytest.fixture
+def quotes(own_nats: str, request: pytest.FixtureRequest) -> Iterator[QuotePublisher]:
+    """A stand-in Market Data Service on `own_nats`, for the daemon instance the test module
+    names in `INSTANCE` (its market-data prefix is `marketdata.<instance>`)."""
+    with QuotePublisher(own_nats, f"marketdata.{request.module.INSTANCE}") as publisher:
+        yield publisher

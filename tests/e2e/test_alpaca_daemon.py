@@ -5,10 +5,8 @@ market data from an external publisher on NATS (no simulated market, no simulate
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 
 from api import subjects
@@ -18,12 +16,6 @@ from tests.support.oms import order, request, route, run, updates_for
 from tests.support.quotes import QuotePublisher
 
 INSTANCE = "e2e-alpaca"
-
-
-@pytest.fixture
-def quotes(own_nats: str) -> Iterator[QuotePublisher]:
-    with QuotePublisher(own_nats, f"marketdata.{INSTANCE}") as publisher:
-        yield publisher
 
 
 async def test_an_alpaca_account_configured_alone_routes_and_fills_orders(

@@ -5,11 +5,9 @@ the session's sequence numbers in the daemon's own database."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 import trio
 
 from api import subjects
@@ -19,12 +17,6 @@ from tests.support.oms import order, request, route, run, updates_for
 from tests.support.quotes import QuotePublisher
 
 INSTANCE = "e2e-fix"
-
-
-@pytest.fixture
-def quotes(own_nats: str) -> Iterator[QuotePublisher]:
-    with QuotePublisher(own_nats, f"marketdata.{INSTANCE}") as publisher:
-        yield publisher
 
 
 async def test_a_fix_session_configured_alone_routes_fills_and_keeps_its_sequence_numbers(
