@@ -56,19 +56,24 @@ class BadMarketData(ValueError):
 
 #: Prices and sizes beyond this are refused as garbage (DECIMAL(20, 8) holds < 1e12).
 MAX_VALUE = Decimal("1e11")
+#: The smallest price kept: prices are stored as DECIMAL(20, 8).
+MIN_PRICE = Decimal("1e-8")
 
 
-def _sane(symbol: str, **values: Decimal | None) -> None:
-    """Finite, positive and below MAX_VALUE ("NaN", "Infinity", "1e400" decode as Decimals)."""
+def _sane(symbol: str, smallest: Decimal = Decimal(0), **values: Decimal | None) -> None:
+    """Finite, above `smallest` (and positive) and below MAX_VALUE ("NaN", "Infinity", "1e400"
+    decode as Decimals)."""
     for name, value in values.items():
         if value is None:
             continue
-        if not value.is_finite() or not (0 < value < MAX_VALUE):
-            raise BadMarketData(f"{symbol}: {name} must be a positive finite number below {MAX_VALUE}")
+        if not value.is_finite() or not (0 < value < MAX_VALUE) or value < smallest:
+            raise BadMarketData(
+                f"{symbol}: {name} must be a finite number in [{max(smallest, Decimal(0))}, {MAX_VALUE})"
+            )
 
 
 def check_quote(message: QuoteMessage) -> QuoteMessage:
-    _sane(message.symbol, bid=message.bid, ask=message.ask)
+    _sane(message.symbol, MIN_PRICE, bid=message.bid, ask=message.ask)
     if message.bid_size is not None and not (message.bid_size.is_finite() and message.bid_size >= 0):
         raise BadMarketData(f"{message.symbol}: bidSize must be a finite number >= 0")
     if message.ask_size is not None and not (message.ask_size.is_finite() and message.ask_size >= 0):
@@ -81,7 +86,8 @@ def check_quote(message: QuoteMessage) -> QuoteMessage:
 
 
 def check_trade(message: TradeMessage) -> TradeMessage:
-    _sane(message.symbol, price=message.price, size=message.size)
+    _sane(message.symbol, MIN_PRICE, price=message.price)
+    _sane(message.symbol, size=message.size)
     if not (message.price > 0 and message.size > 0):
         raise BadMarketData(f"{message.symbol}: trade needs a positive price and size")
     if message.timestamp.tzinfo is None:
@@ -90,7 +96,7 @@ def check_trade(message: TradeMessage) -> TradeMessage:
 
 
 def check_close(message: CloseMessage) -> CloseMessage:
-    _sane(message.symbol, price=message.price)
+    _sane(message.symbol, MIN_PRICE, price=message.price)
     if not message.price > 0:
         raise BadMarketData(f"{message.symbol}: close needs a positive price")
     return message

@@ -185,7 +185,7 @@ def load_unreported(conn: Conn, since: datetime, limit: int) -> list[str]:
     short by a stop or a crash), oldest first."""
     rows = conn.execute(
         b"SELECT bo.id FROM broker_orders bo"
-        b" WHERE bo.status IN ('FILLED', 'CANCELED', 'EXPIRED') AND bo.filled_quantity > 0"
+        b" WHERE bo.status IN ('FILLED', 'CANCELED', 'EXPIRED', 'REJECTED') AND bo.filled_quantity > 0"
         b" AND bo.updated_at >= %s"
         b" AND NOT EXISTS (SELECT 1 FROM execution_reports r WHERE r.broker_order_id = bo.id)"
         b" ORDER BY bo.updated_at LIMIT %s",
