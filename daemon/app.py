@@ -138,7 +138,9 @@ async def run_daemon(
         applied = await trio.to_thread.run_sync(apply_migrations, database_url)
         if applied:
             log.info("migrations applied", extra={"versions": applied})
-        async with Store.open(database_url, pool_size=config.database.pool_size) as store:
+        async with Store.open(
+            database_url, pool_size=config.database.pool_size, writer_lanes=config.database.writer_connections
+        ) as store:
             market = SimulatedMarket(config.market)
             try:
                 built = build_handles(config, market, database_url)

@@ -86,6 +86,10 @@ class NatsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class DatabaseSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     url: str = ""  # empty: DATABASE_URL, else the embedded PostgreSQL
     pool_size: int = 8
+    #: Connections committing writes in parallel (group commit on each). More lets the next
+    #: batch commit while the previous one waits for its fsync, but makes batches smaller
+    #: (more commits): on the 2-core bench host, 2 gave no gain (bench/route.py), so 1.
+    writer_connections: int = 1
     views_refresh_s: float = 60.0
 
 
@@ -255,6 +259,8 @@ def _check(config: Config) -> None:
         raise ConfigError("market_data: first_quote_wait_s, max_clock_skew_s >= 0; max_quote_age_s > 0")
     if md.tape_capacity < 1 or md.tape_retain_s <= 0:
         raise ConfigError("market_data: tape_capacity and tape_retain_s must be positive")
+    if config.database.writer_connections < 1:
+        raise ConfigError("database.writer_connections must be at least 1")
     if config.service.request_workers < 1:
         raise ConfigError("service.request_workers must be at least 1")
     for i, broker in enumerate(config.simulated_brokers):

@@ -105,9 +105,11 @@ class Store:
         max_batch: int = 512,
         timeout: float = 30.0,
         statement_timeout: float = 10.0,
+        writer_lanes: int = 1,
     ) -> AsyncIterator[Store]:
-        """Start the writer task (in its own nursery) and the read pool; on exit, commit what
-        is queued, then close both (shielded, each bounded by `timeout`)."""
+        """Start the writer task (in its own nursery, with `writer_lanes` connections) and the
+        read pool; on exit, commit what is queued, then close both (shielded, each bounded by
+        `timeout`)."""
 
         def configure(conn: Conn) -> None:
             configure_session(conn, statement_timeout=statement_timeout)
@@ -125,7 +127,11 @@ class Store:
         await trio.to_thread.run_sync(lambda: pool.open(wait=True, timeout=timeout))
         try:
             writer = GroupWriter(
-                conninfo, max_batch=max_batch, timeout=timeout, statement_timeout=statement_timeout
+                conninfo,
+                max_batch=max_batch,
+                timeout=timeout,
+                statement_timeout=statement_timeout,
+                lanes=writer_lanes,
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(writer.run)

@@ -1,12 +1,18 @@
-"""Group commit: many writers, one connection, one transaction per burst.
+"""Group commit: many writers, a few connections ("lanes"), one transaction per burst.
 
     submit(ops) ──> queue ──> writer task: take the first submission, drain every other one
-    already queued (up to `max_batch` ops), run them all in ONE transaction in a worker thread,
-    commit, wake each caller with its own results.
+    already queued (up to `max_batch` ops), hand them to a free lane, which runs them all in
+    ONE transaction in a worker thread, commits, and wakes each caller with its own results.
 
 One commit (one fsync) then carries every write that arrived while the previous one was in
 flight: throughput grows with load while each caller still returns only after its own writes
-are committed (write-before-send relies on this).
+are committed (write-before-send relies on this). With `lanes` > 1, the next batch is formed
+and committed while the previous one is still in flight (its fsync, the round trips of its
+pipeline): batches may then commit in any order. Nothing relies on the order of commits of
+different submissions: a caller whose writes depend on an earlier write of its own awaits that
+one first (an execution's transitions are applied one after the other), and statements that
+touch shared rows take their locks in key order, so two lanes wait for each other but never
+deadlock; should the server still detect one, the batch is re-run one submission at a time.
 
 A write is a `WriteOp`. Ops of the same class in a batch run together through the class's
 `run_batch` (an executemany in pipeline mode), classes in `phase` order; so the ops of one
@@ -133,8 +139,8 @@ def connect(conninfo: str, *, statement_timeout: float) -> psycopg.Connection[An
 
 
 class GroupWriter:
-    """Owns one dedicated connection. Start `run` with `nursery.start`; `close()` stops intake
-    and lets `run` finish what is queued, then disconnect."""
+    """Owns `lanes` dedicated connections. Start `run` with `nursery.start`; `close()` stops
+    intake and lets `run` finish what is queued, then disconnect."""
 
     def __init__(
         self,
@@ -144,9 +150,12 @@ class GroupWriter:
         timeout: float = 30.0,
         statement_timeout: float = 10.0,
         queue_size: int | None = None,
+        lanes: int = 1,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if lanes < 1:
+            raise ValueError("lanes must be at least 1")
         self._conninfo = conninfo
         self._max_batch = max_batch
         self._timeout = timeout
@@ -154,8 +163,7 @@ class GroupWriter:
         self._send, self._receive = trio.open_memory_channel[_Submission](
             queue_size if queue_size is not None else 4 * max_batch
         )
-        self._conn: psycopg.Connection[Any] | None = None
-        self._limiter = trio.CapacityLimiter(1)
+        self._lanes = [_Lane(i) for i in range(lanes)]
         self._running = False
         self._stopped = trio.Event()
         self.stats = WriterStats()
@@ -208,7 +216,8 @@ class GroupWriter:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, report started, then commit batches until `close()` (or cancellation)."""
-        self._conn = await trio.to_thread.run_sync(self._connect, limiter=self._limiter)
+        for lane in self._lanes:
+            lane.conn = await trio.to_thread.run_sync(self._connect, limiter=lane.limiter)
         self._running = True
         try:
             task_status.started()
@@ -218,7 +227,8 @@ class GroupWriter:
             self._fail_queued()  # then close: later senders get WriterClosed
             self._receive.close()
             with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
-                await trio.to_thread.run_sync(self._disconnect, abandon_on_cancel=True)
+                for lane in self._lanes:
+                    await trio.to_thread.run_sync(lane.disconnect, abandon_on_cancel=True)
             self._stopped.set()
 
     def close(self) -> None:
@@ -233,31 +243,58 @@ class GroupWriter:
             await self._stopped.wait()
 
     async def _loop(self) -> None:
-        while True:
-            try:
-                first = await self._receive.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            batch: list[_Submission] = []
-            size = 0
-            candidate: _Submission | None = first
-            while candidate is not None:
-                if not candidate.abandoned:
-                    candidate.taken = True
-                    batch.append(candidate)
-                    size += len(candidate.ops)
-                candidate = None
-                if size < self._max_batch:
-                    try:
-                        candidate = self._receive.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        pass
-            if batch:
-                await self._commit(batch)
+        free_send, free_receive = trio.open_memory_channel[_Lane](len(self._lanes))
+        for lane in self._lanes:
+            free_send.send_nowait(lane)
+        async with trio.open_nursery() as in_flight:  # returns once every lane has committed
+            while True:
+                try:
+                    first = await self._receive.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+                try:
+                    lane = await free_receive.receive()  # meanwhile the queue keeps filling
+                except BaseException:  # stopped while holding `first`: it was never taken
+                    first.error = WriterClosed("the writer stopped before this write was taken")
+                    first.done.set()
+                    raise
+                batch = self._take(first)
+                if batch:
+                    in_flight.start_soon(self._commit_on, lane, batch, free_send)
+                else:
+                    free_send.send_nowait(lane)
 
-    async def _commit(self, batch: list[_Submission]) -> None:
+    async def _commit_on(
+        self, lane: _Lane, batch: list[_Submission], free: trio.MemorySendChannel[_Lane]
+    ) -> None:
         try:
-            outcomes, fell_back = await trio.to_thread.run_sync(self._run_batch, batch, limiter=self._limiter)
+            await self._commit(batch, lane)
+        finally:
+            free.send_nowait(lane)
+
+    def _take(self, first: _Submission) -> list[_Submission]:
+        """`first` and every other submission already queued, up to `max_batch` ops."""
+        batch: list[_Submission] = []
+        size = 0
+        candidate: _Submission | None = first
+        while candidate is not None:
+            if not candidate.abandoned:
+                candidate.taken = True
+                batch.append(candidate)
+                size += len(candidate.ops)
+            candidate = None
+            if size < self._max_batch:
+                try:
+                    candidate = self._receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    pass
+        return batch
+
+    async def _commit(self, batch: list[_Submission], lane: _Lane) -> None:
+        try:
+            outcomes, fell_back = await trio.to_thread.run_sync(
+                self._run_batch, batch, lane, limiter=lane.limiter
+            )
         except BaseException as exc:  # a bug in this module: never leave a caller waiting
             for sub in batch:
                 sub.error = exc if isinstance(exc, Exception) else WriterClosed("the writer failed")
@@ -291,30 +328,25 @@ class GroupWriter:
     def _connect(self) -> psycopg.Connection[Any]:
         return connect(self._conninfo, statement_timeout=self._statement_timeout)
 
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
     def _run_batch(
-        self, batch: list[_Submission]
+        self, batch: list[_Submission], lane: _Lane
     ) -> tuple[list[tuple[list[Any], BaseException | None]], bool]:
         try:
-            conn = self._usable_connection()
+            conn = lane.usable(self._connect)
         except psycopg.Error as exc:
             return [([], exc) for _ in batch], False
         try:
             return [(results, None) for results in _transact(conn, batch)], False
         except Exception as exc:
             if conn.broken or conn.closed:
-                self._drop_connection()
+                lane.drop()
                 return [([], exc) for _ in batch], False
             if len(batch) == 1:
                 return [([], exc)], False
         outcomes: list[tuple[list[Any], BaseException | None]] = []
         for sub in batch:
             if conn.broken or conn.closed:
-                self._drop_connection()
+                lane.drop()
                 outcomes.append(([], psycopg.OperationalError("connection lost")))
                 continue
             try:
@@ -323,18 +355,33 @@ class GroupWriter:
                 outcomes.append(([], exc))
         return outcomes, True
 
-    def _usable_connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._drop_connection()
-            self._conn = self._connect()
-        return self._conn
 
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
+class _Lane:
+    """One connection of the writer and the limiter that keeps its thread use to one."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.conn: psycopg.Connection[Any] | None = None
+        self.limiter = trio.CapacityLimiter(1)
+
+    def __repr__(self) -> str:
+        return f"<_Lane {self.index} {'connected' if self.conn is not None else 'idle'}>"
+
+    def usable(self, connect: Any) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.drop()
+            self.conn = connect()
+        return self.conn
+
+    def drop(self) -> None:
+        if self.conn is not None:
             try:
-                self._conn.close()
+                self.conn.close()
             finally:
-                self._conn = None
+                self.conn = None
+
+    def disconnect(self) -> None:
+        self.drop()
 
 
 def _transact(conn: psycopg.Connection[Any], batch: Sequence[_Submission]) -> list[list[Any]]:

@@ -234,3 +234,31 @@ async def test_lost_connection_fails_the_batch_then_reconnects(
         await writer.submit([Insert(table, 1)])
     assert await writer.submit([Insert(table, 2)]) == [4]
     assert await values_in(migrated_database_url, table) == {2}
+
+
+async def test_lanes_commit_batches_side_by_side(migrated_database_url: str, table: str) -> None:
+    """With two lanes, a batch does not wait for the previous one's commit: two slow
+    submissions take about one sleep, not two; every result still comes back to its caller."""
+    writer = GroupWriter(migrated_database_url, lanes=2)
+    results: dict[int, Any] = {}
+
+    async def one(i: int, op: WriteOp[Any]) -> None:
+        (results[i],) = await writer.submit([op])
+
+    async with trio.open_nursery() as service:
+        await service.start(writer.run)
+        started = trio.current_time()
+        async with trio.open_nursery() as callers:
+            callers.start_soon(one, 0, Sleep(0.4))
+            await trio.testing.wait_all_tasks_blocked()
+            callers.start_soon(one, 1, Sleep(0.4))
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(2, 8):
+                callers.start_soon(one, i, Insert(table, i))
+        elapsed = trio.current_time() - started
+        await writer.aclose()
+        service.cancel_scope.cancel()
+    assert elapsed < 0.75, elapsed  # side by side (one lane would need 0.8 s)
+    assert results[0] != results[1]  # two connections (backend pids)
+    assert {results[i] for i in range(2, 8)} == {2 * i for i in range(2, 8)}
+    assert await values_in(migrated_database_url, table) == set(range(2, 8))
