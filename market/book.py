@@ -34,12 +34,24 @@ SESSION_SECONDS: Mapping[AssetClass, float] = {
     AssetClass.CRYPTO: DAY_S,
 }
 NS = 1_000_000_000
+#: Trade ids remembered per instrument for deduplication.
+TRADE_ID_MEMORY = 10_000
 
 
 class Instrument:
     """Everything kept about one symbol."""
 
-    __slots__ = ("ask", "asset_class", "bid", "closes", "estimator", "quote_ns", "quotes", "trades")
+    __slots__ = (
+        "ask",
+        "asset_class",
+        "bid",
+        "closes",
+        "estimator",
+        "quote_ns",
+        "quotes",
+        "trade_ids",
+        "trades",
+    )
 
     def __init__(self, asset_class: AssetClass, capacity: int, retain_ns: int) -> None:
         self.asset_class = asset_class
@@ -49,6 +61,8 @@ class Instrument:
         self.quotes = Tape(capacity, retain_ns)
         self.trades = Tape(capacity, retain_ns)
         self.closes: dict[date, Decimal] = {}
+        #: The ids of the last trades seen (a print delivered twice is counted once).
+        self.trade_ids: dict[str, None] = {}
         self.estimator = MarketStatsEstimator(session_seconds=SESSION_SECONDS.get(asset_class, DAY_S))
 
     def __repr__(self) -> str:
@@ -75,6 +89,7 @@ class MarketBook:
         self._clock_ns = clock_ns
         self.received = 0
         self.ignored = 0
+        self.duplicates = 0
         #: The market time of the first message received: the tapes say nothing about before.
         self.since_ns: int | None = None
 
@@ -110,6 +125,14 @@ class MarketBook:
         if instrument is None:
             self.ignored += 1
             return
+        if message.trade_id is not None:
+            seen = instrument.trade_ids
+            if message.trade_id in seen:
+                self.duplicates += 1
+                return
+            seen[message.trade_id] = None
+            if len(seen) > TRADE_ID_MEMORY:
+                del seen[next(iter(seen))]
         self.received += 1
         ts = ns_of(message.timestamp)
         if self.since_ns is None:

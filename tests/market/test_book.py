@@ -196,3 +196,12 @@ def test_a_stale_quote_gives_no_mid_and_a_gap_resets_coverage() -> None:
     assert not book.covers("AAPL", ns_of(at(1)))
     book.on_quote(QuoteMessage("AAPL", Decimal("10"), Decimal("10.02"), at(62)))
     assert book.covers("AAPL", ns_of(at(62))) and not book.covers("AAPL", ns_of(at(30)))
+
+
+def test_a_print_delivered_twice_counts_once() -> None:
+    book = MarketBook({"AAPL": AssetClass.EQUITY})
+    for _ in range(2):
+        book.on_trade(TradeMessage("AAPL", Decimal(10), Decimal(100), at(1), trade_id="T-1"))
+    book.on_trade(TradeMessage("AAPL", Decimal(11), Decimal(100), at(2)))  # no id: kept
+    data = book.market_data("AAPL", ns_of(at(0)), ns_of(at(5)))
+    assert data.trades.price.tolist() == [10.0, 11.0] and book.duplicates == 1
