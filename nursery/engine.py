@@ -99,6 +99,8 @@ def _utcnow() -> datetime:
 
 RECOVERY_LOOKBACK = timedelta(days=7)
 RECOVERY_TIMEOUT = 30.0
+#: Recovery lookups go only while at least this share (%) of the broker's rate limits is free.
+RECOVERY_HEADROOM = 50.0
 
 
 def _terminal_event(client_order_id: str, status: BrokerOrderStatus, at: datetime) -> AnyBrokerEvent | None:
@@ -250,7 +252,8 @@ class ExecutionEngine:
            applied like stream events (stored once by fill id).
         2. Each execution still open there (and not PENDING: those are reconciled on their
            own) is looked up by client order id; one the broker has cancelled, expired or
-           rejected meanwhile gets that event. Queries go through the rate limiter.
+           rejected meanwhile gets that event. Lookups go through the rate limiter, and only
+           while half of its capacity is free: new orders come first.
         Raises on failure (the supervisor retries while connected)."""
         now = self._clock()
         broker_id = handle.broker_id
@@ -276,6 +279,9 @@ class ExecutionEngine:
                 continue
             deadline = trio.current_time() + RECOVERY_TIMEOUT
             with trio.fail_after(RECOVERY_TIMEOUT):
+                # Orders first: a lookup waits until the broker's rate limits have room to spare.
+                while handle.limiter.headroom() < RECOVERY_HEADROOM:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
                 await handle.limiter.acquire(deadline)
                 snapshot = await handle.adapter.query(order.client_order_id)
             if snapshot is None:

@@ -25,16 +25,14 @@ from analysis.reporter import ExecutionReporter, _online
 from api.contracts import CancelOrderRequest, OrderRoutingRequest, TCARequest
 from api.enums import AssetClass, OrderType, RoutingStatus, Side, TCABenchmark, TimeInForce
 from api.errors import InvalidRequest, NotFound
-from api.events import AnyBrokerEvent
 from market.book import MarketBook
 from market.messages import QuoteMessage, TradeMessage
-from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from routing.stats import RoutingStats
-from sql.records import OutboxEvent
 from sql.store import Store
 from tca.model import MarketData, Quotes, TcaFill, TcaOrder, Trades
 from tests.nursery.test_failover import venue
+from tests.support.engine_stack import engine_stack
 
 SYMBOL = "AAPL"
 
@@ -72,27 +70,13 @@ async def desk(migrated_database_url: str) -> AsyncIterator[Desk]:
         q = market.quote(symbol)
         book.on_quote(QuoteMessage(symbol, q.bid, q.ask, q.at))
     broker = SimulatedBroker(venue("tca-a", "0.0002"), market)
-    publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](100_000)
-    events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](100_000)
     stats = RoutingStats()
-    async with Store.open(migrated_database_url) as store, trio.open_nursery() as nursery:
-        handle = BrokerHandle(broker, "A", settle=0.2)
-        await store.upsert_brokers([handle.record()])
+    async with Store.open(migrated_database_url) as store:
         reporter = ExecutionReporter(store, book, stats=stats)
-        engine = ExecutionEngine(
-            store,
-            [handle],
-            book,
-            publish_send,
-            attempt_deadline=lambda u: 1.0,
-            stats=stats,
-            reporter=reporter,
-        )
-        await nursery.start(engine.run, events_receive)
-        await nursery.start(supervise_brokers, [handle], events_send)
-        yield Desk(engine, market, book, store, stats)
-        nursery.cancel_scope.cancel()
-    publish_receive.close()
+        async with engine_stack(
+            migrated_database_url, [broker], book, drain=True, stats=stats, reporter=reporter
+        ) as stack:
+            yield Desk(stack.engine, market, book, stack.store, stats)
 
 
 def order(side: Side = Side.BUY, **changes: object) -> OrderRoutingRequest:

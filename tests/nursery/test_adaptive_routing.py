@@ -9,7 +9,6 @@ fills, and keeps the traffic."""
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -23,14 +22,11 @@ from adapters.simulated.config import MarketConfig, default_instruments
 from adapters.simulated.faults import FaultyBroker
 from api.contracts import GetExecutionRequest, OrderRoutingRequest
 from api.enums import ExecutionStrategy, OrderType, RoutingStatus, Side, Urgency
-from api.events import AnyBrokerEvent
 from market.simulated import DirectView
-from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from routing.stats import RoutingStats, StatsConfig
-from sql.records import OutboxEvent
-from sql.store import Store
 from tests.nursery.test_failover import venue
+from tests.support.engine_stack import engine_stack
 
 STALE_AFTER_S = 1.0
 
@@ -45,24 +41,15 @@ async def venues(migrated_database_url: str) -> AsyncIterator[Venues]:
     market = SimulatedMarket(MarketConfig(seed=5, tick_interval_ms=None, instruments=default_instruments()))
     a = FaultyBroker(venue("ad-a", "0.0001"), market)  # cheaper: SMART's choice while healthy
     b = FaultyBroker(venue("ad-b", "0.0004"), market)
-    publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](100_000)
-    events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](100_000)
-    async with Store.open(migrated_database_url) as store, trio.open_nursery() as nursery:
-        handles = [BrokerHandle(x, x.broker_id, settle=0.2) for x in (a, b)]
-        await store.upsert_brokers([h.record() for h in handles])
-        engine = ExecutionEngine(
-            store,
-            handles,
-            DirectView(market),
-            publish_send,
-            attempt_deadline=lambda urgency: 1.0,
-            stats=RoutingStats(StatsConfig(stale_after_s=STALE_AFTER_S)),
-        )
-        await nursery.start(engine.run, events_receive)
-        await nursery.start(functools.partial(supervise_brokers, handles, events_send, heartbeat_every=0.2))
-        yield Venues(engine, a, b)
-        nursery.cancel_scope.cancel()
-    publish_receive.close()
+    async with engine_stack(
+        migrated_database_url,
+        [a, b],
+        DirectView(market),
+        supervisor_options={"heartbeat_every": 0.2},
+        drain=True,
+        stats=RoutingStats(StatsConfig(stale_after_s=STALE_AFTER_S)),
+    ) as stack:
+        yield Venues(stack.engine, a, b)
 
 
 def market_order() -> OrderRoutingRequest:

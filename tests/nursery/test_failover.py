@@ -18,12 +18,9 @@ from adapters.simulated import Fault, FaultyBroker, SimulatedMarket
 from adapters.simulated.config import MarketConfig, SimulatedBrokerConfig, default_instruments
 from api.contracts import CommissionStructure, GetExecutionRequest, OrderRoutingRequest
 from api.enums import AssetClass, BrokerFeature, OrderType, RoutingStatus, Side, Urgency
-from api.events import AnyBrokerEvent
 from market.simulated import DirectView
-from nursery.brokers import BrokerHandle, supervise_brokers
-from nursery.engine import ExecutionEngine
 from sql.records import OutboxEvent
-from sql.store import Store
+from tests.support.engine_stack import EngineStack, engine_stack
 
 DEADLINE = 0.3  # per attempt
 SETTLE = 0.4  # how long an order may still arrive at a broker after we stopped waiting
@@ -42,43 +39,31 @@ def venue(broker_id: str, rate: str) -> SimulatedBrokerConfig:
 
 
 class Stack:
-    def __init__(self, engine: ExecutionEngine, a: FaultyBroker, b: FaultyBroker, published: Any) -> None:
-        self.engine, self.a, self.b, self.published = engine, a, b, published
+    def __init__(self, built: EngineStack, a: FaultyBroker, b: FaultyBroker) -> None:
+        self.built, self.engine, self.a, self.b = built, built.engine, a, b
 
     def live_orders(self) -> list[tuple[str, str]]:
         return [("a", c) for c in self.a.live_orders()] + [("b", c) for c in self.b.live_orders()]
 
     def drain_published(self) -> list[OutboxEvent]:
-        out = []
-        while True:
-            try:
-                out.append(self.published.receive_nowait())
-            except trio.WouldBlock:
-                return out
+        return self.built.drain_published()
 
 
 async def make_stack(database_url: str, policy: str) -> AsyncIterator[Stack]:
     market = SimulatedMarket(MarketConfig(seed=3, tick_interval_ms=None, instruments=default_instruments()))
     a = FaultyBroker(venue("fo-a", "0.0001"), market)  # cheaper: tried first
     b = FaultyBroker(venue("fo-b", "0.0009"), market)
-    publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](10_000)
-    events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](10_000)
-    async with Store.open(database_url) as store, trio.open_nursery() as nursery:
-        handles = [BrokerHandle(x, x.broker_id, settle=SETTLE) for x in (a, b)]
-        await store.upsert_brokers([h.record() for h in handles])
-        engine = ExecutionEngine(
-            store,
-            handles,
-            DirectView(market),
-            publish_send,
-            attempt_deadline=lambda urgency: DEADLINE,
-            unknown_policy=policy,
-            reconcile_budget=3.0,
-        )
-        await nursery.start(engine.run, events_receive)
-        await nursery.start(supervise_brokers, handles, events_send)
-        yield Stack(engine, a, b, publish_receive)
-        nursery.cancel_scope.cancel()
+    async with engine_stack(
+        database_url,
+        [a, b],
+        DirectView(market),
+        deadline=DEADLINE,
+        settle=SETTLE,
+        recover=False,  # the scenarios here are about routing, not reconnects
+        unknown_policy=policy,
+        reconcile_budget=3.0,
+    ) as stack:
+        yield Stack(stack, a, b)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ connection comes back (`fills_since`), and applied once."""
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -21,11 +20,10 @@ from api.enums import BrokerOrderStatus, OrderType, RoutingStatus, Side, TimeInF
 from api.events import AnyBrokerEvent, OrderCanceled, OrderFilled
 from api.orders import BrokerOrder
 from market.simulated import DirectView
-from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
-from sql.records import OutboxEvent
 from sql.store import Store
 from tests.nursery.test_failover import venue
+from tests.support.engine_stack import engine_stack
 
 
 class LossyBroker(FaultyBroker):
@@ -58,23 +56,14 @@ class Stack:
 async def stack(migrated_database_url: str) -> AsyncIterator[Stack]:
     market = SimulatedMarket(MarketConfig(seed=4, tick_interval_ms=None, instruments=default_instruments()))
     broker = LossyBroker(venue("rec-a", "0.0001"), market)
-    publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](10_000)
-    events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](10_000)
-    async with Store.open(migrated_database_url) as store, trio.open_nursery() as nursery:
-        handle = BrokerHandle(broker, "A", settle=0.2)
-        await store.upsert_brokers([handle.record()])
-        engine = ExecutionEngine(
-            store, [handle], DirectView(market), publish_send, attempt_deadline=lambda u: 1.0
-        )
-        await nursery.start(engine.run, events_receive)
-        await nursery.start(
-            functools.partial(
-                supervise_brokers, [handle], events_send, backoff_initial=0.05, recover=engine.recover
-            )
-        )
-        yield Stack(engine, broker, market, store)
-        nursery.cancel_scope.cancel()
-    publish_receive.close()
+    async with engine_stack(
+        migrated_database_url,
+        [broker],
+        DirectView(market),
+        supervisor_options={"backoff_initial": 0.05},
+        drain=True,
+    ) as built:
+        yield Stack(built.engine, broker, market, built.store)
 
 
 def resting(order_id: str, price: Decimal) -> OrderRoutingRequest:

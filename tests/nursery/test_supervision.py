@@ -25,9 +25,8 @@ from market.simulated import DirectView
 from nursery.breaker import BreakerState, CircuitBreaker
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
-from sql.records import OutboxEvent
-from sql.store import Store
 from tests.nursery.test_failover import venue
+from tests.support.engine_stack import engine_stack
 
 
 @contextlib.asynccontextmanager
@@ -38,22 +37,18 @@ async def engine_with(
     deadline: float,
     breakers: dict[str, CircuitBreaker],
 ) -> AsyncIterator[tuple[ExecutionEngine, list[BrokerHandle]]]:
-    publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](100_000)
-    events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](100_000)
     market = brokers[0]._market  # the venues share it
-    async with Store.open(database_url) as store, trio.open_nursery() as nursery:
-        handles = [
-            BrokerHandle(b, b.broker_id, settle=0.1, breaker=breakers.get(b.broker_id)) for b in brokers
-        ]
-        await store.upsert_brokers([h.record() for h in handles])
-        engine = ExecutionEngine(
-            store, handles, DirectView(market), publish_send, attempt_deadline=lambda urgency: deadline
-        )
-        await nursery.start(engine.run, events_receive)
-        await nursery.start(supervise_brokers, handles, events_send)
-        nursery.start_soon(_drain, publish_receive)
-        yield engine, handles
-        nursery.cancel_scope.cancel()
+    async with engine_stack(
+        database_url,
+        brokers,
+        DirectView(market),
+        deadline=deadline,
+        settle=0.1,
+        handle_options=lambda adapter: {"breaker": breakers.get(adapter.broker_id)},
+        recover=False,
+        drain=True,
+    ) as stack:
+        yield stack.engine, stack.handles
 
 
 async def eventually(condition: Callable[[], bool], within: float) -> None:
@@ -62,11 +57,6 @@ async def eventually(condition: Callable[[], bool], within: float) -> None:
             if condition():
                 return
             await trio.sleep(0.005)
-
-
-async def _drain(receive: trio.MemoryReceiveChannel[OutboxEvent]) -> None:
-    async for _ in receive:
-        pass
 
 
 def market() -> SimulatedMarket:
