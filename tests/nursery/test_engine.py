@@ -19,11 +19,9 @@ from api.capabilities import Capabilities
 from api.contracts import CommissionStructure, GetExecutionRequest, OrderRoutingRequest
 from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, OrderType, RoutingStatus, Side
 from api.events import AnyBrokerEvent, OrderFilled
-from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from routing.impact import MarketStats
-from sql.records import OutboxEvent
-from sql.store import Store
+from tests.support.engine_stack import engine_stack
 
 NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
@@ -128,23 +126,10 @@ def order(order_id: str, **changes: Any) -> OrderRoutingRequest:
 @pytest.fixture
 async def stack(migrated_database_url: str) -> AsyncIterator[tuple[ExecutionEngine, ProbeBroker, Any]]:
     broker = ProbeBroker(migrated_database_url)
-    publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](1000)
-    events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](1000)
-    async with Store.open(migrated_database_url) as store, trio.open_nursery() as nursery:
-        handle = BrokerHandle(broker, "Probe", settle=0.2)
-        await store.upsert_brokers([handle.record()])
-        engine = ExecutionEngine(
-            store,
-            [handle],
-            Market(),
-            publish_send,
-            attempt_deadline=lambda urgency: 2.0,
-            reconcile_budget=1.0,
-        )
-        await nursery.start(engine.run, events_receive)
-        await nursery.start(supervise_brokers, [handle], events_send)
-        yield engine, broker, publish_receive
-        nursery.cancel_scope.cancel()
+    async with engine_stack(
+        migrated_database_url, [broker], Market(), deadline=2.0, recover=False, reconcile_budget=1.0
+    ) as built:
+        yield built.engine, broker, built.published
 
 
 async def settled_status(engine: ExecutionEngine, order_id: str, wait: float = 0.3) -> str:
