@@ -61,18 +61,27 @@ from adapters.simulated import Fault, FaultyBroker, SimulatedBroker, SimulatedMa
 from adapters.simulated.config import MarketConfig, SimulatedBrokerConfig, default_instruments
 from api.capabilities import RateLimits
 from api.contracts import CommissionStructure, OrderRoutingRequest, OrderRoutingResponse
-from api.enums import AssetClass, BrokerFeature, OrderType, RoutingStatus, Side, TimeInForce, Urgency
+from api.enums import (
+    AssetClass,
+    BrokerFeature,
+    ExecutionStrategy,
+    OrderType,
+    RoutingStatus,
+    Side,
+    TimeInForce,
+    Urgency,
+)
 from api.events import AnyBrokerEvent
 from market.simulated import DirectView
 from nursery import reconcile
 from nursery.breaker import CircuitBreaker
-from nursery.brokers import BrokerHandle, supervise_brokers
+from nursery.brokers import BrokerHandle
 from nursery.engine import ExecutionEngine
 from nursery.identity import client_order_id, execution_id
 from nursery.placement import Outcome, place
 from nursery.ratelimit import RateLimiter, describe_limits
 from sql.records import OutboxEvent
-from sql.store import Store
+from tests.support.engine_stack import engine_stack
 
 DEADLINE = 0.1  # s, every attempt (the engine's attempt_deadline, whatever the urgency)
 SETTLE = 0.1  # s, both brokers' settle window (how long an order may still arrive)
@@ -132,31 +141,29 @@ async def open_stack(database_url: str) -> AsyncIterator[Stack]:
     market = SimulatedMarket(MarketConfig(seed=3, tick_interval_ms=None, instruments=default_instruments()))
     a = FaultyBroker(venue(A_ID, "0.0001"), market)  # cheaper: tried first
     b = FaultyBroker(venue(B_ID, "0.0009"), market)
-    publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](65536)
-    events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](65536)
     published = [0]
 
-    async def drain_published() -> None:
-        async for _ in publish_receive:
+    async def count_published(receive: trio.MemoryReceiveChannel[OutboxEvent]) -> None:
+        async for _ in receive:
             published[0] += 1
 
-    async with Store.open(database_url) as store, trio.open_nursery() as nursery:
-        ha, hb = (BrokerHandle(x, x.broker_id, settle=SETTLE) for x in (a, b))
-        await store.upsert_brokers([ha.record(), hb.record()])
-        engine = ExecutionEngine(
-            store,
-            [ha, hb],
+    async with (
+        engine_stack(
+            database_url,
+            [a, b],
             DirectView(market),
-            publish_send,
-            attempt_deadline=lambda urgency: DEADLINE,
+            deadline=DEADLINE,
+            settle=SETTLE,
+            recover=False,
             unknown_policy="adopt",
             reconcile_budget=RECONCILE_BUDGET,
-        )
-        nursery.start_soon(drain_published)
-        await nursery.start(engine.run, events_receive)
-        await nursery.start(supervise_brokers, [ha, hb], events_send)
+        ) as built,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(count_published, built.published)
+        ha, hb = built.handles
         try:
-            yield Stack(engine, a, b, ha, hb, market, published, database_url)
+            yield Stack(built.engine, a, b, ha, hb, market, published, database_url)
         finally:
             nursery.cancel_scope.cancel()
 
@@ -171,6 +178,9 @@ def resting_order(order_id: str, preferred: tuple[str, ...] = ()) -> OrderRoutin
         quantity=Decimal(10),
         price=LIMIT_PRICE,
         urgency=Urgency.HIGH,
+        # The cheaper broker first, always: SMART would (rightly) learn from the injected faults
+        # and move orders to B, and the scenarios measure failover from A.
+        execution_strategy=ExecutionStrategy.LOWEST_COST,
         preferred_brokers=preferred,
     )
 
