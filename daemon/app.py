@@ -39,11 +39,12 @@ from analysis.reporter import ExecutionReporter
 from api.codec import to_builtins
 from api.events import AnyBrokerEvent
 from api.rest import create_app
-from daemon import servers
+from daemon import credentials, servers
 from daemon.brokers import BrokerSetupError, build_handles
 from daemon.bus import NatsBus
 from daemon.config import Config
 from daemon.endpoints import OVERLOADED, admin_endpoints, service_endpoints
+from daemon.logs import register_secret
 from daemon.publisher import Publisher
 from daemon.schedule import (
     close_sessions_daily,
@@ -142,9 +143,19 @@ async def run_daemon(
             database_url, pool_size=config.database.pool_size, writer_lanes=config.database.writer_connections
         ) as store:
             market = SimulatedMarket(config.market)
+            real = [a.broker_id for a in config.alpaca_brokers] + [f.broker_id for f in config.fix_brokers]
             try:
-                built = build_handles(config, market, database_url)
-            except BrokerSetupError as exc:
+                environ, stored_secrets = await trio.to_thread.run_sync(
+                    credentials.environment,
+                    database_url,
+                    real,
+                    os.environ.get(credentials.KEY_VARIABLE),
+                    dict(os.environ),
+                )
+                for secret in stored_secrets:
+                    register_secret(secret)
+                built = build_handles(config, market, database_url, environ)
+            except (BrokerSetupError, credentials.CredentialError) as exc:
                 raise StartupError(str(exc)) from None
             handles = [handle for handle, _ in built]
             await store.upsert_brokers([handle.record(params) for handle, params in built])

@@ -12,6 +12,7 @@ broker-integration maintenance BROKER_ID on|off [--reason TEXT]
 broker-integration tca --orders o.csv --fills f.csv --trades t.csv [--quotes q.csv] --out DIR
 broker-integration refresh-views
 broker-integration migrate [--database-url URL]
+broker-integration credentials generate-key | set BROKER_ID | list | delete BROKER_ID
 """
 
 from __future__ import annotations
@@ -157,6 +158,15 @@ def _parser() -> argparse.ArgumentParser:
     migrate = add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument("--database-url", default=None, help="default: $DATABASE_URL")
     migrate.set_defaults(func=_cmd_migrate)
+
+    creds = add_parser(
+        "credentials",
+        help="the encrypted credential store (key in $BIS_CREDENTIALS_KEY; values never printed)",
+    )
+    creds.add_argument("action", choices=["generate-key", "set", "list", "delete"])
+    creds.add_argument("broker_id", nargs="?", help="for set and delete")
+    creds.add_argument("--database-url", default=None, help="default: $DATABASE_URL")
+    creds.set_defaults(func=_cmd_credentials)
     return parser
 
 
@@ -257,6 +267,60 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     applied = apply_migrations(url)
     print(f"{redact_url(url)}: applied {', '.join(applied) if applied else 'nothing (up to date)'}")
+    return 0
+
+
+def _cmd_credentials(args: argparse.Namespace) -> int:
+    """`set` reads NAME=value lines (the environment-variable names the broker's configuration
+    refers to, e.g. ALPACA_KEY_ID) from standard input, so no secret is ever in argv or the
+    shell history."""
+    import os
+
+    from daemon import credentials
+    from sql.migrate import apply_migrations
+
+    if args.action == "generate-key":
+        print(credentials.generate_key())
+        return 0
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        print("no database: pass --database-url or set DATABASE_URL", file=sys.stderr)
+        return EXIT_USAGE
+    key = os.environ.get(credentials.KEY_VARIABLE)
+    if args.action in ("set", "delete") and not args.broker_id:
+        print(f"credentials {args.action} needs a BROKER_ID", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        apply_migrations(url)
+        if args.action == "set":
+            if not key:
+                print(f"set {credentials.KEY_VARIABLE} (see `credentials generate-key`)", file=sys.stderr)
+                return EXIT_USAGE
+            values = {}
+            for number, line in enumerate(sys.stdin, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                name, sep, value = line.partition("=")
+                if not sep or not name.strip():
+                    print(f"line {number}: expected NAME=value", file=sys.stderr)
+                    return EXIT_USAGE
+                values[name.strip()] = value
+            credentials.save(url, args.broker_id, values, key)
+            print(f"{args.broker_id}: stored {', '.join(sorted(values))}")
+        elif args.action == "delete":
+            found = credentials.delete(url, args.broker_id)
+            print(f"{args.broker_id}: {'deleted' if found else 'nothing stored'}")
+        else:
+            for broker_id, updated_at, names in credentials.listed(url, key):
+                if names is None:
+                    shown = "(stored with another key)"
+                else:
+                    shown = ", ".join(names) if key else "(names need the key)"
+                print(f"{broker_id}  {updated_at.isoformat()}  {shown}")
+    except credentials.CredentialError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

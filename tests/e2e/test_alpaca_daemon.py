@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import trio
 
 from api import subjects
+from daemon import credentials
+from sql.migrate import apply_migrations
 from tests.support.alpaca_emulator import AlpacaEmulator
 from tests.support.daemon import DaemonProcess
 from tests.support.oms import order, request, route, run, updates_for
@@ -18,8 +21,9 @@ from tests.support.quotes import QuotePublisher
 INSTANCE = "e2e-alpaca"
 
 
+@pytest.mark.parametrize("source", ["environment", "store"])
 async def test_an_alpaca_account_configured_alone_routes_and_fills_orders(
-    tmp_path: Path, own_nats: str, own_database: str, quotes: QuotePublisher
+    tmp_path: Path, own_nats: str, own_database: str, quotes: QuotePublisher, source: str
 ) -> None:
     emulator = AlpacaEmulator()
     async with trio.open_nursery() as nursery:
@@ -33,7 +37,14 @@ key_env = "E2E_ALPACA_KEY"
 secret_env = "E2E_ALPACA_SECRET"
 """
         daemon = DaemonProcess(tmp_path, own_nats, own_database, instance=INSTANCE, brokers_toml=alpaca_toml)
-        env = {"E2E_ALPACA_KEY": emulator.key_id, "E2E_ALPACA_SECRET": emulator.secret}
+        values = {"E2E_ALPACA_KEY": emulator.key_id, "E2E_ALPACA_SECRET": emulator.secret}
+        if source == "environment":
+            env = values
+        else:  # the encrypted store: only its key is in the daemon's environment
+            key = credentials.generate_key()
+            await trio.to_thread.run_sync(apply_migrations, own_database)
+            await trio.to_thread.run_sync(credentials.save, own_database, "alpaca-paper", values, key)
+            env = {credentials.KEY_VARIABLE: key}
         await trio.to_thread.run_sync(lambda: daemon.start(env=env))
         try:
             listed = await trio.to_thread.run_sync(
