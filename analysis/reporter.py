@@ -107,11 +107,18 @@ class ExecutionReporter:
     # --- reports --------------------------------------------------------------------------
 
     async def report(
-        self, order: BrokerOrder, arrival_price: Decimal | None = None, *, arrival_known: bool = False
+        self,
+        order: BrokerOrder,
+        arrival_price: Decimal | None = None,
+        *,
+        arrival_known: bool = False,
+        replace: bool = False,
     ) -> TcaResult | None:
         """Write the report of a finished execution with fills (once: a repeat writes nothing and
         returns None); None too when there is nothing to report. `arrival_price` is the one
-        stored with the order when the caller has it (`arrival_known`), else it is read back."""
+        stored with the order when the caller has it (`arrival_known`), else it is read back.
+        `replace`: rewrite the report of an execution that changed after it ended (a late fill);
+        the peer and routing statistics are not told twice."""
         if not order.status.is_final or order.filled_quantity <= 0:
             return None
         asset_class = self._market.asset_class(order.symbol)
@@ -135,9 +142,11 @@ class ExecutionReporter:
             tca_order, fills, data, TCABenchmark.ARRIVAL_PRICE, peers=self.peers.stats, config=self._config
         )
         record = self._record(order, result, asset_class, arrival, end_price, windows.encode(data))
-        if not await self._store.save_report(record):
+        if not await self._store.save_report(record, replace=replace):
             return None
         self.written += 1
+        if replace:  # a correction: the statistics already counted this execution once
+            return result
         self.peers.add(result)
         # What the broker's execution cost beyond the market's own move: slippage vs arrival
         # less the realised impact (the mid's move to the end), which routing models apart.

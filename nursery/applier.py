@@ -39,6 +39,7 @@ class EventApplier:
         spawn: Spawn,
         on_zombie: Callable[[LiveExecution], object],
         on_finished: Callable[[LiveExecution], object] | None = None,
+        on_late_fill: Callable[[LiveExecution], object] | None = None,
     ) -> None:
         self._store = store
         self._live = live
@@ -48,6 +49,8 @@ class EventApplier:
         self._on_zombie = on_zombie
         #: Called once when an execution reaches a final status (routing statistics, reports).
         self._on_finished = on_finished
+        #: Called when a fill reaches an execution that had already ended (its report is stale).
+        self._on_late_fill = on_late_fill
         #: Drain / load tasks applying broker events right now (shutdown waits for zero).
         self.applying = 0
 
@@ -159,6 +162,12 @@ class EventApplier:
             live.order = order
             live.changed.set()
             live.changed = trio.Event()
+            late_fill = was_final and any(t.fill is not None for t in changes)
+            if late_fill and self._on_late_fill is not None:
+                try:
+                    self._on_late_fill(live)
+                except Exception:
+                    log.exception("late-fill hook failed", extra={"execution_id": order.id})
             if order.status.is_final:
                 self._live.finished(live)
                 if not was_final and self._on_finished is not None:

@@ -74,7 +74,12 @@ class Reporter(Protocol):
     """Execution reports and TCA (`analysis.reporter.ExecutionReporter`)."""
 
     async def report(
-        self, order: BrokerOrder, arrival_price: Decimal | None = None, *, arrival_known: bool = False
+        self,
+        order: BrokerOrder,
+        arrival_price: Decimal | None = None,
+        *,
+        arrival_known: bool = False,
+        replace: bool = False,
     ) -> object: ...
 
     async def analyse(self, request: TCARequest) -> TCAResponse: ...
@@ -179,6 +184,7 @@ class ExecutionEngine:
             self._spawn,
             on_zombie=lambda live: self._spawn(self._cancels.cancel_zombie, live),
             on_finished=self._on_finished,
+            on_late_fill=self._on_late_fill,
         )
         self._cancels = Cancels(
             store,
@@ -700,10 +706,22 @@ class ExecutionEngine:
             at=trio.current_time(),
         )
 
-    async def _report(self, order: BrokerOrder, arrival: Decimal | None, known: bool) -> None:
+    def _on_late_fill(self, live: LiveExecution) -> None:
+        """A fill after the execution ended (it raced a cancel): its report is rewritten."""
+        if self._reporter is not None:
+            self._reporting += 1
+            try:
+                self._spawn(self._report, live.order, live.arrival_price, live.arrival_known, True)
+            except BaseException:
+                self._reporting -= 1
+                raise
+
+    async def _report(
+        self, order: BrokerOrder, arrival: Decimal | None, known: bool, replace: bool = False
+    ) -> None:
         assert self._reporter is not None
         try:
-            await self._reporter.report(order, arrival, arrival_known=known)
+            await self._reporter.report(order, arrival, arrival_known=known, replace=replace)
         except Exception:  # a report must never take the engine down; the order is unaffected
             log.exception("execution report failed", extra={"execution_id": order.id})
         finally:

@@ -105,15 +105,20 @@ RETURNING id
 
 @dataclass(frozen=True, slots=True)
 class SaveReport(WriteOp[bool]):
-    """Insert an execution's report unless it has one; True if this op inserted it."""
+    """Insert an execution's report unless it has one (with `replace`: in place of the one it
+    has, e.g. after a fill that arrived once the execution had ended); True if this op wrote it."""
 
     report: ReportRecord
+    replace: bool = False
     phase: ClassVar[int] = 30  # after the transitions of the same batch (the foreign keys)
 
     @classmethod
     def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[bool]:
         rows = [_report_values(op.report) for op in ops]
         cur = conn.cursor()
+        replaced = [op.report.execution_id for op in ops if op.replace]
+        if replaced:
+            cur.execute(b"DELETE FROM execution_reports WHERE broker_order_id = ANY(%s)", (replaced,))
         cur.execute(_INSERT_REPORTS, columns(rows))
         inserted = {row[0] for row in cur.fetchall()}
         results = []

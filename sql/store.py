@@ -247,9 +247,10 @@ class Store:
 
     # --- execution reports and closes (online TCA) -------------------------------------------
 
-    async def save_report(self, report: ReportRecord) -> bool:
-        """Insert the execution's report unless it has one; True if this call inserted it."""
-        (inserted,) = await self._writer.submit([SaveReport(report)])
+    async def save_report(self, report: ReportRecord, *, replace: bool = False) -> bool:
+        """Insert the execution's report unless it has one (`replace`: in place of it); True
+        if this call wrote it."""
+        (inserted,) = await self._writer.submit([SaveReport(report, replace)])
         return inserted
 
     async def save_close(self, symbol: str, trade_date: date, price: Decimal, received_at: datetime) -> None:

@@ -25,6 +25,7 @@ from analysis.reporter import ExecutionReporter, _online
 from api.contracts import CancelOrderRequest, OrderRoutingRequest, TCARequest
 from api.enums import AssetClass, OrderType, RoutingStatus, Side, TCABenchmark, TimeInForce
 from api.errors import InvalidRequest, NotFound
+from api.events import OrderFilled
 from market.book import MarketBook
 from market.messages import QuoteMessage, TradeMessage
 from nursery.engine import ExecutionEngine
@@ -249,3 +250,32 @@ def test_a_market_window_survives_the_round_trip_and_garbage_is_refused() -> Non
     for bad in (b"", b"BISW", blob[:-3], blob + b"x", b"PK\x03\x04" + blob[4:]):
         with pytest.raises(ValueError):
             windows.decode(bad)
+
+
+async def test_a_fill_that_arrives_after_the_cancel_rewrites_the_report(desk: Desk) -> None:
+    quote = desk.market.quote(SYMBOL)
+    request = order(price=quote.bid - Decimal(1))  # rests
+    await desk.engine.route_order(request)
+    await desk.engine.cancel_order(CancelOrderRequest(order_id=request.order_id, broker_id="tca-a"))
+    await reported(desk, request.order_id)
+    execution = await desk.store.load_latest_execution(request.order_id)
+    assert execution is not None and execution.filled_quantity == 0
+    assert await desk.store.load_report(execution.id) is None  # nothing filled: no report
+
+    # The broker had filled part of it before the cancel reached it: the fill comes last.
+    late = OrderFilled(
+        client_order_id=execution.client_order_id,
+        at=datetime.now(UTC),
+        fill_id="late-fill-1",
+        quantity=Decimal(30),
+        price=quote.bid - Decimal(1),
+        fee=Decimal("0.5"),
+        venue="SIMX",
+    )
+    desk.engine._applier.enqueue(late)
+    with trio.fail_after(5):
+        while await desk.store.load_report(execution.id) is None:  # noqa: ASYNC110
+            await trio.sleep(0.02)
+    await desk.engine.wait_settled()
+    tca = await desk.engine.transaction_cost_analysis(TCARequest(order_id=request.order_id))
+    assert tca.average_execution_price == pytest.approx(float(quote.bid - Decimal(1)))
