@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Protocol
 
 import msgspec
+import trio
 
 from analysis import windows
 from analysis.peers import PeerCache
@@ -63,6 +64,8 @@ class MarketSource(Protocol):
 
     def mid_at(self, symbol: str, ts_ns: int) -> Decimal | None: ...
 
+    def latest_ns(self, symbol: str) -> int | None: ...
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -92,8 +95,12 @@ class ExecutionReporter:
         peers: PeerCache | None = None,
         config: TcaConfig = DEFAULT_CONFIG,
         clock: Callable[[], datetime] = _utcnow,
+        market_settle_s: float = 1.0,
     ) -> None:
+        """`market_settle_s`: how long a report waits for the market data to reach the end of
+        the execution (prints published just before it can arrive just after)."""
         self._store = store
+        self._market_settle_s = market_settle_s
         self._market = market
         self.stats = stats
         self.peers = peers or PeerCache()
@@ -113,6 +120,7 @@ class ExecutionReporter:
         *,
         arrival_known: bool = False,
         replace: bool = False,
+        await_market: bool = True,
     ) -> TcaResult | None:
         """Write the report of a finished execution with fills (once: a repeat writes nothing and
         returns None); None too when there is nothing to report. `arrival_price` is the one
@@ -127,6 +135,8 @@ class ExecutionReporter:
             return None
         arrival = arrival_price if arrival_known else await self._store.load_arrival_price(order.order_id)
         end_ns = ns_of(order.updated_at) + 1
+        if await_market:
+            await self._await_market(order.symbol, end_ns)
         end_price = self._market.mid_at(order.symbol, end_ns)
         tca_order, fills = _online(
             *from_broker_order(
@@ -183,7 +193,7 @@ class ExecutionReporter:
                     seen.add(execution_id)
                     try:
                         order = await self._store.load_execution(execution_id)
-                        if order is not None and await self.report(order) is not None:
+                        if order is not None and await self.report(order, await_market=False) is not None:
                             written += 1
                     except Exception as exc:
                         failed += 1
@@ -196,6 +206,16 @@ class ExecutionReporter:
         if written or failed:
             log.info("execution reports backfilled", extra={"count": written, "failed": failed})
         return written
+
+    async def _await_market(self, symbol: str, end_ns: int) -> None:
+        """Until the tapes reach `end_ns` (late prints of the window are in), at most
+        `market_settle_s`; then the report goes ahead with what is there."""
+        deadline = trio.current_time() + self._market_settle_s
+        while trio.current_time() < deadline:
+            latest = self._market.latest_ns(symbol)
+            if latest is not None and latest >= end_ns:
+                return
+            await trio.sleep(0.05)
 
     def _window(self, symbol: str, start_ns: int, end_ns: int) -> MarketData:
         if not self._market.covers(symbol, start_ns):

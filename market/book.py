@@ -197,6 +197,14 @@ class MarketBook:
             and instrument.quotes.covers(start_ns)
         )
 
+    def latest_ns(self, symbol: str) -> int | None:
+        """The market time of the newest quote or trade of `symbol` on the tapes."""
+        instrument = self._instruments.get(symbol)
+        if instrument is None:
+            return None
+        times = [t for t in (instrument.quotes.last_ns, instrument.trades.last_ns) if t is not None]
+        return max(times) if times else None
+
     def mid_at(self, symbol: str, ts_ns: int) -> Decimal | None:
         """The mid of the last quote at or before `ts_ns` still on the tape (None if none)."""
         instrument = self._instruments.get(symbol)

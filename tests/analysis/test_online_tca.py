@@ -73,7 +73,7 @@ async def desk(migrated_database_url: str) -> AsyncIterator[Desk]:
     broker = SimulatedBroker(venue("tca-a", "0.0002"), market)
     stats = RoutingStats()
     async with Store.open(migrated_database_url) as store:
-        reporter = ExecutionReporter(store, book, stats=stats)
+        reporter = ExecutionReporter(store, book, stats=stats, market_settle_s=0.0)
         async with engine_stack(
             migrated_database_url, [broker], book, drain=True, stats=stats, reporter=reporter
         ) as stack:
@@ -157,7 +157,7 @@ async def test_a_filled_order_gets_its_report_and_every_benchmark(desk: Desk) ->
     assert broker is not None and AssetClass.EQUITY in broker.tca  # fed to the routing statistics
 
     # A fresh reporter (empty tapes, as after a restart) answers from the stored window.
-    fresh = ExecutionReporter(desk.store, MarketBook({SYMBOL: AssetClass.EQUITY}))
+    fresh = ExecutionReporter(desk.store, MarketBook({SYMBOL: AssetClass.EQUITY}), market_settle_s=0.0)
     again = await fresh.analyse(TCARequest(order_id=request.order_id, benchmark=TCABenchmark.VWAP))
     assert again == vwap
 
@@ -218,7 +218,7 @@ async def test_reports_cut_short_by_a_stop_are_backfilled_at_start(desk: Desk) -
         conn.commit()
 
     await desk.store._read(forget)  # as if the daemon had stopped before writing it
-    fresh = ExecutionReporter(desk.store, MarketBook({SYMBOL: AssetClass.EQUITY}))
+    fresh = ExecutionReporter(desk.store, MarketBook({SYMBOL: AssetClass.EQUITY}), market_settle_s=0.0)
     assert await fresh.backfill(execution.updated_at - timedelta(minutes=1)) >= 1
     stored = await desk.store.load_report(execution.id)
     assert stored is not None and stored.arrival_price == (quote.bid + quote.ask) / 2
@@ -279,3 +279,26 @@ async def test_a_fill_that_arrives_after_the_cancel_rewrites_the_report(desk: De
     await desk.engine.wait_settled()
     tca = await desk.engine.transaction_cost_analysis(TCARequest(order_id=request.order_id))
     assert tca.average_execution_price == pytest.approx(float(quote.bid - Decimal(1)))
+
+
+async def test_a_report_waits_briefly_for_the_market_data_to_reach_the_end(desk: Desk) -> None:
+    class Late:
+        """A market source whose tapes reach the end only after a while."""
+
+        def __init__(self, book: MarketBook, after: float) -> None:
+            self.book, self.ready_at = book, trio.current_time() + after
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.book, name)
+
+        def latest_ns(self, symbol: str) -> int | None:
+            return self.book.latest_ns(symbol) if trio.current_time() >= self.ready_at else 0
+
+    reporter = ExecutionReporter(desk.store, Late(desk.book, 0.3), market_settle_s=2.0)  # type: ignore[arg-type]
+    started = trio.current_time()
+    await reporter._await_market(SYMBOL, 1)
+    assert 0.25 <= trio.current_time() - started < 1.0  # waited for the data, not the full 2 s
+    impatient = ExecutionReporter(desk.store, Late(desk.book, 10.0), market_settle_s=0.2)  # type: ignore[arg-type]
+    started = trio.current_time()
+    await impatient._await_market(SYMBOL, 1)
+    assert trio.current_time() - started < 0.5  # at most market_settle_s
