@@ -74,9 +74,14 @@ class FixConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     #: Our cancels and status requests younger than this are resent when the broker asks;
     #: older ones are gap-filled (see `adapters.fix.resend`).
     resend_max_age_s: float = 60.0
+    #: Messages we sent, and the reports of orders that ended, are kept this long (days), then
+    #: pruned at the next logon; reports of orders still open are kept whatever their age.
+    retention_days: int = 30
     timeouts: FixTimeouts = msgspec.field(default_factory=FixTimeouts)
 
     def __post_init__(self) -> None:
+        if self.retention_days < 1:
+            raise ValueError(f"{self.broker_id}: retention_days must be at least 1")
         for name in ("broker_id", "host", "sender_comp_id", "target_comp_id"):
             value = getattr(self, name)
             if not value or "\x01" in value or "=" in value:

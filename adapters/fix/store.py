@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -93,6 +93,7 @@ class FixStore:
         self._target = config.target_comp_id
         self._reporting = config.commission_reporting
         self._timeout = config.timeouts.store_s
+        self._retention = timedelta(days=config.retention_days)
         self._conn: Connection | None = None
         self._claimed = False  # we hold the session's advisory lock (on `_conn`)
         self._generation = 0
@@ -111,7 +112,8 @@ class FixStore:
     async def claim_session(self) -> None:
         """Take the session's PostgreSQL advisory lock (held by our connection, so a crashed
         process loses it with its connection). Raises SessionConflict while another process
-        holds it: two daemons must never drive one FIX session."""
+        holds it: two daemons must never drive one FIX session. Then prune what the retention
+        no longer keeps."""
         if self._claimed:
             return
 
@@ -120,6 +122,29 @@ class FixStore:
 
         await self._run(work)
         self._claimed = True
+        await self.prune(datetime.now(UTC) - self._retention)
+
+    async def prune(self, before: datetime) -> tuple[int, int]:
+        """Delete the messages sent before `before`, and the reports received before it of
+        orders whose latest state is final (filled, cancelled, rejected, expired); the reports
+        of orders still open stay. Returns (messages, reports) deleted."""
+
+        def work(conn: Connection) -> tuple[int, int]:
+            sent = conn.execute(
+                b"DELETE FROM fix_outbound_messages WHERE session_id = %s AND sent_at < %s",
+                (self._session_id, before),
+            ).rowcount
+            reports = conn.execute(
+                b"DELETE FROM fix_executions e WHERE e.session_id = %(s)s AND e.received_at < %(b)s"
+                b" AND e.client_order_id IN (SELECT client_order_id FROM ("
+                b"   SELECT DISTINCT ON (client_order_id) client_order_id, ord_status"
+                b"   FROM fix_executions WHERE session_id = %(s)s ORDER BY client_order_id, id DESC"
+                b" ) latest WHERE ord_status IN ('2', '4', '8', 'C'))",
+                {"s": self._session_id, "b": before},
+            ).rowcount
+            return sent, reports
+
+        return await self._run(work)
 
     async def release_session(self) -> None:
         if not self._claimed:

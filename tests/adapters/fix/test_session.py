@@ -405,3 +405,32 @@ async def _take(events: trio.MemoryReceiveChannel[AnyBrokerEvent], n: int) -> As
     with trio.fail_after(2):
         for _ in range(n):
             yield await events.receive()
+
+
+async def test_logon_prunes_what_the_retention_no_longer_keeps(
+    acceptor: FixAcceptor, adapter: FixBroker, migrated_database_url: str
+) -> None:
+    filled = msgspec.structs.replace(limit_order("PR-FILLED"), order_type=OrderType.MARKET, price=None)
+    async with running(adapter) as events:
+        await adapter.submit(filled)  # fills at once: ends
+        await adapter.submit(limit_order("PR-OPEN", price="1"))  # rests
+        with trio.fail_after(2):
+            while not isinstance(await events.receive(), OrderFilled):
+                pass
+    session = adapter.config.session_id
+    aged = "UPDATE {} SET {} = now() - interval '60 days' WHERE session_id = %s"
+    with psycopg.connect(migrated_database_url) as conn:  # as if all of it were two months old
+        conn.execute(aged.format("fix_outbound_messages", "sent_at"), (session,))  # type: ignore[arg-type]
+        conn.execute(aged.format("fix_executions", "received_at"), (session,))  # type: ignore[arg-type]
+    async with running(adapter):
+        pass  # the logon prunes
+    with psycopg.connect(migrated_database_url) as conn:
+        rows = conn.execute("SELECT client_order_id FROM fix_executions WHERE session_id = %s", (session,))
+        kept = {r[0] for r in rows}
+        old = conn.execute(
+            "SELECT count(*) FROM fix_outbound_messages"
+            " WHERE session_id = %s AND sent_at < now() - interval '30 days'",
+            (session,),
+        ).fetchone()
+    assert kept == {"PR-OPEN"}  # the open order's reports stay, whatever their age
+    assert old is not None and old[0] == 0
