@@ -75,10 +75,16 @@ def _float(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _online(order: TcaOrder, fills: tuple[TcaFill, ...], end_ns: int) -> tuple[TcaOrder, tuple[TcaFill, ...]]:
+def _online(
+    order: TcaOrder, fills: tuple[TcaFill, ...], end_ns: int, received_ns: int | None = None
+) -> tuple[TcaOrder, tuple[TcaFill, ...]]:
     """The online window rule: first fill -> last fill (the TCA default), except when the fills
     span no time (one fill, or all at one instant: most market orders), where that window is
     empty; then the order's own window, arrival -> end."""
+    if received_ns is not None and received_ns < order.arrival_ns:
+        # After a failover the attempt that filled started late: the order arrived when the
+        # OMS sent it, and the time lost to the failover is part of its cost.
+        order = msgspec.structs.replace(order, arrival_ns=received_ns)
     times = {f.ts_ns for f in fills}
     if len(times) <= 1 and end_ns > order.arrival_ns:
         order = msgspec.structs.replace(order, window_start_ns=order.arrival_ns, window_end_ns=end_ns)
@@ -146,6 +152,7 @@ class ExecutionReporter:
                 end_price=_float(end_price),
             ),
             end_ns,
+            await self._received_ns(order),
         )
         data = self._window(order.symbol, tca_order.arrival_ns, end_ns)
         result = analyse(
@@ -206,6 +213,13 @@ class ExecutionReporter:
         if written or failed:
             log.info("execution reports backfilled", extra={"count": written, "failed": failed})
         return written
+
+    async def _received_ns(self, order: BrokerOrder) -> int | None:
+        """The OMS order's arrival when a later attempt (after a failover) is analysed."""
+        if order.attempt <= 1:
+            return None
+        received = await self._store.load_received_at(order.order_id)
+        return None if received is None else ns_of(received)
 
     async def _await_market(self, symbol: str, end_ns: int) -> None:
         """Until the tapes reach `end_ns` (late prints of the window are in), at most
@@ -294,6 +308,7 @@ class ExecutionReporter:
                 end_price=_float(end_price),
             ),
             ns_of(end) + 1,
+            await self._received_ns(order),
         )
         close = await self._close(order.symbol, end.date())
         if stored is not None and stored.market_window is not None:

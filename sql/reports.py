@@ -185,6 +185,12 @@ def load_arrival_price(conn: Conn, order_id: str) -> Decimal | None:
     return None if row is None or row[0] is None else Decimal(row[0])
 
 
+def load_received_at(conn: Conn, order_id: str) -> datetime | None:
+    """When the OMS order was received (its arrival, whatever attempt filled it)."""
+    row = conn.execute(b"SELECT received_at FROM routed_orders WHERE order_id = %s", (order_id,)).fetchone()
+    return None if row is None else row[0]  # type: ignore[no-any-return]
+
+
 def load_unreported(conn: Conn, since: datetime, limit: int) -> list[str]:
     """Executions finished with fills since `since` that have no report (a report task cut
     short by a stop or a crash), oldest first."""

@@ -265,6 +265,9 @@ class Store:
     async def load_arrival_price(self, order_id: str) -> Decimal | None:
         return await self._read(lambda conn: reports.load_arrival_price(conn, order_id))
 
+    async def load_received_at(self, order_id: str) -> datetime | None:
+        return await self._read(lambda conn: reports.load_received_at(conn, order_id))
+
     async def load_unreported(self, since: datetime, limit: int = 1000) -> list[str]:
         return await self._read(lambda conn: reports.load_unreported(conn, since, limit))
 

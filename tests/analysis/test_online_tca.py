@@ -233,6 +233,8 @@ def test_fills_at_one_instant_are_measured_over_the_orders_own_window() -> None:
     two = (TcaFill(150, 5.0, 1.0), TcaFill(180, 5.0, 1.0))
     order_two, _ = _online(base, two, 200)
     assert order_two.window_start_ns is None  # first fill -> last fill, the TCA default
+    failed_over, _ = _online(base, two, 200, received_ns=40)  # the filling attempt started late
+    assert failed_over.arrival_ns == 40  # arrival is when the OMS sent the order
 
 
 def test_a_market_window_survives_the_round_trip_and_garbage_is_refused() -> None:
