@@ -1,89 +1,116 @@
 """A bounded, time-ordered tape of one symbol's quotes or trades: three parallel columns
-(`ts_ns`, `a`, `b` — bid/ask or price/size).
+(`ts_ns`, `a`, `b` — bid/ask or price/size) in NumPy arrays.
 
 Memory is bounded twice: at most `capacity` rows, and rows older than `retain_ns` behind the
-newest are dropped. Trimming happens in amortised batches (when the tape holds twice what it
-must keep), so appending is O(1) amortised. A late row (older than the newest) is inserted in
-its place, so the tape stays sorted and windows are found by bisection.
+newest are dropped. The arrays hold room for twice the capacity; rows are appended at the end
+and dropped by moving the start, and when the end reaches the room's end the kept rows are
+moved to the front at once (amortised O(1) per row; 48 bytes a row, so a full tape of 200,000
+rows takes under 20 MB). A late row (older than the newest) is inserted in its place, so the
+tape stays sorted and windows are found by bisection (`searchsorted`).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-
 import numpy as np
 import numpy.typing as npt
 
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
 
 class Tape:
-    __slots__ = ("_a", "_b", "_ts", "capacity", "dropped", "retain_ns")
+    __slots__ = ("_a", "_b", "_end", "_start", "_ts", "capacity", "dropped", "retain_ns")
 
     def __init__(self, capacity: int, retain_ns: int) -> None:
         if capacity < 1 or retain_ns <= 0:
             raise ValueError("capacity and retention must be positive")
         self.capacity = capacity
         self.retain_ns = retain_ns
-        self._ts: list[int] = []
-        self._a: list[float] = []
-        self._b: list[float] = []
+        room = min(2 * capacity, 1024)  # grows (doubling) up to 2 x capacity as rows come
+        self._ts = np.empty(room, np.int64)
+        self._a = np.empty(room, np.float64)
+        self._b = np.empty(room, np.float64)
+        self._start = 0
+        self._end = 0
         #: Rows dropped so far (for the capacity / retention figures in the logs).
         self.dropped = 0
 
     def __len__(self) -> int:
-        return len(self._ts)
+        return self._end - self._start
 
     def __repr__(self) -> str:
-        return f"<Tape rows={len(self._ts)} capacity={self.capacity} dropped={self.dropped}>"
+        return f"<Tape rows={len(self)} capacity={self.capacity} dropped={self.dropped}>"
 
     @property
     def first_ns(self) -> int | None:
-        return self._ts[0] if self._ts else None
+        return int(self._ts[self._start]) if self._end > self._start else None
 
     @property
     def last_ns(self) -> int | None:
-        return self._ts[-1] if self._ts else None
+        return int(self._ts[self._end - 1]) if self._end > self._start else None
 
     def append(self, ts_ns: int, a: float, b: float) -> None:
-        ts = self._ts
-        if not ts or ts_ns >= ts[-1]:
-            ts.append(ts_ns)
-            self._a.append(a)
-            self._b.append(b)
-        else:
-            i = bisect_right(ts, ts_ns)
-            ts.insert(i, ts_ns)
-            self._a.insert(i, a)
-            self._b.insert(i, b)
-        if len(ts) >= 2 * self.capacity or ts[-1] - ts[0] > 2 * self.retain_ns:
-            self._trim()
+        if self._end == len(self._ts):
+            self._make_room()
+        end = self._end
+        if end == self._start or ts_ns >= self._ts[end - 1]:
+            self._ts[end], self._a[end], self._b[end] = ts_ns, a, b
+        else:  # late: shift the newer rows one place (rare; O(rows after it))
+            i = self._start + int(np.searchsorted(self._ts[self._start : end], ts_ns, side="right"))
+            for column, value in ((self._ts, ts_ns), (self._a, a), (self._b, b)):
+                column[i + 1 : end + 1] = column[i:end]
+                column[i] = value
+        self._end = end + 1
+        self._trim()
 
     def _trim(self) -> None:
-        ts = self._ts
-        cut = max(len(ts) - self.capacity, bisect_left(ts, ts[-1] - self.retain_ns))
-        if cut > 0:
-            del ts[:cut], self._a[:cut], self._b[:cut]
-            self.dropped += cut
+        """Drop what exceeds the capacity and what is older than the retention."""
+        start, end = self._start, self._end
+        cut = max(end - self.capacity, start)
+        oldest = self._ts[end - 1] - self.retain_ns
+        if self._ts[cut] < oldest:
+            cut = start + int(np.searchsorted(self._ts[start:end], oldest, side="left"))
+        if cut > start:
+            self.dropped += cut - start
+            self._start = cut
 
-    def window(
-        self, start_ns: int, end_ns: int, *, before: int = 1
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    def _make_room(self) -> None:
+        """Move the kept rows to the front, growing the arrays (up to 2 x capacity) if full."""
+        rows = self._end - self._start
+        room = len(self._ts)
+        if rows >= room // 2 and room < 2 * self.capacity:
+            room = min(2 * room, 2 * self.capacity)
+        for name in ("_ts", "_a", "_b"):
+            old = getattr(self, name)
+            new = np.empty(room, old.dtype) if room != len(old) else old
+            new[:rows] = old[self._start : self._end]
+            setattr(self, name, new)
+        self._start, self._end = 0, rows
+
+    def window(self, start_ns: int, end_ns: int, *, before: int = 1) -> tuple[I64, F64, F64]:
         """The rows with `start_ns <= ts < end_ns`, plus up to `before` rows just before
-        `start_ns` (what prevailed at the start: TWAP and arrival need it)."""
-        ts = self._ts
-        lo = max(0, bisect_left(ts, start_ns) - before)
-        hi = bisect_left(ts, end_ns)
+        `start_ns` (what prevailed at the start: TWAP and arrival need it). Copies."""
+        ts = self._ts[self._start : self._end]
+        lo = max(0, int(np.searchsorted(ts, start_ns, side="left")) - before)
+        hi = int(np.searchsorted(ts, end_ns, side="left"))
+        s = self._start
         return (
-            np.asarray(ts[lo:hi], dtype=np.int64),
-            np.asarray(self._a[lo:hi], dtype=np.float64),
-            np.asarray(self._b[lo:hi], dtype=np.float64),
+            self._ts[s + lo : s + hi].copy(),
+            self._a[s + lo : s + hi].copy(),
+            self._b[s + lo : s + hi].copy(),
         )
 
     def covers(self, start_ns: int) -> bool:
         """Whether nothing from `start_ns` on was trimmed away (whether the tape was being fed
         at `start_ns` is the book's to say)."""
-        return self.dropped == 0 or (self.first_ns is not None and self.first_ns < start_ns)
+        first = self.first_ns
+        return self.dropped == 0 or (first is not None and first < start_ns)
 
     def last_at_or_before(self, ts_ns: int) -> tuple[int, float, float] | None:
         """The last row at or before `ts_ns`."""
-        i = bisect_right(self._ts, ts_ns)
-        return None if i == 0 else (self._ts[i - 1], self._a[i - 1], self._b[i - 1])
+        ts = self._ts[self._start : self._end]
+        i = int(np.searchsorted(ts, ts_ns, side="right"))
+        if i == 0:
+            return None
+        j = self._start + i - 1
+        return int(self._ts[j]), float(self._a[j]), float(self._b[j])

@@ -3,6 +3,8 @@ server by the simulated feed (the embedded default's Market Data Service)."""
 
 from __future__ import annotations
 
+import random
+from bisect import bisect_left, insort
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -205,3 +207,28 @@ def test_a_print_delivered_twice_counts_once() -> None:
     book.on_trade(TradeMessage("AAPL", Decimal(11), Decimal(100), at(2)))  # no id: kept
     data = book.market_data("AAPL", ns_of(at(0)), ns_of(at(5)))
     assert data.trades.price.tolist() == [10.0, 11.0] and book.duplicates == 1
+
+
+def test_the_tape_matches_a_plain_sorted_list_through_appends_late_rows_and_trims() -> None:
+    rng = random.Random(3)
+    tape = Tape(capacity=50, retain_ns=400)
+    model: list[tuple[int, float, float]] = []
+    now = 0
+    for n in range(5_000):
+        now += rng.choice((0, 1, 2, 5))
+        ts = now - (rng.randint(1, 30) if rng.random() < 0.1 else 0)  # some late rows
+        tape.append(ts, float(n), -float(n))
+        insort(model, (ts, float(n), -float(n)), key=lambda row: row[0])
+        while len(model) > 50:
+            model.pop(0)
+        while model and model[0][0] < model[-1][0] - 400:
+            model.pop(0)
+        if n % 97 == 0:
+            lo, hi = now - rng.randint(0, 200), now + 1
+            got = tape.window(lo, hi)
+            times = [row[0] for row in model]
+            i = max(0, bisect_left(times, lo) - 1)
+            j = bisect_left(times, hi)
+            assert got[0].tolist() == times[i:j]
+            assert sorted(got[1].tolist()) == sorted(row[1] for row in model[i:j])
+    assert len(tape) == len(model) and tape.first_ns == model[0][0] and tape.last_ns == model[-1][0]
