@@ -104,7 +104,7 @@ def _utcnow() -> datetime:
 
 RECOVERY_LOOKBACK = timedelta(days=7)
 RECOVERY_TIMEOUT = 30.0
-#: Recovery lookups go only while at least this share (%) of the broker's rate limits is free.
+#: Recovery lookups go only while more than this share (%) of the broker's rate limits is free.
 RECOVERY_HEADROOM = 50.0
 
 
@@ -286,7 +286,7 @@ class ExecutionEngine:
             deadline = trio.current_time() + RECOVERY_TIMEOUT
             with trio.fail_after(RECOVERY_TIMEOUT):
                 # Orders first: a lookup waits until the broker's rate limits have room to spare.
-                while handle.limiter.headroom() < RECOVERY_HEADROOM:  # noqa: ASYNC110
+                while handle.limiter.headroom() <= RECOVERY_HEADROOM:  # noqa: ASYNC110
                     await trio.sleep(0.05)
                 await handle.limiter.acquire(deadline)
                 snapshot = await handle.adapter.query(order.client_order_id)

@@ -53,3 +53,45 @@ async def test_full_windows_make_the_broker_ineligible_when_the_deadline_does_no
     statuses = await routed(migrated_database_url, 0.2, 4)
     assert statuses[:3] == [RoutingStatus.ACCEPTED] * 3
     assert statuses[3] is RoutingStatus.REJECTED  # no capacity within 0.2 s: said at once
+
+
+async def test_recovery_lookups_after_a_restart_leave_the_rate_limit_to_new_orders(
+    migrated_database_url: str,
+) -> None:
+    market = SimulatedMarket(MarketConfig(seed=2, tick_interval_ms=None, instruments=default_instruments()))
+    broker_id = f"rl-{uuid.uuid4().hex[:8]}"
+    config = msgspec.structs.replace(
+        venue(broker_id, "0.0001"), rate_limits=RateLimits(requests_per_second=4)
+    )
+    resting = [
+        OrderRoutingRequest(
+            order_id=f"{broker_id}-rest-{n}",
+            account_id="ACC",
+            symbol="AAPL",
+            side=Side.BUY,
+            type=OrderType.LIMIT,
+            quantity=Decimal(1),
+            price=Decimal(1),
+        )
+        for n in range(6)
+    ]
+    first_life = SimulatedBroker(config, market)
+    async with engine_stack(
+        migrated_database_url, [first_life], DirectView(market), deadline=5.0, drain=True
+    ) as s:
+        for request in resting:  # six orders left open at the broker when the daemon stops
+            assert (await s.engine.route_order(request)).status is RoutingStatus.ACCEPTED
+
+    # The daemon starts again: recovery looks each open execution up (six requests) while the
+    # OMS sends new orders that must go within 0.3 s at 4 requests a second.
+    second_life = SimulatedBroker(config, market)
+    async with engine_stack(
+        migrated_database_url, [second_life], DirectView(market), deadline=0.3, drain=True
+    ) as s:
+        statuses = []
+        for n in range(2):
+            request = msgspec.structs.replace(
+                resting[0], order_id=f"{broker_id}-new-{n}", type=OrderType.MARKET, price=None
+            )
+            statuses.append((await s.engine.route_order(request)).status)
+    assert statuses == [RoutingStatus.ACCEPTED] * 2
