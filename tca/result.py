@@ -163,18 +163,25 @@ class TcaResult(msgspec.Struct, frozen=True, kw_only=True):
         )
 
     def to_response(self) -> TCAResponse:
-        """The spec's TCAResponse (unavailable numbers are omitted from the JSON)."""
+        """The spec's TCAResponse (unavailable numbers are omitted from the JSON). Basis points
+        and the score are rounded to 1e-6 (float noise such as -1.5e-12 bps reads as a cost
+        that is not there); prices are given as computed."""
         return TCAResponse(
             order_id=self.order_id,
             execution_id=self.execution_id,
             benchmark=self.benchmark,
             benchmark_price=self.benchmark_price,
             average_execution_price=self.average_price,
-            slippage_bps=self.slippage_bps,
-            market_impact_bps=self.market_impact_bps,
-            total_cost_bps=self.total_cost_bps,
-            savings_opportunity_bps=self.savings_opportunity_bps,
-            execution_quality_score=self.execution_quality_score,
+            slippage_bps=_tidy(self.slippage_bps),
+            market_impact_bps=_tidy(self.market_impact_bps),
+            total_cost_bps=_tidy(self.total_cost_bps),
+            savings_opportunity_bps=_tidy(self.savings_opportunity_bps),
+            execution_quality_score=_tidy(self.execution_quality_score),
             broker_performance_rank=self.broker_performance_rank,
             recommendations=tuple(r.to_wire() for r in self.recommendations),
         )
+
+
+def _tidy(value: float | None) -> float | None:
+    """`value` rounded to 1e-6, with no negative zero."""
+    return None if value is None else round(value, 6) + 0.0

@@ -305,3 +305,18 @@ def test_invalid_inputs_are_refused() -> None:
         Trades.of([2, 1], [10.0, 10.0], [1.0, 1.0])
     with pytest.raises(ValueError, match="bid"):
         Quotes.of([1], [10.0], [9.0])
+
+
+def test_the_response_rounds_float_noise_away() -> None:
+    result = analyse(
+        order(),
+        [TcaFill(ts_ns=S, quantity=100, price=11.0)],
+        MarketData(WORKED_TAPE),
+        TCABenchmark.ARRIVAL_PRICE,
+    )
+    noisy = msgspec.structs.replace(
+        result, market_impact_bps=-1.4956826433576638e-12, slippage_bps=12.3456789
+    )
+    response = noisy.to_response()
+    assert response.market_impact_bps == 0.0 and str(response.market_impact_bps) == "0.0"  # no "-0.0"
+    assert response.slippage_bps == 12.345679
