@@ -91,6 +91,24 @@ def _online(
     return order, fills
 
 
+def _tca_order(
+    order: BrokerOrder,
+    asset_class: str,
+    arrival: Decimal | None,
+    received_ns: int | None,
+    end_price: Decimal | None,
+    end_ns: int,
+) -> tuple[TcaOrder, tuple[TcaFill, ...]]:
+    """The TCA view of one execution, online (`_online`'s window and arrival rules)."""
+    return _online(
+        *from_broker_order(
+            order, asset_class=asset_class, arrival_price=_float(arrival), end_price=_float(end_price)
+        ),
+        end_ns,
+        received_ns,
+    )
+
+
 class ExecutionReporter:
     def __init__(
         self,
@@ -139,21 +157,12 @@ class ExecutionReporter:
         if asset_class is None:
             log.warning("no report: instrument unknown to the market data", extra={"symbol": order.symbol})
             return None
-        arrival = arrival_price if arrival_known else await self._store.load_arrival_price(order.order_id)
+        arrival, received_ns = await self._arrival(order, arrival_price, known=arrival_known)
         end_ns = ns_of(order.updated_at) + 1
         if await_market:
             await self._await_market(order.symbol, end_ns)
         end_price = self._market.mid_at(order.symbol, end_ns)
-        tca_order, fills = _online(
-            *from_broker_order(
-                order,
-                asset_class=asset_class.value,
-                arrival_price=_float(arrival),
-                end_price=_float(end_price),
-            ),
-            end_ns,
-            await self._received_ns(order),
-        )
+        tca_order, fills = _tca_order(order, asset_class.value, arrival, received_ns, end_price, end_ns)
         data = self._window(order.symbol, tca_order.arrival_ns, end_ns)
         result = analyse(
             tca_order, fills, data, TCABenchmark.ARRIVAL_PRICE, peers=self.peers.stats, config=self._config
@@ -214,12 +223,17 @@ class ExecutionReporter:
             log.info("execution reports backfilled", extra={"count": written, "failed": failed})
         return written
 
-    async def _received_ns(self, order: BrokerOrder) -> int | None:
-        """The OMS order's arrival when a later attempt (after a failover) is analysed."""
-        if order.attempt <= 1:
-            return None
-        received = await self._store.load_received_at(order.order_id)
-        return None if received is None else ns_of(received)
+    async def _arrival(
+        self, order: BrokerOrder, price: Decimal | None, *, known: bool
+    ) -> tuple[Decimal | None, int | None]:
+        """The arrival price (`price` when `known`) and, for a later attempt (after a failover),
+        when the OMS order was received; one read of the order's row, none at all for a first
+        attempt whose price the caller has."""
+        if known and order.attempt <= 1:
+            return price, None
+        stored_price, received = await self._store.load_arrival(order.order_id)
+        arrival = price if known else stored_price
+        return arrival, (ns_of(received) if order.attempt > 1 and received is not None else None)
 
     async def _await_market(self, symbol: str, end_ns: int) -> None:
         """Until the tapes reach `end_ns` (late prints of the window are in), at most
@@ -292,24 +306,14 @@ class ExecutionReporter:
         order = await self._execution(request)
         asset_class = self._market.asset_class(order.symbol)
         stored = await self._store.load_report(order.id) if order.status.is_final else None
-        if stored is not None:
-            arrival, end_price = stored.arrival_price, stored.end_price
-        else:
-            arrival = await self._store.load_arrival_price(order.order_id)
-            end_price = None
+        stored_arrival = stored.arrival_price if stored is not None else None
+        arrival, received_ns = await self._arrival(order, stored_arrival, known=stored is not None)
         end = order.updated_at if order.status.is_final else self._clock()
+        end_price = stored.end_price if stored is not None else None
         if end_price is None:
             end_price = self._market.mid_at(order.symbol, ns_of(end) + 1)
-        tca_order, fills = _online(
-            *from_broker_order(
-                order,
-                asset_class=asset_class.value if asset_class is not None else "EQUITY",
-                arrival_price=_float(arrival),
-                end_price=_float(end_price),
-            ),
-            ns_of(end) + 1,
-            await self._received_ns(order),
-        )
+        kind = asset_class.value if asset_class is not None else "EQUITY"
+        tca_order, fills = _tca_order(order, kind, arrival, received_ns, end_price, ns_of(end) + 1)
         close = await self._close(order.symbol, end.date())
         if stored is not None and stored.market_window is not None:
             data = windows.decode(stored.market_window, close)

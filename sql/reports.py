@@ -180,15 +180,15 @@ def load_close(conn: Conn, symbol: str, trade_date: date) -> Decimal | None:
     return None if row is None else Decimal(row[0])
 
 
-def load_arrival_price(conn: Conn, order_id: str) -> Decimal | None:
-    row = conn.execute(b"SELECT arrival_price FROM routed_orders WHERE order_id = %s", (order_id,)).fetchone()
-    return None if row is None or row[0] is None else Decimal(row[0])
-
-
-def load_received_at(conn: Conn, order_id: str) -> datetime | None:
-    """When the OMS order was received (its arrival, whatever attempt filled it)."""
-    row = conn.execute(b"SELECT received_at FROM routed_orders WHERE order_id = %s", (order_id,)).fetchone()
-    return None if row is None else row[0]  # type: ignore[no-any-return]
+def load_arrival(conn: Conn, order_id: str) -> tuple[Decimal | None, datetime | None]:
+    """The OMS order's arrival: the price stored with it (the mid when it was received) and
+    when it was received; (None, None) for an unknown order."""
+    row = conn.execute(
+        b"SELECT arrival_price, received_at FROM routed_orders WHERE order_id = %s", (order_id,)
+    ).fetchone()
+    if row is None:
+        return None, None
+    return (None if row[0] is None else Decimal(row[0])), row[1]
 
 
 def load_unreported(conn: Conn, since: datetime, limit: int) -> list[str]:

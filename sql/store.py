@@ -262,11 +262,9 @@ class Store:
     async def load_close(self, symbol: str, trade_date: date) -> Decimal | None:
         return await self._read(lambda conn: reports.load_close(conn, symbol, trade_date))
 
-    async def load_arrival_price(self, order_id: str) -> Decimal | None:
-        return await self._read(lambda conn: reports.load_arrival_price(conn, order_id))
-
-    async def load_received_at(self, order_id: str) -> datetime | None:
-        return await self._read(lambda conn: reports.load_received_at(conn, order_id))
+    async def load_arrival(self, order_id: str) -> tuple[Decimal | None, datetime | None]:
+        """The order's stored arrival price and when it was received."""
+        return await self._read(lambda conn: reports.load_arrival(conn, order_id))
 
     async def load_unreported(self, since: datetime, limit: int = 1000) -> list[str]:
         return await self._read(lambda conn: reports.load_unreported(conn, since, limit))
