@@ -44,8 +44,8 @@ _DEGRADED = ConnectionStatus.DEGRADED
 
 class Selection(msgspec.Struct, frozen=True):
     """The ranked eligible brokers (best first), why each other broker was excluded, and the
-    scores behind the ranking (`scores[i]` is `ranked[i]`'s). Encodes to JSON as the decision
-    record (commissions as exact `fee_units`)."""
+    scores behind the ranking (`scores[i]` is `ranked[i]`'s). The daemon records it, and `why`
+    explains it, as `routing.decision.RoutingDecision` (`decision_of`, `explain`)."""
 
     ranked: tuple[str, ...]
     ineligible: tuple[tuple[str, str], ...]
@@ -54,7 +54,7 @@ class Selection(msgspec.Struct, frozen=True):
     urgency: Urgency = Urgency.MEDIUM
     #: The eligible preferred brokers, ranked first in the order the request gave.
     preferred: tuple[str, ...] = ()
-    #: Whether routing statistics informed the scores (else priors and the candidates' means).
+    #: Whether the routing statistics held evidence of any broker (else priors only).
     measured: bool = False
     notional: Decimal = Decimal(0)
     weights: UrgencyProfile | None = None
@@ -85,20 +85,6 @@ class Selection(msgspec.Struct, frozen=True):
             return "no broker is configured"
         reasons = "; ".join(f"{broker}: {why}" for broker, why in self.ineligible)
         return f"no eligible broker ({reasons})"
-
-    def explain(self) -> str:
-        """One line per broker: why it is where it is."""
-        lines = [f"{self.strategy} at urgency {self.urgency}, notional {self.notional}:"]
-        for rank, s in enumerate(self.scores, 1):
-            why = "preferred" if s.broker_id in self.preferred else f"score {s.score:.6g}"
-            lines.append(
-                f"{rank}. {s.broker_id} ({why}): commission {s.commission} ({s.commission_bps:.3f} bps), "
-                f"spread {s.spread_bps:.3f} bps, impact {s.impact_bps:.3f} bps, "
-                f"latency p50 {s.latency_p50_ms:.3f} / p95 {s.latency_p95_ms:.3f} ms, "
-                f"time to fill {s.time_to_fill_ms:.1f} ms, fill probability {s.fill_probability:.4f}"
-            )
-        lines.extend(f"-. {broker}: not eligible: {why}" for broker, why in self.ineligible)
-        return "\n".join(lines)
 
 
 def select_broker(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import msgspec
@@ -25,6 +26,7 @@ from routing import (
     smart_terms,
     strategy_score,
 )
+from routing.decision import decision_of, explain
 from routing.impact import impact_bps, schedule_ms
 from tests.routing.builders import EQUITY, D, bps, broker, history, order
 from tests.routing.test_select import (
@@ -38,6 +40,7 @@ from tests.routing.test_select import (
 )
 
 PRICE = D("100")  # 100 shares at 100: a notional of 10,000
+DECIDED = datetime(2026, 3, 2, tzinfo=UTC)
 MARKET = MarketStats(daily_volatility=0.02, adv=1_000_000.0, spread_bps=4.0)
 
 LOWEST_COST = ExecutionStrategy.LOWEST_COST
@@ -282,7 +285,7 @@ def test_the_selection_explains_itself_and_encodes_as_a_record() -> None:
         broker("x", rate_headroom=0.0),
     ]
     selection = select_broker(candidates, order(), EQUITY, PRICE, stats=stats, market=MARKET)
-    text = selection.explain()
+    text = explain(decision_of(selection, DECIDED, PRICE))
     assert "SMART at urgency MEDIUM" in text
     assert "1. a (score" in text and "2. b (score" in text
     assert "x: not eligible: rate limit exhausted (no headroom)" in text
@@ -301,7 +304,7 @@ def test_preferred_brokers_stay_first_whatever_the_strategy() -> None:
     selection = select_broker([broker("fast"), broker("slow")], request, EQUITY, PRICE, stats=stats)
     assert selection.ranked == ("slow", "fast")
     assert selection.preferred == ("slow",)
-    assert "1. slow (preferred)" in selection.explain()
+    assert "1. slow (preferred)" in explain(decision_of(selection, DECIDED, PRICE))
 
 
 def test_commission_components_are_api_commissions_figures() -> None:
