@@ -27,25 +27,9 @@ from api.enums import (
 )
 from routing import IStarImpact, MarketStats, RoutingConfig, RoutingStats
 from routing.select import BrokerCandidate, Selection, ineligibility, select_broker
+from tests.routing.builders import EVERYTHING, D, bps, broker
 
-D = Decimal
-EVERYTHING = Capabilities(asset_classes=frozenset(AssetClass), features=frozenset(BrokerFeature))
-FLAT_10_BPS = CommissionStructure(base_rate=D("0.001"))
 PRICE = D("100")  # reference price: 10 shares are 1 000 of notional
-
-
-def broker(broker_id: str, **changes: Any) -> BrokerCandidate:
-    candidate = BrokerCandidate(
-        broker_id=broker_id,
-        status=ConnectionStatus.CONNECTED,
-        capabilities=EVERYTHING,
-        commission=FLAT_10_BPS,
-    )
-    return msgspec.structs.replace(candidate, **changes) if changes else candidate
-
-
-def bps(rate_bps: str, minimum: str = "0") -> CommissionStructure:
-    return CommissionStructure(base_rate=D(rate_bps) / 10_000, min_commission=D(minimum))
 
 
 def order(**changes: Any) -> OrderRoutingRequest:
