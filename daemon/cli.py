@@ -255,15 +255,22 @@ def _password(url: str) -> str | None:
         return None
 
 
-def _cmd_migrate(args: argparse.Namespace) -> int:
+def _database_url(args: argparse.Namespace) -> str | None:
+    """--database-url, else $DATABASE_URL; None (said on stderr) when neither is given."""
     import os
 
+    url: str | None = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        print("no database: pass --database-url or set DATABASE_URL", file=sys.stderr)
+    return url or None
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
     from daemon.servers import redact_url
     from sql.migrate import apply_migrations
 
-    url = args.database_url or os.environ.get("DATABASE_URL")
-    if not url:
-        print("no database: pass --database-url or set DATABASE_URL", file=sys.stderr)
+    url = _database_url(args)
+    if url is None:
         return EXIT_USAGE
     applied = apply_migrations(url)
     print(f"{redact_url(url)}: applied {', '.join(applied) if applied else 'nothing (up to date)'}")
@@ -282,9 +289,8 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
     if args.action == "generate-key":
         print(credentials.generate_key())
         return 0
-    url = args.database_url or os.environ.get("DATABASE_URL")
-    if not url:
-        print("no database: pass --database-url or set DATABASE_URL", file=sys.stderr)
+    url = _database_url(args)
+    if url is None:
         return EXIT_USAGE
     key = os.environ.get(credentials.KEY_VARIABLE)
     if args.action in ("set", "delete") and not args.broker_id:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import msgspec
@@ -101,6 +101,7 @@ class RestSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 SIMULATED_PREFIX = "marketdata.simulated"
+AnyBrokerConfig = SimulatedBrokerConfig | AlpacaConfig | FixConfig
 
 
 class MarketDataSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -160,11 +161,17 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return self.brokers or ()
 
     @property
-    def broker_ids(self) -> list[str]:
-        simulated = [b.broker_id for b in self.simulated_brokers]
+    def broker_sections(self) -> tuple[tuple[str, Sequence[AnyBrokerConfig]], ...]:
+        """Every configured broker, by the TOML array it comes from."""
         return (
-            simulated + [a.broker_id for a in self.alpaca_brokers] + [f.broker_id for f in self.fix_brokers]
+            ("brokers", self.simulated_brokers),
+            ("alpaca_brokers", self.alpaca_brokers),
+            ("fix_brokers", self.fix_brokers),
         )
+
+    @property
+    def broker_ids(self) -> list[str]:
+        return [b.broker_id for _, brokers in self.broker_sections for b in brokers]
 
     @property
     def state_dir(self) -> Path:
@@ -263,18 +270,11 @@ def _check(config: Config) -> None:
         raise ConfigError("database.writer_connections must be at least 1")
     if config.service.request_workers < 1:
         raise ConfigError("service.request_workers must be at least 1")
-    for i, broker in enumerate(config.simulated_brokers):
-        problem = commission_problem(broker.commission)
-        if problem:
-            raise ConfigError(f"brokers[{i}] ({broker.broker_id}).commission: {problem}")
-    for i, account in enumerate(config.alpaca_brokers):
-        problem = commission_problem(account.commission)
-        if problem:
-            raise ConfigError(f"alpaca_brokers[{i}] ({account.broker_id}).commission: {problem}")
-    for i, session in enumerate(config.fix_brokers):
-        problem = commission_problem(session.commission)
-        if problem:
-            raise ConfigError(f"fix_brokers[{i}] ({session.broker_id}).commission: {problem}")
+    for section, brokers in config.broker_sections:
+        for i, broker in enumerate(brokers):
+            problem = commission_problem(broker.commission)
+            if problem:
+                raise ConfigError(f"{section}[{i}] ({broker.broker_id}).commission: {problem}")
     unknown = set(config.service.attempt_deadline_ms) - {u.value for u in Urgency}
     if unknown:
         raise ConfigError(f"service.attempt_deadline_ms: unknown urgency {sorted(unknown)}")
