@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 from api.enums import AssetClass
@@ -105,15 +105,26 @@ class MarketBook:
 
     # --- intake ---------------------------------------------------------------------------
 
-    def on_quote(self, message: QuoteMessage) -> None:
-        instrument = self._instruments.get(message.symbol)
+    def _known(self, symbol: str) -> Instrument | None:
+        """The instrument of a message, or None (the message is counted as ignored)."""
+        instrument = self._instruments.get(symbol)
         if instrument is None:
             self.ignored += 1
-            return
+        return instrument
+
+    def _heard(self, at: datetime) -> int:
+        """Count a message taken in; its time in ns (the first one starts the coverage)."""
         self.received += 1
-        ts = ns_of(message.timestamp)
+        ts = ns_of(at)
         if self.since_ns is None:
             self.since_ns = ts
+        return ts
+
+    def on_quote(self, message: QuoteMessage) -> None:
+        instrument = self._known(message.symbol)
+        if instrument is None:
+            return
+        ts = self._heard(message.timestamp)
         bid, ask = float(message.bid), float(message.ask)
         instrument.quotes.append(ts, bid, ask)
         if ts >= instrument.quote_ns:
@@ -121,9 +132,8 @@ class MarketBook:
         instrument.estimator.on_quote(bid, ask, ts / NS)
 
     def on_trade(self, message: TradeMessage) -> None:
-        instrument = self._instruments.get(message.symbol)
+        instrument = self._known(message.symbol)
         if instrument is None:
-            self.ignored += 1
             return
         if message.trade_id is not None:
             seen = instrument.trade_ids
@@ -133,24 +143,22 @@ class MarketBook:
             seen[message.trade_id] = None
             if len(seen) > TRADE_ID_MEMORY:
                 del seen[next(iter(seen))]
-        self.received += 1
-        ts = ns_of(message.timestamp)
-        if self.since_ns is None:
-            self.since_ns = ts
+        ts = self._heard(message.timestamp)
         price, size = float(message.price), float(message.size)
         instrument.trades.append(ts, price, size)
         instrument.estimator.on_trade(price, size, ts / NS)
 
-    def on_close(self, message: CloseMessage) -> None:
-        instrument = self._instruments.get(message.symbol)
+    def on_close(self, message: CloseMessage) -> bool:
+        """Keep an official close; False when the symbol is not a configured instrument."""
+        instrument = self._known(message.symbol)
         if instrument is None:
-            self.ignored += 1
-            return
+            return False
         self.received += 1
         closes = instrument.closes
         closes[message.date] = message.price
         while len(closes) > self._max_closes:
             del closes[min(closes)]
+        return True
 
     # --- reading --------------------------------------------------------------------------
 

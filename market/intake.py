@@ -117,11 +117,7 @@ class Intake:
             else:
                 close = check_close(CLOSE_DECODER.decode(payload))
                 self._check_symbol(symbol, close.symbol)
-                if self.book.asset_class(close.symbol) is None:
-                    self.book.ignored += 1
-                    return None
-                self.book.on_close(close)
-                return close
+                return close if self.book.on_close(close) else None  # unknown symbols: not kept
         except (ValueError, ArithmeticError, OverflowError, msgspec.DecodeError) as exc:
             self.bad += 1
             now = time.monotonic()
