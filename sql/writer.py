@@ -228,7 +228,7 @@ class GroupWriter:
             self._receive.close()
             with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
                 for lane in self._lanes:
-                    await trio.to_thread.run_sync(lane.disconnect, abandon_on_cancel=True)
+                    await trio.to_thread.run_sync(lane.drop, abandon_on_cancel=True)
             self._stopped.set()
 
     def close(self) -> None:
@@ -379,9 +379,6 @@ class _Lane:
                 self.conn.close()
             finally:
                 self.conn = None
-
-    def disconnect(self) -> None:
-        self.drop()
 
 
 def _transact(conn: psycopg.Connection[Any], batch: Sequence[_Submission]) -> list[list[Any]]:
