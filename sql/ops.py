@@ -104,6 +104,11 @@ WHERE id = %s OR (order_id = %s AND attempt = %s) OR client_order_id = %s
 ORDER BY id
 """
 
+_SELECT_SAME_ATTEMPT = b"""
+SELECT id FROM broker_orders
+WHERE id = %s AND order_id = %s AND attempt = %s AND broker_id = %s AND client_order_id = %s
+"""
+
 _INSERT_EVENTS = b"""
 INSERT INTO execution_events (execution_id, sequence, subject, payload, msg_id, created_at)
 SELECT * FROM unnest(%b::text[], %b::int[], %b::text[], %b::bytea[], %b::text[], %b::timestamptz[])
@@ -167,7 +172,8 @@ ON CONFLICT (broker_id) DO UPDATE SET
 #: The stored claims of some order ids (also read by `Store.get_claim`).
 SELECT_CLAIMS = b"""
 SELECT r.order_id, r.request_hash, r.response::text,
-       (SELECT b.id FROM broker_orders b WHERE b.order_id = r.order_id ORDER BY b.attempt DESC LIMIT 1)
+       (SELECT b.id FROM broker_orders b WHERE b.order_id = r.order_id ORDER BY b.attempt DESC LIMIT 1),
+       r.routing_id
 FROM routed_orders r
 WHERE r.order_id = ANY(%s)
 """
@@ -302,12 +308,19 @@ class Claim(WriteOp[ClaimResult]):
         # two claims of one order in this batch the first wins.
         cur = conn.cursor()
         inserted = returned(cur, _INSERT_ROUTED, [_routed_values(op.claim) for op in ops])
+        fresh = set(inserted)  # claims whose rows this statement wrote
+        missing = sorted({op.claim.order_id for op in ops if op.claim.routing_id not in inserted})
+        if missing:  # a rerun after a broken COMMIT that went through: the row is ours already
+            ours = {op.claim.routing_id for op in ops}
+            for row in cur.execute(SELECT_CLAIMS, (missing,)):
+                if row[4] in ours:
+                    inserted.add(row[4])
         claimed = []
         for op in ops:
             won_it = op.claim.routing_id in inserted
             inserted.discard(op.claim.routing_id)  # a repeated routing id wins once
             claimed.append(won_it)
-        won = [op.claim for op, won_it in zip(ops, claimed, strict=True) if won_it]
+        won = [op.claim for op, c in zip(ops, claimed, strict=True) if c and op.claim.routing_id in fresh]
         write(
             cur,
             _INSERT_EXECUTIONS,
@@ -366,10 +379,21 @@ class StartAttempt(WriteOp[None]):
         )
         for op in ops:
             if op.execution.id not in inserted:
-                raise _in_the_way(cur, op.execution)
+                problem = _in_the_way(cur, op.execution)
+                if not problem.existing == op.execution.id == _ours(cur, op.execution):
+                    raise problem
+                # else: a rerun after a broken COMMIT that went through; the row is this one
             inserted.discard(op.execution.id)  # the same execution twice in a batch: once
         write(cur, _INSERT_EVENTS, [_event_values(op.event) for op in ops if op.event is not None])
         return [None] * len(ops)
+
+
+def _ours(cur: psycopg.Cursor[Any], o: BrokerOrder) -> str | None:
+    """`o.id` if the stored row with that id is this very attempt (same order, attempt number,
+    broker and client order id), else None."""
+    row = cur.execute(_SELECT_SAME_ATTEMPT, (o.id, o.order_id, o.attempt, o.broker_id, o.client_order_id))
+    found = row.fetchone()
+    return None if found is None else str(found[0])
 
 
 def _in_the_way(cur: psycopg.Cursor[Any], o: BrokerOrder) -> DuplicateAttempt:

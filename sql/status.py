@@ -90,6 +90,9 @@ def _unknown(broker_id: str) -> LookupError:
 
 @dataclass(frozen=True, slots=True)
 class RecordStatus(WriteOp[None]):
+    """Appends a status change. A writer rerun (`WriteOp`) may append it twice: the same status
+    at the same instant, which changes neither the status history's meaning nor uptime."""
+
     change: StatusChange
     phase: ClassVar[int] = 5
 

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import msgspec
 import psycopg
 import trio
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from api.contracts import CommissionStructure, LatencyStats, OrderRoutingResponse
 from api.enums import (
@@ -62,7 +62,14 @@ from sql.ops import (
 from sql.records import BrokerRecord, ClaimResult, OrderClaim, OutboxEvent, StatusChange
 from sql.reports import PeerRow, ReportRecord, SaveClose, SaveReport, StoredReport
 from sql.status import PruneStatusHistory, RecordStatus, SetMaintenance, UpdateBrokerRuntime
-from sql.writer import GroupWriter, WriterStats, configure_session, connection_kwargs
+from sql.writer import (
+    DatabaseUnavailable,
+    GroupWriter,
+    WriterStats,
+    configure_session,
+    connection_failed,
+    connection_kwargs,
+)
 
 __all__ = ["Store", "broker_row_id"]
 
@@ -91,6 +98,9 @@ class Store:
         self._writer = writer
         self._limiter = trio.CapacityLimiter(pool_size)
         self._timeout = timeout
+        #: How long a read waits for a pooled connection: short, so an outage the writer has
+        #: not noticed yet still answers a reader quickly (a 503, not a hung request).
+        self._connection_wait = min(timeout, 5.0)
 
     def __repr__(self) -> str:
         return f"<Store pool={self._pool.name} {self._writer!r}>"
@@ -350,11 +360,42 @@ class Store:
         await self._read(refresh)
 
     async def _read(self, fn: Callable[[Conn], T]) -> T:
-        def run() -> T:
-            with self._pool.connection(timeout=self._timeout) as conn:
-                return fn(conn)
+        """Run `fn` on a pooled connection in a worker thread. Reads are idempotent: one whose
+        connection turned out dead (a server restart) runs once more on another. During an
+        outage it fails fast with `DatabaseUnavailable` instead of waiting for the pool."""
+        writer = self._writer
+        if not writer.available:
+            raise DatabaseUnavailable("the database is unavailable (reconnecting)")
 
-        return await trio.to_thread.run_sync(run, limiter=self._limiter)
+        def run() -> T:
+            for attempt in (1, 2):
+                with self._pool.connection(timeout=self._connection_wait) as conn:
+                    try:
+                        return fn(conn)
+                    except psycopg.Error as exc:
+                        if attempt == 2 or not connection_failed(exc, conn):
+                            raise
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        try:
+            return await trio.to_thread.run_sync(run, limiter=self._limiter)
+        except PoolTimeout as exc:
+            writer.report_lost(repr(exc))
+            raise DatabaseUnavailable(repr(exc)) from exc
+        except psycopg.Error as exc:
+            if connection_failed(exc):
+                writer.report_lost(repr(exc))
+                raise DatabaseUnavailable(repr(exc)) from exc
+            raise
+
+    @property
+    def available(self) -> bool:
+        """False during a database outage (writes and reads fail fast with DatabaseUnavailable)."""
+        return self._writer.available
+
+    async def wait_available(self) -> None:
+        """Return once the database is available again (at once if it is)."""
+        await self._writer.wait_available()
 
 
 # --- reads -------------------------------------------------------------------------------------

@@ -20,8 +20,14 @@ submission run in phase order, and ops of the same class in submission order.
 
 Failures: if the batch transaction fails, it is rolled back and each submission is re-run alone
 in its own transaction, so one bad submission cannot fail the others; the bad one gets its
-exception. If the connection breaks, every submission of that batch gets the error (the outcome
-of an interrupted COMMIT is unknown; callers reconcile) and the next batch reconnects.
+exception. If the connection breaks (the server restarted, the network dropped, a statement
+outlived the server's timeout), the batch is run once more on a fresh connection: every op is
+idempotent (`WriteOp`), so this is safe even when the broken COMMIT had in fact gone through.
+If that fails too, or no connection can be made, the database is *unavailable*: the batch and
+everything queued get `DatabaseUnavailable` (a 503 for the API: "retry with the same orderId"),
+later submissions get it at once without waiting, and a probe reconnects with capped
+exponential backoff and jitter. `available` and `wait_available()` tell callers when writing
+works again; nothing here ever raises into the writer's nursery because the database failed.
 
 Cancellation: a caller cancelled before the writer takes its submission writes nothing. Once
 taken, the submission is committed or rolled back regardless: the cancelled caller waits
@@ -32,6 +38,8 @@ left half-known inside this process. Every wait is bounded: `timeout` for caller
 
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
@@ -40,7 +48,10 @@ import psycopg
 import trio
 from psycopg.conninfo import conninfo_to_dict
 
+from api.errors import Unavailable
+
 __all__ = [
+    "DatabaseUnavailable",
     "GroupWriter",
     "WriteOp",
     "WriteTimeout",
@@ -48,16 +59,23 @@ __all__ = [
     "WriterStats",
     "configure_session",
     "connect",
+    "connection_failed",
     "connection_kwargs",
 ]
 
 R = TypeVar("R")
 
+log = logging.getLogger(__name__)
+
 
 class WriteOp(Generic[R]):
     """One write whose result is an `R`. Subclasses implement `run_batch`, which executes every
     op of its class in a batch (inside the batch's transaction) and returns one result per op,
-    in order. A lower `phase` runs earlier in the transaction."""
+    in order. A lower `phase` runs earlier in the transaction.
+
+    `run_batch` must be idempotent: after a connection broke mid-batch, the writer runs the
+    batch again on a fresh connection, and the first run may have committed. Running it again
+    must leave the same rows and return the same results (an insert recognises its own row)."""
 
     __slots__ = ()
     phase: ClassVar[int] = 0
@@ -75,6 +93,24 @@ class WriteTimeout(TimeoutError):
     """A submission did not complete within the writer's timeout."""
 
 
+class DatabaseUnavailable(Unavailable):
+    """PostgreSQL cannot be reached (or stopped answering): nothing was written by this call,
+    or — when a broken COMMIT was retried and failed again — its outcome is unknown and the
+    caller reconciles. A 503 for the API; retry once the database is back."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("database unavailable; retry with the same orderId")
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"DatabaseUnavailable({self.detail!r})"
+
+
+#: Reconnect probes while the database is unavailable: the first after this long, doubling.
+PROBE_FIRST_S = 0.1
+PROBE_MAX_S = 2.0
+
+
 @dataclass
 class WriterStats:
     batches: int = 0  # transactions committed or attempted
@@ -83,6 +119,9 @@ class WriterStats:
     max_batch: int = 0  # most ops in one transaction
     fallbacks: int = 0  # batches re-run one submission at a time
     failures: int = 0  # submissions that got an exception
+    retries: int = 0  # batches run again on a fresh connection after the first one broke
+    outages: int = 0  # times the database became unavailable
+    reconnects: int = 0  # times it became available again
 
     @property
     def mean_batch(self) -> float:
@@ -166,23 +205,81 @@ class GroupWriter:
         self._lanes = [_Lane(i) for i in range(lanes)]
         self._running = False
         self._stopped = trio.Event()
+        #: Set while writing works; replaced by an unset event for the length of an outage.
+        self._back = trio.Event()
+        self._back.set()
+        self._outage_error = ""
+        self._probing = False
+        self._nursery: trio.Nursery | None = None
         self.stats = WriterStats()
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
+        if self._running and not self.available:
+            state = "unavailable"
         return f"<GroupWriter {state} batches={self.stats.batches} ops={self.stats.ops}>"
+
+    # --- availability ---------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        """False from the moment a connection could not be made or re-made until a probe
+        reconnects."""
+        return self._back.is_set()
+
+    async def wait_available(self) -> None:
+        """Return once the database is available (at once if it is)."""
+        await self._back.wait()
+
+    def report_lost(self, detail: str) -> None:
+        """Someone else (a reader) found the database gone: fail fast from now on and probe."""
+        if self.available:
+            self._outage_error = detail
+            self._back = trio.Event()
+            self.stats.outages += 1
+            log.error("database unavailable; retrying with backoff", extra={"error": detail})
+        if not self._probing and self._nursery is not None:
+            self._probing = True
+            self._nursery.start_soon(self._probe)
+
+    async def _probe(self) -> None:
+        """Reconnect a lane with capped exponential backoff and jitter until it works."""
+        delay = PROBE_FIRST_S
+        lane = self._lanes[0]
+        try:
+            while not self.available:
+                await trio.sleep(delay * (0.5 + random.random()))
+                delay = min(PROBE_MAX_S, delay * 2)
+                try:
+                    await trio.to_thread.run_sync(self._reconnect, lane, limiter=lane.limiter)
+                except psycopg.Error as exc:
+                    self._outage_error = repr(exc)
+                    continue
+                self.stats.reconnects += 1
+                self._back.set()
+                log.warning("database available again")
+        finally:
+            self._probing = False
+
+    def _reconnect(self, lane: _Lane) -> None:
+        lane.drop()
+        lane.usable(self._connect)
 
     # --- caller side ----------------------------------------------------------------------
 
     async def submit(self, ops: Sequence[WriteOp[R]]) -> list[R]:
         """Run `ops` in one transaction (shared with other submissions) and return their results
         once committed. Raises the op's exception if this submission failed alone, `WriterClosed`
-        if the writer is not running, `WriteTimeout` past `timeout` (before the writer took the
-        submission: nothing written; after: outcome unknown)."""
+        if the writer is not running, `DatabaseUnavailable` at once during an outage (nothing
+        written) or when the connection broke twice under this batch (outcome unknown),
+        `WriteTimeout` past `timeout` (before the writer took the submission: nothing written;
+        after: outcome unknown)."""
         if not ops:
             return []
         if not self._running:
             raise WriterClosed("the writer is not running")
+        if not self.available:
+            raise DatabaseUnavailable(self._outage_error)
         sub = _Submission(list(ops))
         deadline = trio.current_time() + self._timeout
         try:
@@ -247,6 +344,7 @@ class GroupWriter:
         for lane in self._lanes:
             free_send.send_nowait(lane)
         async with trio.open_nursery() as in_flight:  # returns once every lane has committed
+            self._nursery = in_flight
             while True:
                 try:
                     first = await self._receive.receive()
@@ -259,6 +357,9 @@ class GroupWriter:
                     first.done.set()
                     raise
                 batch = self._take(first)
+                if batch and not self.available:  # queued before the outage: fail fast, unwritten
+                    self._fail(batch, DatabaseUnavailable(self._outage_error))
+                    batch = []
                 if batch:
                     in_flight.start_soon(self._commit_on, lane, batch, free_send)
                 else:
@@ -292,7 +393,7 @@ class GroupWriter:
 
     async def _commit(self, batch: list[_Submission], lane: _Lane) -> None:
         try:
-            outcomes, fell_back = await trio.to_thread.run_sync(
+            outcomes, fell_back, lost = await trio.to_thread.run_sync(
                 self._run_batch, batch, lane, limiter=lane.limiter
             )
         except BaseException as exc:  # a bug in this module: never leave a caller waiting
@@ -300,6 +401,8 @@ class GroupWriter:
                 sub.error = exc if isinstance(exc, Exception) else WriterClosed("the writer failed")
                 sub.done.set()
             raise
+        if lost is not None:
+            self.report_lost(lost)
         stats = self.stats
         size = sum(len(sub.ops) for sub in batch)
         stats.batches += 1
@@ -312,6 +415,12 @@ class GroupWriter:
             sub.error = error
             if error is not None:
                 stats.failures += 1
+            sub.done.set()
+
+    @staticmethod
+    def _fail(batch: list[_Submission], error: BaseException) -> None:
+        for sub in batch:
+            sub.error = error
             sub.done.set()
 
     def _fail_queued(self) -> None:
@@ -330,30 +439,66 @@ class GroupWriter:
 
     def _run_batch(
         self, batch: list[_Submission], lane: _Lane
-    ) -> tuple[list[tuple[list[Any], BaseException | None]], bool]:
-        try:
-            conn = lane.usable(self._connect)
-        except psycopg.Error as exc:
-            return [([], exc) for _ in batch], False
-        try:
-            return [(results, None) for results in _transact(conn, batch)], False
-        except Exception as exc:
-            if conn.broken or conn.closed:
-                lane.drop()
-                return [([], exc) for _ in batch], False
-            if len(batch) == 1:
-                return [([], exc)], False
+    ) -> tuple[list[tuple[list[Any], BaseException | None]], bool, str | None]:
+        """Outcomes per submission, whether the batch fell back to one submission at a time,
+        and why the database is unavailable (None: it is not)."""
+        for attempt in (1, 2):
+            try:
+                conn = lane.usable(self._connect)
+            except psycopg.Error as exc:
+                return self._unavailable(batch, exc)
+            try:
+                return [(results, None) for results in _transact(conn, batch)], False, None
+            except Exception as exc:
+                if connection_failed(exc, conn):
+                    lane.drop()
+                    if attempt == 1:  # every op is idempotent: once more on a fresh connection
+                        self.stats.retries += 1
+                        continue
+                    return self._unavailable(batch, exc)
+                if len(batch) == 1:
+                    return [([], exc)], False, None
+                break
         outcomes: list[tuple[list[Any], BaseException | None]] = []
+        lost: str | None = None
         for sub in batch:
-            if conn.broken or conn.closed:
-                lane.drop()
-                outcomes.append(([], psycopg.OperationalError("connection lost")))
+            if lost is not None:
+                outcomes.append(([], DatabaseUnavailable(lost)))
                 continue
             try:
+                conn = lane.usable(self._connect)
                 outcomes.append((_transact(conn, [sub])[0], None))
             except Exception as exc:
-                outcomes.append(([], exc))
-        return outcomes, True
+                broken = lane.conn is None or connection_failed(exc, lane.conn)
+                if isinstance(exc, psycopg.Error) and broken:
+                    lane.drop()
+                    lost = repr(exc)
+                    outcomes.append(([], DatabaseUnavailable(lost)))
+                else:
+                    outcomes.append(([], exc))
+        return outcomes, True, lost
+
+    @staticmethod
+    def _unavailable(
+        batch: list[_Submission], exc: BaseException
+    ) -> tuple[list[tuple[list[Any], BaseException | None]], bool, str]:
+        detail = repr(exc)
+        return [([], DatabaseUnavailable(detail)) for _ in batch], False, detail
+
+
+def connection_failed(exc: BaseException, conn: psycopg.Connection[Any] | None = None) -> bool:
+    """The failure is the connection's (or the server's going away), not the statements': worth
+    one more try on a fresh connection. Client-side errors carry no SQLSTATE; the server's own
+    "going away" states are class 08 (connection exception) and 57P01-57P03 (shutdown, crash,
+    starting up). A deadlock or a statement timeout is the statements' and is not retried here."""
+    if conn is not None and (conn.broken or conn.closed):
+        return True
+    if isinstance(exc, psycopg.InterfaceError):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
 class _Lane:

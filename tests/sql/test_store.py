@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import pytest
@@ -464,3 +465,46 @@ async def test_views_refresh_and_idle_broker_has_performance_row(
         busy.broker_id,
     )
     assert latency == [(2, 0)]
+
+
+# --- reruns after a broken COMMIT ----------------------------------------------------------------
+
+
+def _run_twice(url: str, ops: list[Any]) -> tuple[Any, Any]:
+    """Each op batch in its own committed transaction, twice: what the writer does when the
+    connection broke after a COMMIT that in fact went through."""
+    from sql.writer import connect
+
+    with connect(url, statement_timeout=10) as conn:
+        outcomes = []
+        for _ in range(2):
+            with conn.transaction():
+                outcomes.append(type(ops[0]).run_batch(conn, ops))
+    return outcomes[0], outcomes[1]
+
+
+async def test_a_rerun_claim_is_still_claimed_and_writes_nothing_twice(
+    broker_id: str, migrated_database_url: str, store: Store
+) -> None:
+    from sql.ops import Claim
+
+    claim = order_claim(new_id(), broker_id)
+    assert claim.execution is not None
+    first, again = await trio.to_thread.run_sync(_run_twice, migrated_database_url, [Claim(claim)])
+    assert first == again == [ClaimResult(True, claim.request_hash, None, claim.execution.id)]
+    assert await store.load_attempts(claim.order_id) == [claim.execution]
+    assert await store.execution_events(claim.execution.id) == [claim.event]
+
+
+async def test_a_rerun_attempt_is_not_a_duplicate(
+    broker_id: str, migrated_database_url: str, store: Store
+) -> None:
+    from sql.ops import StartAttempt
+
+    first = await claimed(store, broker_id)
+    second = execution(first.order_id, broker_id, at=T0 + timedelta(seconds=1), attempt=2)
+    await trio.to_thread.run_sync(_run_twice, migrated_database_url, [StartAttempt(second, "EQUITY", None)])
+    assert [o.id for o in await store.load_attempts(first.order_id)] == [first.id, second.id]
+    other = msgspec.structs.replace(second, broker_id="someone-else")
+    with pytest.raises(DuplicateAttempt):  # the same number for another broker is still refused
+        await store.start_attempt(other, "EQUITY")

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from psycopg import errors
 
-from sql.writer import GroupWriter, WriteOp, WriterClosed
+from sql.writer import DatabaseUnavailable, GroupWriter, WriteOp, WriterClosed
 
 Conn = psycopg.Connection[Any]
 
@@ -220,9 +220,11 @@ async def test_submit_before_start_is_refused(migrated_database_url: str, table:
         await GroupWriter(migrated_database_url).submit([Insert(table, 1)])
 
 
-async def test_lost_connection_fails_the_batch_then_reconnects(
+async def test_lost_connection_is_retried_once_on_a_fresh_one(
     writer: GroupWriter, table: str, migrated_database_url: str
 ) -> None:
+    """The server ended the writer's idle connection (a restart, an idle timeout): the next
+    batch fails on it, runs again on a fresh connection, and the caller never sees it."""
     (pid,) = await writer.submit([Sleep(0)])
 
     def kill() -> None:
@@ -230,10 +232,45 @@ async def test_lost_connection_fails_the_batch_then_reconnects(
             conn.execute(b"SELECT pg_terminate_backend(%s)", (pid,))
 
     await trio.to_thread.run_sync(kill)
-    with pytest.raises(psycopg.OperationalError):
-        await writer.submit([Insert(table, 1)])
+    assert await writer.submit([Insert(table, 1)]) == [2]
     assert await writer.submit([Insert(table, 2)]) == [4]
-    assert await values_in(migrated_database_url, table) == {2}
+    assert await values_in(migrated_database_url, table) == {1, 2}
+    assert writer.stats.retries == 1
+    assert writer.available
+
+
+async def test_unreachable_database_fails_fast_then_recovers(migrated_database_url: str, table: str) -> None:
+    """No connection can be made: the batch gets DatabaseUnavailable (a 503), later submissions
+    get it at once without waiting, and once the server answers again the probe reconnects."""
+    writer = GroupWriter(migrated_database_url, timeout=10)
+    async with trio.open_nursery() as service:
+        await service.start(writer.run)
+        real_connect = writer._connect
+        refused = True
+
+        def connect() -> Any:
+            if refused:
+                raise psycopg.OperationalError("connection refused (test)")
+            return real_connect()
+
+        writer._connect = connect  # type: ignore[method-assign]
+        for lane in writer._lanes:
+            lane.drop()
+        with pytest.raises(DatabaseUnavailable):
+            await writer.submit([Insert(table, 1)])
+        assert not writer.available
+        started = trio.current_time()
+        with pytest.raises(DatabaseUnavailable):
+            await writer.submit([Insert(table, 2)])
+        assert trio.current_time() - started < 0.05  # fail fast: no connect attempt per caller
+        refused = False
+        with trio.fail_after(10):
+            await writer.wait_available()
+        assert await writer.submit([Insert(table, 3)]) == [6]
+        assert writer.stats.outages == 1 and writer.stats.reconnects == 1
+        await writer.aclose()
+        service.cancel_scope.cancel()
+    assert await values_in(migrated_database_url, table) == {3}
 
 
 async def test_lanes_commit_batches_side_by_side(migrated_database_url: str, table: str) -> None:
