@@ -10,15 +10,29 @@ tests hold the two together). Every response, errors included, is JSON:
     anything else                                                     -> 500, generic message, logged
 
 A request rejected for any of these reasons never reaches the facade, so nothing is written.
+
+Every response leaves its keep-alive connection usable (`_ConnectionGuard`): the request body is
+received in full before the response starts (and discarded if no route read it), or, when that
+would cost too much, the response says `Connection: close` and the connection is closed.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+import trio
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    HTTPResponseStartEvent,
+    Scope,
+)
 from quart import Response, request
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioResponse
@@ -59,8 +73,22 @@ _HTTP_MESSAGES = {
 }
 
 
+#: How long a response that did not read its request body (401, 404, 405, 413) waits for the rest
+#: of that body before it gives up keeping the connection and closes it instead.
+BODY_DRAIN_S = 5.0
+#: The most request-body bytes received and discarded to keep a connection; a larger body closes it.
+BODY_DRAIN_BYTES = 1024 * 1024
+#: Bound on the server's own work after the last byte of a response (recycle or close the connection).
+_FINISH_S = 2.0
+
+
 def create_app(
-    service: BrokerService, *, tokens: frozenset[str], max_body_bytes: int = 64 * 1024
+    service: BrokerService,
+    *,
+    tokens: frozenset[str],
+    max_body_bytes: int = 64 * 1024,
+    drain_bytes: int = BODY_DRAIN_BYTES,
+    drain_s: float = BODY_DRAIN_S,
 ) -> QuartTrio:
     """The REST app over `service`, ready for `hypercorn.trio.serve`.
 
@@ -69,6 +97,11 @@ def create_app(
     authentication off**: that is the embedded default, which listens on localhost only. A request
     body over `max_body_bytes` gets 413 and is never buffered past the limit (a declared
     Content-Length over it is refused before reading).
+
+    Connections: a response waits (up to `drain_s`) for the rest of a request body it did not read,
+    discarding it, so the keep-alive connection serves the next request; a body over `drain_bytes`
+    (declared or received), or one still incomplete after `drain_s`, gets `Connection: close`
+    instead. Either way no request on the connection is left waiting (`_ConnectionGuard`).
     """
     if not all(_is_token(token) for token in tokens):
         raise ValueError("bearer tokens must be non-empty printable ASCII without spaces")
@@ -150,7 +183,119 @@ def create_app(
         log.error("unhandled error in %s %s", request.method, request.path, exc_info=error)
         return _json(_INTERNAL, 500)
 
+    # Quart's documented middleware hook: the app stays a QuartTrio, its ASGI entry is wrapped.
+    app.asgi_app = _ConnectionGuard(  # type: ignore[method-assign]
+        app.asgi_app, drain_bytes=max(drain_bytes, max_body_bytes), drain_s=drain_s
+    )
     return app
+
+
+class _BodyProgress:
+    """How much of one request body has arrived, as seen through the app's `receive`.
+
+    `settled` is set once the response need not wait any longer: the body ended (`complete`), the
+    client went away, or reading the rest would cost more than `drain_bytes`.
+    """
+
+    def __init__(self, declared: int | None, drain_bytes: int) -> None:
+        self.received = 0
+        self.complete = False
+        self.settled = trio.Event()
+        self._drain_bytes = drain_bytes
+        if declared is not None and declared > drain_bytes:
+            self.settled.set()
+
+    def __repr__(self) -> str:
+        return f"<_BodyProgress received={self.received} complete={self.complete}>"
+
+    def observe(self, message: ASGIReceiveEvent) -> None:
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.complete = True
+                self.settled.set()
+            elif self.received > self._drain_bytes:
+                self.settled.set()
+        elif message["type"] == "http.disconnect":
+            self.complete = True  # nothing more will come; the connection is gone anyway
+            self.settled.set()
+
+
+class _ConnectionGuard:
+    """ASGI middleware between hypercorn and the quart-trio app: every HTTP response leaves its
+    connection usable. Either the whole request body has been received when the response starts
+    (quart reads every body message, whether or not a route asked for the body, so waiting is
+    enough to drain it) and hypercorn recycles the connection; or the response carries
+    `Connection: close` and the connection is closed.
+
+    Why it is needed (hypercorn 0.18, quart-trio 0.12): when a response ends before its request
+    body has arrived (a 401 from `before_request`, a 404/405 from routing, a 413), hypercorn closes
+    the connection from inside the app's last `send`, right after queueing `http.disconnect` for
+    the app. quart-trio's receiver task takes that message and cancels the request's nursery, and
+    the cancellation lands on the close itself (`send_eof`'s checkpoint): the socket stays open,
+    the keep-alive timer stays stopped, and when the rest of the body and the next request arrive,
+    hypercorn's reader pauses for a recycle that never comes. The client's next request hangs.
+    So the last `send` of a response is also shielded (bounded by `_FINISH_S`): whatever hypercorn
+    does after it (recycle, re-arm the keep-alive timer, or close) is never cut short.
+    """
+
+    def __init__(self, app: ASGIFramework, *, drain_bytes: int, drain_s: float) -> None:
+        self._app = app
+        self._drain_bytes = drain_bytes
+        self._drain_s = drain_s
+
+    def __repr__(self) -> str:
+        return f"<_ConnectionGuard drain_bytes={self._drain_bytes} drain_s={self._drain_s}>"
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        body = _BodyProgress(_content_length(scope["headers"]), self._drain_bytes)
+
+        async def observed_receive() -> ASGIReceiveEvent:
+            message = await receive()
+            body.observe(message)
+            return message
+
+        async def guarded_send(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.start":
+                message = await self._settle(body, message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(deadline=trio.current_time() + _FINISH_S, shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await self._app(scope, observed_receive, guarded_send)
+
+    async def _settle(self, body: _BodyProgress, start: HTTPResponseStartEvent) -> HTTPResponseStartEvent:
+        """Wait for the rest of the request body (bounded); if it is still incomplete, the response
+        announces that the connection closes after it."""
+        if not body.complete:
+            with trio.move_on_after(self._drain_s):
+                await body.settled.wait()
+        if body.complete:
+            return start
+        closing = HTTPResponseStartEvent(
+            type="http.response.start",
+            status=start["status"],
+            headers=[*start.get("headers", ()), (b"connection", b"close")],
+        )
+        if "trailers" in start:
+            closing["trailers"] = start["trailers"]
+        return closing
+
+
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The request's declared Content-Length, or None (chunked, absent or unreadable)."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _authenticator(tokens: frozenset[str]) -> Callable[[], Awaitable[Response | None]]:
