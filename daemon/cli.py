@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from api import subjects
 from api.enums import (
@@ -39,6 +39,9 @@ from api.enums import (
     TimeInForce,
     Urgency,
 )
+
+if TYPE_CHECKING:
+    from daemon.config import Config
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -174,14 +177,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT. Before anything else it takes the
+    state directory's lock: a second daemon on the same directory exits at once (1), naming the
+    running pid, having started nothing and written nothing."""
     import os
-    import signal
 
-    import trio
-
-    from daemon.app import Endpoints, run_daemon
     from daemon.config import ConfigError, load_config
-    from daemon.logs import configure_logging, register_secret
+    from daemon.statelock import StateDirInUse, StateLock
 
     if args.state_dir is not None:
         os.environ["BIS_STATE_DIR"] = str(args.state_dir)
@@ -190,6 +192,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # First, before any server starts or migration runs: one daemon per state directory.
+    try:
+        state_lock = StateLock.acquire(config.state_dir)
+    except StateDirInUse as exc:
+        print(f"broker-integration: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"broker-integration: cannot lock the state directory: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        return _run_daemon_process(config)
+    finally:
+        state_lock.release()
+
+
+def _run_daemon_process(config: Config) -> int:
+    """The daemon in this process until it stops; its exit code. The caller holds the state lock."""
+    import os
+    import signal
+
+    import trio
+
+    from daemon.app import Endpoints, run_daemon
+    from daemon.logs import configure_logging, register_secret
+
     configure_logging(config.service.log_level)
     alpaca_secrets = [
         os.environ.get(name) for a in config.alpaca_brokers for name in (a.key_env, a.secret_env)
