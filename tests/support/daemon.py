@@ -61,13 +61,16 @@ def write_config(
     rest_port: int,
     instance: str,
     brokers_toml: str = BROKERS_TOML,
+    service_toml: str = "",
 ) -> Path:
+    """`service_toml`: more keys of the [service] section (TOML lines), e.g. deadlines."""
     text = f"""
 [service]
 state_dir = {json.dumps(str(state_dir))}
 instance_id = {json.dumps(instance)}
 log_level = "INFO"
 shutdown_grace_s = 5.0
+{service_toml}
 
 [nats]
 url = {json.dumps(nats_url)}
@@ -101,6 +104,7 @@ class DaemonProcess:
         database_url: str,
         instance: str = "e2e",
         brokers_toml: str = BROKERS_TOML,
+        service_toml: str = "",
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +118,7 @@ class DaemonProcess:
             rest_port=self.rest_port,
             instance=instance,
             brokers_toml=brokers_toml,
+            service_toml=service_toml,
         )
         self.log_path = workdir / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -165,6 +170,15 @@ class DaemonProcess:
                 proc.wait(10)
                 raise RuntimeError(f"daemon did not stop within {timeout}s:\n{self.log()}") from None
         return proc.returncode
+
+    def kill(self) -> int:
+        """SIGKILL, as a crash: nothing is flushed, nothing is answered. Returns the exit code."""
+        return self.stop(signal.SIGKILL, timeout=10.0)
+
+    @property
+    def alive(self) -> bool:
+        """The process was started and has not exited."""
+        return self.proc is not None and self.proc.poll() is None
 
     def wait(self, timeout: float = 30.0) -> int:
         """Wait for the process to exit by itself (after a signal the test sent)."""
