@@ -5,12 +5,23 @@ into raw fields first, each field is decoded on its own into its declared type (
 the field's JSON text goes straight to `Decimal`, never through a float), and the semantic rules
 of the order (prices by order type, positive quantities, column sizes) run over the result.
 Nothing here has side effects: a request either becomes a Struct or raises `InvalidRequest`.
+
+Input is strict, because what a proxy, a log or a screen reads must be what we act on:
+
+- numbers are JSON numbers (msgspec decodes a `Decimal` from a JSON string too, even in its
+  strict mode, so the raw text of each decimal field is checked);
+- a key given twice, at any depth of the body, is refused (msgspec keeps the last one silently);
+- text fields refuse Unicode control and format characters (categories Cc and Cf: NUL, ESC,
+  U+202E RIGHT-TO-LEFT OVERRIDE, zero-width characters), which can spoof logs and screens.
 """
 
 from __future__ import annotations
 
 import functools
-import re
+import json
+import types
+import typing
+import unicodedata
 from collections.abc import Callable, Mapping
 from decimal import Context, Decimal
 from typing import Any, TypeVar, cast
@@ -41,21 +52,54 @@ MAX_LENGTHS = {
     "executionId": 36,
     "reason": 500,
 }
+#: Unicode general categories refused in text fields: controls and (invisible) format characters.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf"})
+
+QUOTED_NUMBER = "must be a JSON number, not a string"
+DUPLICATE_KEY = "is given more than once"
 
 Rule = Callable[[Any], list[FieldError]]  # takes a view of the decoded fields
+Check = Callable[[Any], str | None]  # why a decoded field value is not acceptable, or None
+
+_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 class _Schema:
     """What decoding one Struct class needs, computed once per class (msgspec.structs.fields
     re-evaluates annotations on every call: ~250 us, more than the rest of a request's decode)."""
 
-    __slots__ = ("decoder", "field_decoders", "info", "known")
+    __slots__ = ("checks", "decoder", "field_decoders", "info", "known", "numbers")
 
     def __init__(self, cls: type[msgspec.Struct]) -> None:
         self.info = msgspec.structs.fields(cls)
         self.known = {f.encode_name: f for f in self.info}
-        self.decoder = msgspec.json.Decoder(cls, strict=False)
-        self.field_decoders = {f.encode_name: msgspec.json.Decoder(f.type, strict=False) for f in self.info}
+        self.decoder = msgspec.json.Decoder(cls)
+        self.field_decoders = {f.encode_name: msgspec.json.Decoder(f.type) for f in self.info}
+        #: Wire names of the decimal fields, whose JSON text must not be a string.
+        self.numbers = frozenset(f.encode_name for f in self.info if _holds(f.type, Decimal))
+        #: (wire name, attribute, check) of every text and decimal field, in declaration order.
+        self.checks: tuple[tuple[str, str, Check], ...] = tuple(
+            (f.encode_name, f.name, check) for f in self.info if (check := _check_of(f)) is not None
+        )
+
+
+def _holds(annotation: Any, kind: type) -> bool:
+    """Whether a field declared as `annotation` holds a `kind` (`kind` alone, or with None)."""
+    if annotation is kind:
+        return True
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and kind in typing.get_args(
+        annotation
+    )
+
+
+def _check_of(field: msgspec.structs.FieldInfo) -> Check | None:
+    if _holds(field.type, str):
+        return functools.partial(
+            text_problem, limit=MAX_LENGTHS.get(field.encode_name), required=field.required
+        )
+    if _holds(field.type, Decimal):
+        return decimal_problem
+    return None  # enums, booleans and tuples: msgspec checked them; rules check tuple items
 
 
 @functools.cache
@@ -66,22 +110,12 @@ def _schema(cls: type[msgspec.Struct]) -> _Schema:
 def decode_request(body: bytes | str, cls: type[T], *, rules: tuple[Rule, ...] = ()) -> T:
     """Decode `body` (JSON) into `cls`, or raise `InvalidRequest` naming each bad field.
 
-    Fast path: one typed decode, then the field and order rules over the result. Only when that
-    decode fails does the body go field by field, to name every bad field at once."""
+    Fast path: the body's top-level fields as raw JSON (for the strictness checks: repeated keys,
+    quoted numbers), one typed decode, then the field and order rules over the result. Only when
+    something fails does the body go field by field, to name every bad field at once."""
     schema = _schema(cls)
     try:
-        decoded = cast(T, schema.decoder.decode(body))
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        pass
-    else:
-        errors = _generic_checks({f.name: getattr(decoded, f.name) for f in schema.info}, schema.known)
-        for rule in rules:
-            errors.extend(rule(decoded))
-        if errors:
-            raise InvalidRequest(_summary(errors), errors)
-        return decoded
-    try:
-        raw = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+        fields = _OBJECT.decode(body)
     except msgspec.ValidationError:
         raise InvalidRequest("request body must be a JSON object", []) from None
     except msgspec.DecodeError as exc:
@@ -90,7 +124,20 @@ def decode_request(body: bytes | str, cls: type[T], *, rules: tuple[Rule, ...] =
         raise InvalidRequest("malformed JSON: not valid UTF-8", []) from None
     except RecursionError:
         raise InvalidRequest("malformed JSON: nested too deeply", []) from None
-    return convert_fields(raw, cls, rules=rules, decode_raw=True)
+    repeated = _repeated_keys(body, fields)
+    if not repeated and not _quoted_numbers(fields, schema):
+        try:
+            decoded = cast(T, schema.decoder.decode(body))
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            pass
+        else:
+            errors = _field_checks(schema, functools.partial(getattr, decoded))
+            for rule in rules:
+                errors.extend(rule(decoded))
+            if errors:
+                raise InvalidRequest(_summary(errors), errors)
+            return decoded
+    return _convert(fields, cls, rules, decode_raw=True, errors=repeated)
 
 
 def convert_fields(
@@ -98,10 +145,22 @@ def convert_fields(
 ) -> T:
     """Build `cls` from a mapping of wire-named fields (JSON raw values when `decode_raw`, else
     Python values such as query-string parameters), collecting every field error."""
+    return _convert(fields, cls, rules, decode_raw=decode_raw, errors=[])
+
+
+def _convert(
+    fields: Mapping[str, Any],
+    cls: type[T],
+    rules: tuple[Rule, ...],
+    *,
+    decode_raw: bool,
+    errors: list[FieldError],
+) -> T:
     schema = _schema(cls)
     info, known = schema.info, schema.known
-    errors: list[FieldError] = [FieldError(name, "unknown field") for name in fields if name not in known]
+    errors = errors + [FieldError(shown(name), "unknown field") for name in fields if name not in known]
     values: dict[str, Any] = {}
+    undecodable: set[str] = set()  # wire names already reported as not of their type
     for name, field in known.items():
         if name not in fields:
             if field.required:
@@ -111,24 +170,103 @@ def convert_fields(
         if not field.required and (value is None or (decode_raw and bytes(value).strip() == b"null")):
             continue  # explicit null for an optional field means "absent" (its default)
         try:
-            if decode_raw:
-                decoded = schema.field_decoders[name].decode(value)
+            if not decode_raw:
+                # Query-string and path values are text by nature: lax conversion ("1" -> 1).
+                values[field.name] = msgspec.convert(value, field.type, strict=False)
+                continue
+            if name in schema.numbers and bytes(value).lstrip()[:1] == b'"':
+                problem = QUOTED_NUMBER
             else:
-                decoded = msgspec.convert(value, field.type, strict=False)
+                values[field.name] = schema.field_decoders[name].decode(value)
+                continue
         except msgspec.ValidationError as exc:
-            errors.append(FieldError(name, _describe(exc, field.type)))
-            continue
+            problem = _describe(exc, field.type)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            errors.append(FieldError(name, "is not valid JSON text"))
-            continue
-        values[field.name] = decoded
-    errors.extend(_generic_checks(values, known))
+            problem = "is not valid JSON text"
+        errors.append(FieldError(name, problem))
+        undecodable.add(name)
+    errors.extend(_field_checks(schema, values.get))
     view = _FieldView(values, info)
     for rule in rules:
-        errors.extend(rule(view))
+        # A field that did not decode reads as None to the rules: its type error says enough.
+        errors.extend(error for error in rule(view) if error.field not in undecodable)
     if errors:
         raise InvalidRequest(_summary(errors), errors)
     return cls(**values)
+
+
+def _quoted_numbers(fields: Mapping[str, msgspec.Raw], schema: _Schema) -> bool:
+    """Whether a decimal field of the body is written as a JSON string."""
+    for name in schema.numbers:
+        raw = fields.get(name)
+        if raw is not None and bytes(raw).startswith(b'"'):
+            return True
+    return False
+
+
+def _repeated_keys(body: bytes | str, fields: Mapping[str, msgspec.Raw]) -> list[FieldError]:
+    """A field error for every key given more than once in `body`, at any depth, named by its
+    path (`quantity.value`, `items[0].id`); `fields` is the body's top level as msgspec decoded it.
+
+    Every key in JSON text is followed by exactly one `:` outside strings. So a body with no more
+    colons than distinct top-level keys repeats no key and nests no object: that settles a typical
+    request for the price of `bytes.count`. Failing that (a colon inside a string), when no
+    top-level value holds a `{` and no key a colon, the colons inside the values are set aside
+    and the same count decides. Anything else is parsed again by the json module, whose
+    object_pairs_hook sees every pair."""
+    colons = body.count(":") if isinstance(body, str) else body.count(b":")
+    if colons == len(fields):
+        return []
+    if ":" not in "".join(fields):
+        inner = b"".join(fields.values())  # the text of every top-level value
+        if b"{" not in inner and colons - inner.count(b":") == len(fields):
+            return []
+    return _repeated_keys_parsed(body)
+
+
+class _Members(dict[str, Any]):
+    """A JSON object as the json module's object_pairs_hook sees it: also the keys it repeats."""
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.repeated: list[str] = []
+        if len(self) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen and key not in self.repeated:
+                    self.repeated.append(key)
+                seen.add(key)
+
+
+def _repeated_keys_parsed(body: bytes | str) -> list[FieldError]:
+    found: list[FieldError] = []
+    try:
+        text = body if isinstance(body, str) else body.decode()
+        # The values are never used: numbers stay text (no int-digit limit, no float rounding).
+        tree = json.loads(text, object_pairs_hook=_Members, parse_int=str, parse_float=str, strict=False)
+        _collect_repeated(tree, None, found)
+    except RecursionError:
+        raise InvalidRequest("malformed JSON: nested too deeply", []) from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("malformed JSON: not valid UTF-8", []) from None
+    except ValueError as exc:  # msgspec accepted it; should not happen, but never let it through
+        raise InvalidRequest(f"malformed JSON: {exc}", []) from None
+    return found
+
+
+def _collect_repeated(node: Any, path: str | None, found: list[FieldError]) -> None:
+    """Append a field error for each key `node` (at `path`, None for the body) repeats, then
+    for those of its values (the last one of a repeated key's)."""
+    if isinstance(node, _Members):
+        for key in node.repeated:
+            found.append(FieldError(shown(key if path is None else f"{path}.{key}"), DUPLICATE_KEY))
+        for key, value in node.items():
+            _collect_repeated(value, key if path is None else f"{path}.{key}", found)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            _collect_repeated(item, f"{path}[{index}]", found)
 
 
 class _FieldView:
@@ -157,20 +295,13 @@ def _describe(exc: msgspec.ValidationError, typ: Any) -> str:
     return text.split(" - at ")[0]
 
 
-def _generic_checks(
-    values: Mapping[str, Any], known: Mapping[str, msgspec.structs.FieldInfo]
-) -> list[FieldError]:
+def _field_checks(schema: _Schema, value_of: Callable[[str], Any]) -> list[FieldError]:
+    """The text and decimal checks of every field that has a value (`value_of(attribute)`)."""
     errors: list[FieldError] = []
-    for wire_name, field in known.items():
-        value = values.get(field.name)
-        if value is None:
-            continue
-        if isinstance(value, str):
-            problem = text_problem(value, MAX_LENGTHS.get(wire_name), required=field.required)
-            if problem:
-                errors.append(FieldError(wire_name, problem))
-        elif isinstance(value, Decimal):
-            problem = decimal_problem(value)
+    for wire_name, attribute, check in schema.checks:
+        value = value_of(attribute)
+        if value is not None:
+            problem = check(value)
             if problem:
                 errors.append(FieldError(wire_name, problem))
     return errors
@@ -178,18 +309,41 @@ def _generic_checks(
 
 def text_problem(value: str, limit: int | None, *, required: bool = True) -> str | None:
     """Why `value` is not an acceptable identifier or text field, or None."""
-    if not value.strip():
+    if not value or value.isspace():
         return "must not be empty" if required else None
-    if _CONTROL.search(value):
-        return "must not contain control characters"
+    if not value.isprintable():  # printable text has no Cc or Cf character: the common case
+        refused = refused_character(value)
+        if refused is not None:
+            return f"must not contain control or format characters (U+{ord(refused):04X})"
     if limit is not None and len(value) > limit:
         return f"must be at most {limit} characters"
     return None
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+def shown(name: str) -> str:
+    """`name`, a key of the request, fit to echo in an error, a log or a screen: every
+    non-printable character (controls, format characters, line separators) as a `\\u` escape."""
+    if name.isprintable():
+        return name
+    return "".join(char if char.isprintable() else _escape(char) for char in name)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def refused_character(value: str) -> str | None:
+    """The first Unicode control or format character (category Cc or Cf) of `value`, or None."""
+    for char in value:
+        if unicodedata.category(char) in REFUSED_CATEGORIES:
+            return char
+    return None
+
+
 _EXACT = Context(prec=MAX_INTEGER_DIGITS + MAX_SCALE + 2)
 _QUANTUM = Decimal(1).scaleb(-MAX_SCALE)
+_TOO_LARGE = Decimal(10) ** MAX_INTEGER_DIGITS
 
 
 def decimal_problem(value: Decimal) -> str | None:
@@ -197,7 +351,9 @@ def decimal_problem(value: Decimal) -> str | None:
     a value with more than 8 significant decimal places is refused, not silently cut."""
     if not value.is_finite():
         return "must be a finite number"
-    if value.copy_abs() >= Decimal(10) ** MAX_INTEGER_DIGITS:
+    if value.adjusted() < MAX_INTEGER_DIGITS and cast(int, value.as_tuple().exponent) >= -MAX_SCALE:
+        return None  # under 10^12 with at most 8 places written: the common case, no arithmetic
+    if value.copy_abs() >= _TOO_LARGE:
         return f"must be less than 10^{MAX_INTEGER_DIGITS}"
     if value != value.quantize(_QUANTUM, context=_EXACT):
         return f"must have at most {MAX_SCALE} decimal places"
