@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,7 +32,28 @@ from trio_asyncio import aio_as_trio
 
 log = logging.getLogger(__name__)
 
+
+class _ErrorLog:
+    """Logs connection errors at most once per `ERROR_LOG_EVERY_S`, counting the others."""
+
+    def __init__(self) -> None:
+        self._last = -ERROR_LOG_EVERY_S
+        self._suppressed = 0
+
+    def record(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last < ERROR_LOG_EVERY_S:
+            self._suppressed += 1
+            return
+        log.warning("nats error", extra={"error": repr(exc), "not_logged_since_last": self._suppressed})
+        self._last = now
+        self._suppressed = 0
+
 ERROR_HEADER = "Nats-Service-Error"
+#: How often a lost server is tried again (s). Short: a restarted server is found at once.
+RECONNECT_WAIT_S = 0.05
+#: At most one "nats error" log line per this many seconds (a reconnect loop fails 20 times a s).
+ERROR_LOG_EVERY_S = 10.0
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 
 
@@ -84,15 +106,27 @@ class NatsBus:
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(
-        cls, url: str, *, name: str, connect_timeout: float = 5.0, drain_timeout: float = 5.0
+        cls,
+        url: str,
+        *,
+        name: str,
+        connect_timeout: float = 5.0,
+        drain_timeout: float = 5.0,
+        reconnect_time_wait: float = RECONNECT_WAIT_S,
     ) -> AsyncIterator[NatsBus]:
         """Connect (reconnecting forever on later loss: a trading daemon must not give up after two
-        minutes, PITFALLS.md); drain and close on exit, bounded by `drain_timeout`."""
+        minutes, PITFALLS.md); drain and close on exit, bounded by `drain_timeout`.
+
+        A lost server is tried again every `reconnect_time_wait` s: nats-py restores the
+        subscriptions only once reconnected, and until then requesters that reached the
+        restarted server first get "no responders". Errors (each failed attempt is one) are
+        logged once per `ERROR_LOG_EVERY_S`, with how many were not."""
         lost = trio.Event()
         created: list[NatsBus] = []  # the bus, once built (the callbacks exist before it)
+        errors = _ErrorLog()
 
         async def on_error(exc: Exception) -> None:
-            log.warning("nats error", extra={"error": repr(exc)})
+            errors.record(exc)
 
         async def on_disconnected() -> None:
             for built in created:
@@ -113,7 +147,7 @@ class NatsBus:
                 name=name,
                 connect_timeout=connect_timeout,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
+                reconnect_time_wait=reconnect_time_wait,
                 allow_reconnect=True,
                 error_cb=on_error,
                 disconnected_cb=on_disconnected,
