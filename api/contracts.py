@@ -127,6 +127,9 @@ class Fill(WireOut, frozen=True):
     price: Decimal
     timestamp: datetime
     venue: str
+    #: Extension: true for a fill the broker never reported as such, booked from its cumulative
+    #: quantity and average price after a reconnect (absent, i.e. false, otherwise).
+    reconstructed: bool = False
 
 
 class ExecutionAttempt(WireOut, frozen=True):

@@ -19,6 +19,9 @@ from api.enums import (
 
 
 class OrderFill(msgspec.Struct, frozen=True):
+    """One fill of an execution. `reconstructed`: inferred from the broker's cumulative quantity
+    and average price, never reported as such (`api.events.ReconstructedFill`)."""
+
     id: str
     broker_fill_id: str
     quantity: Decimal
@@ -26,6 +29,7 @@ class OrderFill(msgspec.Struct, frozen=True):
     fees: Decimal
     timestamp: datetime
     venue: str
+    reconstructed: bool = False
 
     def to_wire(self) -> Fill:
         return Fill(
@@ -34,6 +38,7 @@ class OrderFill(msgspec.Struct, frozen=True):
             price=self.price,
             timestamp=self.timestamp,
             venue=self.venue,
+            reconstructed=self.reconstructed,
         )
 
 

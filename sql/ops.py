@@ -129,9 +129,10 @@ RETURNING o.id
 """
 
 _INSERT_FILLS = b"""
-INSERT INTO order_fills (id, broker_order_id, broker_fill_id, quantity, price, fees, timestamp, venue)
+INSERT INTO order_fills (id, broker_order_id, broker_fill_id, quantity, price, fees, timestamp, venue,
+                         reconstructed)
 SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[],
-                     %b::timestamptz[], %b::text[])
+                     %b::timestamptz[], %b::text[], %b::boolean[])
 ON CONFLICT DO NOTHING
 """
 
@@ -472,7 +473,10 @@ def _set_responses(
 
 
 def _fill_values(execution_id: str, f: OrderFill) -> tuple[Any, ...]:
-    return (f.id, execution_id, f.broker_fill_id, f.quantity, f.price, f.fees, f.timestamp, f.venue)
+    return (
+        f.id, execution_id, f.broker_fill_id, f.quantity, f.price, f.fees, f.timestamp, f.venue,
+        f.reconstructed,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

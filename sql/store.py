@@ -65,6 +65,7 @@ from sql.status import PruneStatusHistory, RecordStatus, SetMaintenance, UpdateB
 from sql.writer import (
     DatabaseUnavailable,
     GroupWriter,
+    WriteOp,
     WriterStats,
     configure_session,
     connection_failed,
@@ -190,6 +191,23 @@ class Store:
         exists), and optionally the order's routing response (only if none is stored yet).
         Raises LookupError if the execution row does not exist."""
         await self._writer.submit([SaveTransition(order, fill, event, response)])
+
+    async def save_changes(
+        self,
+        transitions: Sequence[tuple[BrokerOrder, OrderFill | None, OutboxEvent | None]],
+        response: tuple[str, OrderRoutingResponse] | None = None,
+    ) -> None:
+        """Persist consecutive state changes (of one or more executions, in order) and
+        optionally an order's routing response, atomically, in one submission: what
+        `save_transition` does for each, with one commit for all. Idempotent (a repeat changes
+        nothing), so a caller that got `DatabaseUnavailable` may submit the same changes again,
+        followed by newer ones, once the database is back."""
+        ops: list[WriteOp[Any]] = [
+            SaveTransition(order, fill, event, None) for order, fill, event in transitions
+        ]
+        if response is not None:
+            ops.append(SaveResponse(*response))
+        await self._writer.submit(ops)
 
     async def save_response(self, order_id: str, response: OrderRoutingResponse) -> bool:
         """Store the order's routing response unless one is stored; True if this call stored it."""
@@ -405,7 +423,7 @@ SELECT o.id, o.order_id, o.broker_id, o.client_order_id, o.account_id, o.symbol,
        o.order_type, o.quantity, o.time_in_force, o.execution_strategy, o.urgency, o.created_at,
        o.updated_at, o.status, o.price, o.stop_price, o.broker_order_id, o.filled_quantity,
        o.average_price, o.fees, o.rejection_reason, o.sequence, o.attempt,
-       f.id, f.broker_fill_id, f.quantity, f.price, f.fees, f.timestamp, f.venue
+       f.id, f.broker_fill_id, f.quantity, f.price, f.fees, f.timestamp, f.venue, f.reconstructed
 FROM broker_orders o
 LEFT JOIN order_fills f ON f.broker_order_id = o.id
 """
@@ -491,6 +509,7 @@ def _load_orders(conn: Conn, where: bytes, params: tuple[Any, ...]) -> list[Brok
                     fees=_dec(row[28]),
                     timestamp=_utc(row[29]),
                     venue=row[30],
+                    reconstructed=row[31],
                 )
             )
     return [_order(row, fills) for row, fills in orders.values()]

@@ -13,9 +13,13 @@ waits under the caller's cancel scope (and `answer_s`):
   order's Canceled/PendingCancel report, or an OrderCancelReject (-> CancelRejected; a reject
   saying the order is already canceled counts as done: cancels are idempotent).
 - `query` (OrderStatusRequest with OrdStatusReqID) waits for the ExecutionReport with ExecType I
-  that answers it; "unknown order" (OrdStatus 8, OrdRejReason 5) is None. An order no
-  NewOrderSingle was ever recorded for is None without asking: it is committed before it is
-  sent, so the broker cannot have it from this session.
+  that answers it; "unknown order" (OrdStatus 8, OrdRejReason 5, with ExecType I or 8) is None:
+  the broker does not know it (after a restart that lost its orders, say), and it is never
+  recorded as a rejection of the order. An order no NewOrderSingle was ever recorded for is
+  None without asking: it is committed before it is sent, so the broker cannot have it from
+  this session. The snapshot's CumQty/AvgPx is what the daemon's recovery reconciles the fills
+  it holds with (`nursery.recovery`): after a sequence reset it is the only record left of fills
+  whose reports the broker discarded.
 
 Events. Every ExecutionReport that reports a change is recorded in PostgreSQL once per ExecID
 (`FixStore.record_execution`) before its events are emitted, so an ExecID is emitted at most once
@@ -329,10 +333,15 @@ class FixBroker:
         received_at = self._clock()
         report = parse_execution_report(message, received_at=received_at)
         client_order_id = self._order_of(report)
-        if report.is_status:
-            self._answer_query(report, client_order_id)
+        if report.answers_status_request:
+            answered = self._answer_query(report, client_order_id)
             if not report.unknown_order:
                 self._note(client_order_id, report)
+            elif not answered:  # a late answer: the query gave up (OutcomeUnknown) already
+                log.info(
+                    "unknown-order answer with no status request waiting",
+                    extra={"broker_id": self.broker_id, "client_order_id": client_order_id},
+                )
             return
         recorded = await self._store.record_execution(
             report, client_order_id=client_order_id, venue=self.config.fill_venue, received_at=received_at
@@ -384,12 +393,15 @@ class FixBroker:
             if waiting.client_order_id == client_order_id:
                 waiting.answer.resolve(None)
 
-    def _answer_query(self, report: ExecutionReport, client_order_id: str) -> None:
+    def _answer_query(self, report: ExecutionReport, client_order_id: str) -> bool:
+        """Settle the status request `report` answers; False when none is waiting for it."""
         waiting = self._queries.get(report.status_req_id or "")
         if waiting is None:  # a broker that does not echo OrdStatusReqID: match by order
             waiting = next((q for q in self._queries.values() if q.client_order_id == client_order_id), None)
-        if waiting is not None:
-            waiting.answer.resolve(None if report.unknown_order else snapshot_of(report, client_order_id))
+        if waiting is None:
+            return False
+        waiting.answer.resolve(None if report.unknown_order else snapshot_of(report, client_order_id))
+        return True
 
     def _on_cancel_reject(self, message: Message) -> None:
         cancel_id = message.require(Tag.CL_ORD_ID)

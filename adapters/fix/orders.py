@@ -10,8 +10,11 @@ Mapping of ExecType (150) to events:
     F Trade (and 4.2's 1/2) with LastQty > 0 -> OrderFilled(fill_id = ExecID 17, quantity =
       LastQty 32, price = LastPx 31, fee = see `fill_fee`, venue = LastMkt 30 or the session's)
     4 Canceled -> OrderCanceled, 8 Rejected -> OrderRejected(Text 58), C Expired -> OrderExpired
-    I Order status -> no event (it answers `query`); anything else -> no event (pending states,
-      restatements, done-for-day: the order's state does not change in our model).
+    I Order status, and "unknown order" (OrdStatus 8 with OrdRejReason 5, whatever the
+      ExecType) -> no event (it answers `query`: a snapshot, or None); anything else -> no event
+      (pending states, restatements, done-for-day: the order's state does not change in our
+      model).
+A fill carries CumQty (14) as its `cumulative_quantity`.
 """
 
 from __future__ import annotations
@@ -172,12 +175,17 @@ class ExecutionReport(msgspec.Struct, frozen=True):
 
     @property
     def unknown_order(self) -> bool:
-        """A status request answered "unknown order" (OrdStatus Rejected, OrdRejReason 5)."""
-        return (
-            self.is_status
-            and self.ord_status == OrdStatus.REJECTED
-            and self.ord_rej_reason == ORD_REJ_UNKNOWN_ORDER
-        )
+        """The broker does not know the order (OrdStatus Rejected, OrdRejReason 5 "unknown
+        order"): its answer to a status request, whether it says ExecType I (FIX 4.4) or
+        ExecType Rejected (as some brokers do). Never a change of the order: an order the broker
+        took and then rejected carries another reason."""
+        return self.ord_status == OrdStatus.REJECTED and self.ord_rej_reason == ORD_REJ_UNKNOWN_ORDER
+
+    @property
+    def answers_status_request(self) -> bool:
+        """A snapshot answering an OrderStatusRequest, not a change to record: ExecType I, or
+        "unknown order" (see `unknown_order`)."""
+        return self.is_status or self.unknown_order
 
 
 def parse_execution_report(message: Message, *, received_at: datetime) -> ExecutionReport:
@@ -293,6 +301,7 @@ def events_of(
                 fee=fee,
                 venue=report.last_mkt or venue,
                 broker_order_id=report.order_id,
+                cumulative_quantity=report.cum_qty,
             )
         ]
     if exec_type == ExecType.CANCELED:

@@ -35,6 +35,9 @@ class Verdict:
     """What to do after receiving one message."""
 
     process: list[Message] = field(default_factory=list)  # in order, each exactly once
+    #: through[i]: the expected number once process[i] (and every message before it) has been
+    #: handled: what may be persisted when processing stops after process[i].
+    through: list[int] = field(default_factory=list)
     resend_from: int | None = None  # send ResendRequest(BeginSeqNo=resend_from, EndSeqNo=0)
     fatal: str | None = None  # log out with this text and disconnect
     reject: str | None = None  # send a session Reject of the message with this text
@@ -75,8 +78,8 @@ class InboundSequencer:
         if message.msg_type == MsgType.SEQUENCE_RESET and not message.flag(Tag.GAP_FILL_FLAG):
             return self._reset(message)
         if seq == self.next_in:
-            verdict = Verdict(process=[message])
             self._advance(message)
+            verdict = Verdict(process=[message], through=[self.next_in])
             self._drain(verdict)
             return verdict
         if seq > self.next_in:
@@ -85,6 +88,7 @@ class InboundSequencer:
             if message.msg_type in _EARLY:
                 self._handled_early.add(seq)
                 verdict.process.append(message)
+                verdict.through.append(self.next_in)  # the gap before it is still open
             if self._resend_until is None:
                 verdict.resend_from = self.next_in
                 self._resend_until = seq
@@ -100,7 +104,7 @@ class InboundSequencer:
         if new_seq_no is None or new_seq_no < self.next_in:
             return Verdict(reject=f"SequenceReset NewSeqNo {new_seq_no} is below the expected {self.next_in}")
         self.next_in = new_seq_no
-        verdict = Verdict(process=[message])
+        verdict = Verdict(process=[message], through=[new_seq_no])
         self._drain(verdict)
         return verdict
 
@@ -120,10 +124,13 @@ class InboundSequencer:
             message = self._queue.pop(self.next_in, None)
             if message is None:
                 break
-            if message.seq in self._handled_early:
-                self._handled_early.discard(message.seq)
-            else:
-                verdict.process.append(message)
+            early = message.seq in self._handled_early
+            self._handled_early.discard(message.seq)
             self._advance(message)
+            if not early:
+                verdict.process.append(message)
+                verdict.through.append(self.next_in)
+            elif verdict.through:  # handled when it arrived: the last mark may pass it
+                verdict.through[-1] = self.next_in
         if self._resend_until is not None and self.next_in > self._resend_until:
             self._resend_until = None

@@ -18,7 +18,9 @@ failure there leaves the numbers in doubt: the session closes (the reconnect rel
 the caller gets `StoreUnavailable`, with nothing written.
 
 Receiving. Each message is checked (CompIDs), sequenced (`InboundSequencer`), processed, then
-the next expected number is committed: a crash in between costs a resend, not a message.
+the next expected number is committed: a crash in between costs a resend, not a message. When
+processing stops early (the counterparty's Logout, a failure), the number is committed up to
+the last message fully processed, so the next logon asks for nothing that was processed.
 Garbled frames are dropped without touching the numbers (FIX); the gap they leave is recovered
 with a ResendRequest when the next good message arrives.
 
@@ -372,12 +374,27 @@ class FixSession:
             return
         if verdict.resend_from is not None:
             await self._send_resend_request(verdict.resend_from)
-        for ready in verdict.process:
-            await self._process(ready)
-        await self._persist_next_in()
+        through: int | None = None  # the expected number once the messages done so far count
+        ended: str | None = None
+        try:
+            for ready, mark in zip(verdict.process, verdict.through, strict=True):
+                ended = await self._process(ready)
+                through = mark
+                if ended is not None:
+                    break
+        except Exception:
+            if through is not None:
+                await self._persist_after_failure(through)
+            raise
+        if through is not None:
+            await self._persist_through(through)
         self._notify()
+        if ended is not None:
+            raise ConnectionLost(ended)
 
-    async def _process(self, message: Message) -> None:
+    async def _process(self, message: Message) -> str | None:
+        """Handle one in-sequence message. Returns why the session ends after it (the
+        counterparty logged out), else None."""
         msg_type = message.msg_type
         if msg_type == MsgType.HEARTBEAT:
             test_id = message.text(Tag.TEST_REQ_ID)
@@ -408,7 +425,7 @@ class FixSession:
                     await self.send(MsgType.LOGOUT, [])
                 except (ConnectionLost, DeniedLocally, StoreUnavailable):
                     pass  # it is leaving anyway
-                raise ConnectionLost(f"logged out by the counterparty: {text}")
+                return f"logged out by the counterparty: {text}"
         elif msg_type == MsgType.LOGON:
             pass  # a Logon numbered above the expected one comes back here after the gap fill
         else:
@@ -420,12 +437,26 @@ class FixSession:
                     extra={"session": self._config.session_id, "seq": message.seq, "error": str(exc)},
                 )
                 await self._send_reject(message, str(exc), REJECT_VALUE_INCORRECT)
+        return None
 
     async def _persist_next_in(self) -> None:
-        next_in = self._sequencer.next_in
+        await self._persist_through(self._sequencer.next_in)
+
+    async def _persist_through(self, next_in: int) -> None:
         if next_in != self._persisted_in:
             await self._store.set_next_in(self._epoch, next_in)
             self._persisted_in = next_in
+
+    async def _persist_after_failure(self, next_in: int) -> None:
+        """Processing failed after some messages were processed: commit their numbers (best
+        effort, never hiding the failure)."""
+        try:
+            await self._persist_through(next_in)
+        except StoreUnavailable as exc:
+            log.warning(
+                "inbound sequence number not persisted",
+                extra={"session": self._config.session_id, "error": str(exc)},
+            )
 
     # --- answering the counterparty --------------------------------------------------------
 

@@ -361,8 +361,9 @@ class FixStore:
         def work(conn: Connection) -> list[OrderFilled]:
             rows = conn.execute(
                 b"SELECT client_order_id, transact_time, exec_id, last_qty, last_px, fee, venue,"
-                b" broker_order_id FROM fix_executions WHERE session_id = %s AND exec_type = ANY(%s)"
-                b" AND last_qty > 0 AND transact_time >= %s ORDER BY transact_time, id",
+                b" broker_order_id, cum_qty FROM fix_executions WHERE session_id = %s"
+                b" AND exec_type = ANY(%s) AND last_qty > 0 AND transact_time >= %s"
+                b" ORDER BY transact_time, id",
                 (self._session_id, list(_FILL_TYPES), since),
             ).fetchall()
             return [
@@ -375,6 +376,7 @@ class FixStore:
                     fee=row[5],
                     venue=row[6],
                     broker_order_id=row[7],
+                    cumulative_quantity=row[8],
                 )
                 for row in rows
             ]

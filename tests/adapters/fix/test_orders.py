@@ -131,6 +131,7 @@ def test_events_per_exec_type() -> None:
             fee=D("0.2"),
             venue="SESSION",
             broker_order_id="O1",
+            cumulative_quantity=D(4),  # CumQty: tells a late report from a new fill
         )
     ]
     assert events(last_mkt="XNAS")[0].venue == "XNAS"  # type: ignore[attr-defined]
@@ -163,8 +164,14 @@ def test_status_reports_as_snapshots() -> None:
         D("50.5"),
     )
     unknown = report(exec_type="I", ord_status="8", ord_rej_reason="5", cum_qty=D(0), last_qty=None)
-    assert unknown.unknown_order
+    assert unknown.unknown_order and unknown.answers_status_request
     assert not report(exec_type="I", ord_status="8", ord_rej_reason="3").unknown_order
+    # Some brokers answer a status request for an order they do not know with ExecType 8:
+    # still "unknown order" (the query's None), never a rejection of our order.
+    rejected_unknown = report(exec_type="8", ord_status="8", ord_rej_reason="5", cum_qty=D(0), last_qty=None)
+    assert rejected_unknown.unknown_order and rejected_unknown.answers_status_request
+    refused = report(exec_type="8", ord_status="8", ord_rej_reason="3", cum_qty=D(0), last_qty=None)
+    assert not refused.answers_status_request  # a real rejection: recorded, OrderRejected
 
 
 def test_fees_by_comm_type_and_reporting() -> None:
