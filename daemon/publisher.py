@@ -4,6 +4,8 @@ At least once, deduplicated: every update is committed (with its state) before i
 task; it is published with its `Nats-Msg-Id`, marked published only once the stream acknowledged
 it, and anything unacknowledged is picked up again by the sweep of unpublished rows (also at
 start-up, for what a crash left behind). JetStream drops the repeats inside its duplicate window.
+Neither NATS nor PostgreSQL failing ends this task: a failed publish or mark is retried by the
+sweep, which keeps running through outages of either.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Publisher:
         self._sweep_every = sweep_every
         self.published = 0
         self.failed = 0
+        self._unmarked: list[tuple[str, int]] = []  # acknowledged, not yet recorded as published
         self.finished = trio.Event()
 
     def __repr__(self) -> str:
@@ -68,7 +71,10 @@ class Publisher:
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
                     await self.publish(batch)
-            await self.sweep(min_age=timedelta(0))  # flush anything still unpublished
+            try:
+                await self.sweep(min_age=timedelta(0))  # flush anything still unpublished
+            except Exception as exc:  # the database is down: the next start publishes the rest
+                log.warning("final outbox sweep failed", extra={"error": repr(exc)})
             nursery.cancel_scope.cancel()
 
     async def publish(self, events: list[OutboxEvent]) -> None:
@@ -87,20 +93,40 @@ class Publisher:
             self.failed += failures
             log.warning("some publishes not acknowledged; the sweep retries", extra={"count": failures})
         if done:
-            await self._store.mark_published(done, datetime.now(UTC))
             self.published += len(done)
+            self._unmarked.extend(done)
+            await self._mark()
+
+    async def _mark(self) -> bool:
+        """Record in the outbox what JetStream acknowledged; during a database outage keep the
+        keys and try again later (until then the sweep may publish them again: JetStream drops
+        the repeats inside its duplicate window, and subscribers are idempotent past it)."""
+        if not self._unmarked:
+            return True
+        keys, self._unmarked = self._unmarked, []
+        try:
+            await self._store.mark_published(keys, datetime.now(UTC))
+        except Exception as exc:
+            self._unmarked = keys + self._unmarked
+            log.warning(
+                "could not record published updates; retrying", extra={"count": len(keys), "error": repr(exc)}
+            )
+            return False
+        return True
 
     async def sweep(self, min_age: timedelta = timedelta(seconds=2)) -> None:
         """Publish outbox rows older than `min_age` that are still unpublished."""
         cutoff = datetime.now(UTC) - min_age
+        if not await self._mark():
+            return  # the database is not answering: nothing to read the outbox from either
         while True:
             pending = [e for e in await self._store.unpublished_events(MAX_BATCH) if e.created_at <= cutoff]
             if not pending:
                 return
             before = self.published
             await self.publish(pending)
-            if self.published == before:
-                return  # NATS is not acknowledging; try again at the next sweep
+            if self.published == before or self._unmarked:
+                return  # NATS is not acknowledging, or PostgreSQL not recording: next sweep
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -11,6 +11,7 @@ import trio
 from nursery.brokers import BrokerHandle
 from sql.records import StatusChange
 from sql.store import Store
+from sql.writer import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ async def record_status_changes(
     store: Store, changes: trio.MemoryReceiveChannel[StatusChange], done: trio.Event
 ) -> None:
     """Persist every broker status change (uptime survives restarts), until the channel closes;
-    then set `done`."""
+    then set `done`. During a database outage the changes wait (in the channel) for its end."""
     try:
         await _record(store, changes)
     finally:
@@ -66,12 +67,18 @@ async def record_status_changes(
 async def _record(store: Store, changes: trio.MemoryReceiveChannel[StatusChange]) -> None:
     async with changes:
         async for change in changes:
-            try:
-                await store.record_status(change.broker_id, change.status, change.at, change.reason)
-            except Exception as exc:
-                log.warning(
-                    "status change not persisted", extra={"broker_id": change.broker_id, "error": repr(exc)}
-                )
+            while True:
+                try:
+                    await store.record_status(change.broker_id, change.status, change.at, change.reason)
+                except DatabaseUnavailable:  # kept (the channel buffers the rest) until it is back
+                    await store.wait_available()
+                    continue
+                except Exception as exc:
+                    log.warning(
+                        "status change not persisted",
+                        extra={"broker_id": change.broker_id, "error": repr(exc)},
+                    )
+                break
 
 
 async def persist_broker_runtime(store: Store, handles: Sequence[BrokerHandle], every: float) -> None:

@@ -3,30 +3,50 @@ publication, in that order, serialised per execution.
 
 Events for one execution are queued on it and applied by one drain task at a time, under its
 lock, so the persisted sequence of states is exactly the order in which they were applied.
-Each transition is committed together with its outbox row before it is handed to the publisher.
+Every change of one `apply` (its transitions, their outbox rows, the routing response if any)
+is committed in one submission before anything is handed to the publisher.
+
+PostgreSQL outages. A change the database cannot take now (`DatabaseUnavailable`, or a write
+whose outcome is unknown) is not lost and does not fail the caller: the in-memory state moves
+on, and the unsaved changes stay queued on the execution (`LiveExecution.unsaved`), ahead of
+anything that execution changes later. The flusher writes them, in order, as soon as the
+database is back, then publishes their updates. Every write is idempotent, so a change whose
+first write did commit is written again harmlessly. The buffer is bounded (`max_unsaved`
+changes): past it, further broker events are dropped — and only dropped because the broker
+still holds them: once the database is back, `on_overflow(since)` asks every broker again for
+what happened since the first drop (fills since, order status), the recovery every reconnect
+does. A crash during an outage loses only memory: the next start reloads the open executions
+and recovers the same way (fills by id are stored once).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 
 import trio
 
 from api.contracts import OrderRoutingResponse
 from api.enums import BrokerOrderStatus
 from api.events import AnyBrokerEvent, OrderAccepted, OrderFilled
-from api.lifecycle import IllegalTransition, apply_event
+from api.lifecycle import IllegalTransition, Transition, apply_event
+from api.orders import BrokerOrder, OrderFill
 from nursery.brokers import BrokerHandle
 from nursery.identity import execution_of_client_order
 from nursery.live import LiveBook, LiveExecution
 from nursery.updates import outbox_event
 from sql.records import OutboxEvent
 from sql.store import Store
+from sql.writer import DatabaseUnavailable, WriteTimeout
 
 log = logging.getLogger(__name__)
 
 Spawn = Callable[..., None]
+Change = tuple[BrokerOrder, OrderFill | None, OutboxEvent | None]
+
+#: Changes kept in memory while the database is unavailable, across all executions.
+MAX_UNSAVED = 100_000
 
 
 class EventApplier:
@@ -40,6 +60,8 @@ class EventApplier:
         on_zombie: Callable[[LiveExecution], object],
         on_finished: Callable[[LiveExecution], object] | None = None,
         on_late_fill: Callable[[LiveExecution], object] | None = None,
+        on_overflow: Callable[[datetime], object] | None = None,
+        max_unsaved: int = MAX_UNSAVED,
     ) -> None:
         self._store = store
         self._live = live
@@ -51,14 +73,31 @@ class EventApplier:
         self._on_finished = on_finished
         #: Called when a fill reaches an execution that had already ended (its report is stale).
         self._on_late_fill = on_late_fill
+        #: Called once the database is back after broker events were dropped, with the time of
+        #: the first drop: every broker is asked again for what happened since.
+        self._on_overflow = on_overflow
+        self._max_unsaved = max_unsaved
         #: Drain / load tasks applying broker events right now (shutdown waits for zero).
         self.applying = 0
+        #: Changes applied in memory and not yet written (database unavailable).
+        self.unsaved = 0
+        #: Broker events dropped because the unsaved buffer was full (recovered afterwards).
+        self.dropped = 0
+        self._waiting: dict[str, LiveExecution] = {}  # executions with unsaved changes, in order
+        self._flushing = False
+        self._overflow_since: datetime | None = None
 
     def __repr__(self) -> str:
-        return f"<EventApplier applying={self.applying}>"
+        return f"<EventApplier applying={self.applying} unsaved={self.unsaved} dropped={self.dropped}>"
+
+    # --- intake ------------------------------------------------------------------------------
 
     def enqueue(self, event: AnyBrokerEvent) -> None:
-        """Queue a broker event on its execution (loading it if it is not live here)."""
+        """Queue a broker event on its execution (loading it if it is not live here). Dropped,
+        to be recovered from the broker later, while the unsaved buffer is full."""
+        if self.unsaved >= self._max_unsaved:
+            self._drop(event)
+            return
         live = self._live.by_client_order(event.client_order_id)
         if live is None:
             self._spawn(self._load_and_enqueue, event)
@@ -68,11 +107,27 @@ class EventApplier:
             live.draining = True
             self._spawn(self._drain, live)
 
+    def _drop(self, event: AnyBrokerEvent) -> None:
+        self.dropped += 1
+        if self._overflow_since is None:
+            log.error(
+                "database unavailable and the event buffer is full: dropping broker events, "
+                "to be recovered from the brokers once the database is back",
+                extra={"unsaved": self.unsaved},
+            )
+        at = min(event.at, datetime.now(UTC))
+        self._overflow_since = at if self._overflow_since is None else min(self._overflow_since, at)
+        self._start_flusher()
+
     async def _load_and_enqueue(self, event: AnyBrokerEvent) -> None:
         self.applying += 1
         try:
             execution = execution_of_client_order(event.client_order_id)
-            order = await self._store.load_execution(execution) if execution else None
+            try:
+                order = await self._store.load_execution(execution) if execution else None
+            except DatabaseUnavailable:
+                self._drop(event)  # not here, not readable: the broker is asked again later
+                return
             if order is None:
                 log.error(
                     "event for an order we do not know", extra={"client_order_id": event.client_order_id}
@@ -93,10 +148,18 @@ class EventApplier:
             while live.queue:
                 events = list(live.queue)
                 live.queue.clear()
-                await self.apply(live, events)
+                try:
+                    await self.apply(live, events)
+                except Exception:  # a bug or a row that is not there: loud, never the engine's end
+                    log.exception(
+                        "broker events could not be applied",
+                        extra={"execution_id": live.order.id, "events": len(events)},
+                    )
         finally:
             live.draining = False
             self.applying -= 1
+
+    # --- applying ------------------------------------------------------------------------------
 
     async def apply(
         self,
@@ -106,8 +169,10 @@ class EventApplier:
         *,
         publish: bool = True,
     ) -> None:
-        """Apply `events` in order, persist each transition (with its outbox row when `publish`;
-        and `response`, if given, with the last), then publish. Serialised per execution."""
+        """Apply `events` in order; persist every change (with its outbox row when `publish`)
+        and `response`, if given, in one submission; then publish. Serialised per execution.
+        Never fails because the database is unavailable: the changes then wait, in order, for
+        the flusher (see the module docstring)."""
         async with live.lock:
             order = live.order
             if order.status is BrokerOrderStatus.REJECTED and any(
@@ -124,7 +189,7 @@ class EventApplier:
                     },
                 )
                 self._on_zombie(live)
-            changes = []
+            changes: list[Transition] = []
             for event in events:
                 try:
                     transition = apply_event(order, event)
@@ -134,30 +199,24 @@ class EventApplier:
                 if transition.changed:
                     order = transition.order
                     changes.append(transition)
-            if not changes:
-                if response is not None:
-                    await self._store.save_response(order.order_id, response)
+            if not changes and response is None:
                 return
-            published: list[OutboxEvent] = []
+            rows: list[Change] = []
             previous_sequence = live.order.sequence
-            for i, transition in enumerate(changes):
+            for transition in changes:
                 state = transition.order
                 outbox = None
                 if publish and state.sequence != previous_sequence:
                     outbox = outbox_event(state, transition.fill)
-                    published.append(outbox)
                 previous_sequence = state.sequence
-                last = i == len(changes) - 1
-                await self._store.save_transition(
-                    state,
-                    transition.fill,
-                    outbox,
-                    (state.order_id, response) if last and response is not None else None,
-                )
+                rows.append((state, transition.fill, outbox))
                 if transition.fill is not None:
                     self._brokers[state.broker_id].running_volume += (
                         transition.fill.quantity * transition.fill.price
                     )
+            await self._persist(live, rows, (order.order_id, response) if response is not None else None)
+            if not changes:
+                return
             was_final = live.order.status.is_final
             live.order = order
             live.changed.set()
@@ -175,7 +234,81 @@ class EventApplier:
                         self._on_finished(live)
                     except Exception:
                         log.exception("after-execution hook failed", extra={"execution_id": order.id})
-        for update in published:
+
+    async def _persist(
+        self,
+        live: LiveExecution,
+        rows: list[Change],
+        response: tuple[str, OrderRoutingResponse] | None,
+    ) -> None:
+        """Write these changes (and `response`) in one submission, then publish; on an outage,
+        or behind changes of this execution still unsaved, keep them for the flusher, in
+        order. Called under `live.lock`."""
+        if not live.unsaved and live.unsaved_response is None:
+            try:
+                await self._store.save_changes(rows, response)
+            except (DatabaseUnavailable, WriteTimeout) as exc:
+                if not self._waiting:
+                    log.warning(
+                        "database unavailable: keeping execution changes in memory until it is back",
+                        extra={"execution_id": live.order.id, "error": repr(exc)},
+                    )
+            else:
+                self._hand_to_publisher(rows)
+                return
+        live.unsaved.extend(rows)
+        self.unsaved += len(rows)
+        if live.unsaved_response is None and response is not None:  # the first answer wins
+            live.unsaved_response = response
+            self.unsaved += 1
+        self._waiting.setdefault(live.order.id, live)
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        if not self._flushing:
+            self._flushing = True
+            self._spawn(self._flush)
+
+    async def _flush(self) -> None:
+        """Once the database is back: every execution's unsaved changes, in order, then the
+        recovery of the broker events that were dropped. Runs until nothing is left."""
+        try:
+            while self._waiting or self._overflow_since is not None:
+                await self._store.wait_available()
+                if not await self._flush_waiting():
+                    await trio.sleep(0.05)  # unavailable again: the writer probes; wait for it
+                    continue
+                if self._overflow_since is not None:
+                    since, self._overflow_since = self._overflow_since, None
+                    log.warning(
+                        "database back: recovering dropped broker events from the brokers",
+                        extra={"since": since.isoformat(), "dropped": self.dropped},
+                    )
+                    if self._on_overflow is not None:
+                        self._on_overflow(since)
+        finally:
+            self._flushing = False
+
+    async def _flush_waiting(self) -> bool:
+        """Write every waiting execution's changes, oldest first; False if the database failed
+        again (what is left stays waiting)."""
+        for execution_id, live in list(self._waiting.items()):
+            async with live.lock:
+                rows, response = live.unsaved, live.unsaved_response
+                try:
+                    await self._store.save_changes(rows, response)
+                except (DatabaseUnavailable, WriteTimeout):
+                    return False
+                live.unsaved, live.unsaved_response = [], None
+                self.unsaved -= len(rows) + (response is not None)
+            del self._waiting[execution_id]
+            self._hand_to_publisher(rows)
+        return True
+
+    def _hand_to_publisher(self, rows: Sequence[Change]) -> None:
+        for _, _, update in rows:
+            if update is None:
+                continue
             try:
                 self._publish.send_nowait(update)
             except trio.WouldBlock:  # the outbox sweep publishes it

@@ -49,7 +49,7 @@ from api.enums import AssetClass, BrokerOrderStatus, RoutingStatus, Urgency
 from api.errors import InvalidRequest, NotFound, Unavailable
 from api.events import AnyBrokerEvent, OrderAccepted, OrderCanceled, OrderExpired, OrderRejected
 from api.orders import BrokerOrder
-from nursery.applier import EventApplier
+from nursery.applier import MAX_UNSAVED, EventApplier
 from nursery.brokers import BrokerHandle
 from nursery.cancels import Cancels
 from nursery.identity import client_order_id, execution_id, execution_of_client_order, request_hash
@@ -66,6 +66,7 @@ from routing.select import Selection, select_broker
 from routing.stats import RoutingStats
 from sql.records import ClaimResult, OrderClaim, OutboxEvent
 from sql.store import Store
+from sql.writer import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ class ExecutionEngine:
         stats: RoutingStats | None = None,
         routing: RoutingConfig = DEFAULT_ROUTING,
         reporter: Reporter | None = None,
+        max_unsaved: int = MAX_UNSAVED,
     ) -> None:
         self._store = store
         self._brokers: dict[str, BrokerHandle] = {b.broker_id: b for b in brokers}
@@ -185,6 +187,8 @@ class ExecutionEngine:
             on_zombie=lambda live: self._spawn(self._cancels.cancel_zombie, live),
             on_finished=self._on_finished,
             on_late_fill=self._on_late_fill,
+            on_overflow=self._on_overflow,
+            max_unsaved=max_unsaved,
         )
         self._cancels = Cancels(
             store,
@@ -431,6 +435,7 @@ class ExecutionEngine:
         live = LiveExecution(order)
         live.estimate_ms = _estimate(selection, order.broker_id)
         live.arrival_price, live.arrival_known = arrival, True
+        live.decision = decision
         self._live.add(live)
         return await self._place_with_failover(live, selection, routing_id, asset_class, request)
 
@@ -464,10 +469,20 @@ class ExecutionEngine:
         ranked = selection.ranked
         for index, broker_id in enumerate(ranked):
             if index > 0:
-                arrival = live.arrival_price
-                live = await self._next_attempt(live.order, broker_id, index + 1, asset_class)
+                arrival, decision = live.arrival_price, live.decision
+                try:
+                    following = await self._next_attempt(live.order, broker_id, index + 1, asset_class)
+                except DatabaseUnavailable:  # write before send: no record, no send
+                    reasons.append(f"{broker_id}: not tried (the database is unavailable)")
+                    answer = self._response(
+                        live, routing_id, RoutingStatus.REJECTED, rejection_reason="; ".join(reasons)
+                    )
+                    await self._applier.apply(live, [], answer)
+                    return answer
+                live = following
                 live.estimate_ms = _estimate(selection, broker_id)
                 live.arrival_price, live.arrival_known = arrival, True
+                live.decision = decision
             handle = self._brokers[broker_id]
             last = index == len(ranked) - 1
             deadline = trio.current_time() + self._attempt_deadline(request.urgency)
@@ -548,7 +563,7 @@ class ExecutionEngine:
         self, live: LiveExecution, routing_id: str, reason: str
     ) -> OrderRoutingResponse:
         answer = self._response(live, routing_id, RoutingStatus.PENDING)
-        await self._store.save_response(live.order.order_id, answer)
+        await self._applier.apply(live, [], answer)
         log.warning(
             "order outcome unknown; still reconciling",
             extra={"order_id": live.order.order_id, "broker_id": live.order.broker_id, "reason": reason},
@@ -706,6 +721,27 @@ class ExecutionEngine:
             at=trio.current_time(),
         )
 
+    def _on_overflow(self, since: datetime) -> None:
+        """Broker events were dropped during a database outage: ask every broker again."""
+        for handle in self._brokers.values():
+            self._spawn(self._recover_dropped, handle, since)
+
+    async def _recover_dropped(self, handle: BrokerHandle, since: datetime) -> None:
+        """`recover(handle, since)` until it completes (the broker may be reconnecting)."""
+        delay = 0.5
+        while True:
+            try:
+                await self.recover(handle, since)
+            except Exception as exc:
+                log.warning(
+                    "recovery of dropped broker events failed; retrying",
+                    extra={"broker_id": handle.broker_id, "error": repr(exc), "retry_in_s": delay},
+                )
+                await trio.sleep(delay)
+                delay = min(30.0, delay * 2)
+                continue
+            return
+
     def _on_late_fill(self, live: LiveExecution) -> None:
         """A fill after the execution ended (it raced a cancel): its report is rewritten."""
         if self._reporter is not None:
@@ -751,7 +787,14 @@ class ExecutionEngine:
             tried: tuple[BrokerOrder, ...] = (order,)
         else:  # after a failover: every attempt, for "why did this go to broker X?"
             tried = tuple(await self._store.load_attempts(order.order_id))
-        stored = await self._store.load_decision(order.order_id)
+        stored = live.decision if live is not None and live.decision is not None else None
+        if stored is None:
+            try:
+                stored = await self._store.load_decision(order.order_id)
+            except DatabaseUnavailable:
+                if live is None:
+                    raise
+                # answered from memory during an outage: everything but the (stored) decision
         decision = None
         if stored is not None:
             try:

@@ -16,8 +16,10 @@ from decimal import Decimal
 
 import trio
 
+from api.contracts import OrderRoutingResponse
 from api.events import AnyBrokerEvent
-from api.orders import BrokerOrder
+from api.orders import BrokerOrder, OrderFill
+from sql.records import OutboxEvent
 
 
 class LiveExecution:
@@ -27,12 +29,15 @@ class LiveExecution:
         "arrival_price",
         "cancel_requested",
         "changed",
+        "decision",
         "draining",
         "estimate_ms",
         "finished_at",
         "lock",
         "order",
         "queue",
+        "unsaved",
+        "unsaved_response",
     )
 
     def __init__(self, order: BrokerOrder) -> None:
@@ -49,11 +54,18 @@ class LiveExecution:
         #: The arrival price stored with the order, when routed here (else read back).
         self.arrival_price: Decimal | None = None
         self.arrival_known = False
+        #: The routing decision (JSON text) when routed here, so reads need not fetch it.
+        self.decision: str | None = None
         #: Set (and replaced) whenever the order changes: waiters see the next change.
         self.changed = trio.Event()
+        #: Changes applied in memory but not yet written (the database is unavailable), in
+        #: order, with the routing response to store with them (`nursery.applier`).
+        self.unsaved: list[tuple[BrokerOrder, OrderFill | None, OutboxEvent | None]] = []
+        self.unsaved_response: tuple[str, OrderRoutingResponse] | None = None
 
     def __repr__(self) -> str:
-        return f"<LiveExecution {self.order!r} queued={len(self.queue)}>"
+        unsaved = f" unsaved={len(self.unsaved)}" if self.unsaved else ""
+        return f"<LiveExecution {self.order!r} queued={len(self.queue)}{unsaved}>"
 
 
 class LiveBook:
@@ -102,7 +114,7 @@ class LiveBook:
         while self._finished:
             live = self._finished[0]
             assert live.finished_at is not None
-            if now - live.finished_at < self.retain or live.queue or live.draining:
+            if now - live.finished_at < self.retain or live.queue or live.draining or live.unsaved:
                 break
             self._finished.popleft()
             order = live.order
