@@ -47,7 +47,7 @@ from api.contracts import (
 )
 from api.enums import AssetClass, BrokerOrderStatus, RoutingStatus, Urgency
 from api.errors import InvalidRequest, NotFound, Unavailable
-from api.events import AnyBrokerEvent, OrderAccepted, OrderCanceled, OrderExpired, OrderRejected
+from api.events import AnyBrokerEvent, OrderAccepted, OrderRejected
 from api.orders import BrokerOrder
 from nursery.applier import MAX_UNSAVED, EventApplier
 from nursery.brokers import BrokerHandle
@@ -56,6 +56,7 @@ from nursery.identity import client_order_id, execution_id, execution_of_client_
 from nursery.live import LiveBook, LiveExecution
 from nursery.placement import Outcome, Placement, place
 from nursery.reconcile import Finding, Resolution, find_order
+from nursery.recovery import reconcile_with_broker
 from routing.config import DEFAULT_CONFIG as DEFAULT_ROUTING
 from routing.config import RoutingConfig
 from routing.decision import decision_of
@@ -107,19 +108,6 @@ RECOVERY_LOOKBACK = timedelta(days=7)
 RECOVERY_TIMEOUT = 30.0
 #: Recovery lookups go only while more than this share (%) of the broker's rate limits is free.
 RECOVERY_HEADROOM = 50.0
-
-
-def _terminal_event(client_order_id: str, status: BrokerOrderStatus, at: datetime) -> AnyBrokerEvent | None:
-    """The event that ends an order the broker reports in `status` (None: not ended, or
-    FILLED, which its fills bring)."""
-    reason = "found at the broker after a reconnect"
-    if status is BrokerOrderStatus.CANCELED:
-        return OrderCanceled(client_order_id, at, reason)
-    if status is BrokerOrderStatus.EXPIRED:
-        return OrderExpired(client_order_id, at, reason)
-    if status is BrokerOrderStatus.REJECTED:
-        return OrderRejected(client_order_id, at, reason)
-    return None
 
 
 def _estimate(selection: Selection, broker_id: str) -> float | None:
@@ -261,9 +249,12 @@ class ExecutionEngine:
            execution still open there, at most `RECOVERY_LOOKBACK` back), of our orders only,
            applied like stream events (stored once by fill id).
         2. Each execution still open there (and not PENDING: those are reconciled on their
-           own) is looked up by client order id; one the broker has cancelled, expired or
-           rejected meanwhile gets that event. Lookups go through the rate limiter, and only
-           while half of its capacity is free: new orders come first.
+           own) is looked up by client order id, and what the broker answers is applied after
+           those fills (`nursery.recovery.reconcile_with_broker`): a fill reconstructed from its
+           cumulative quantity when it reports more filled than we hold (reports it lost, a FIX
+           sequence reset), the end it reports (cancelled, expired, rejected), and CANCELED
+           when it does not know the order at all. Lookups go through the rate limiter, and
+           only while half of its capacity is free: new orders come first.
         Raises on failure (the supervisor retries while connected)."""
         now = self._clock()
         broker_id = handle.broker_id
@@ -281,8 +272,8 @@ class ExecutionEngine:
         ours = [f for f in fills if execution_of_client_order(f.client_order_id) is not None]
         for fill in ours:
             self._applier.enqueue(fill)
-        ended = 0
-        unknown = 0
+        ended = reconstructed = unknown = 0
+        unpriced: list[str] = []
         for live in open_here:
             order = live.order
             if order.status is BrokerOrderStatus.PENDING or order.status.is_final:
@@ -294,27 +285,36 @@ class ExecutionEngine:
                     await trio.sleep(0.05)
                 await handle.limiter.acquire(deadline)
                 snapshot = await handle.adapter.query(order.client_order_id)
-            if snapshot is None:
-                unknown += 1
-                continue
-            event = _terminal_event(order.client_order_id, snapshot.status, self._clock())
-            if event is not None:
-                ended += 1
+            # `order` as queried: the applier recomputes a reconstructed fill against the fills
+            # held when it applies it (the ones queued above come first).
+            found = reconcile_with_broker(order, snapshot, self._clock())
+            for event in found.events:
                 self._applier.enqueue(event)
-        if ours or ended or unknown:
+            ended += found.ended
+            reconstructed += found.reconstructed
+            unknown += found.unknown_at_broker
+            if found.unpriced:
+                unpriced.append(order.client_order_id)
+        if ours or ended or reconstructed or unknown or unpriced:
             log.info(
                 "recovered after connecting",
                 extra={
                     "broker_id": broker_id,
                     "fills": len(ours),
                     "ended": ended,
+                    "reconstructed_fills": reconstructed,
                     "unknown_at_broker": unknown,
                 },
             )
         if unknown:
             log.warning(
-                "open executions the broker does not know (a venue that lost its state?)",
+                "open executions the broker does not know (a venue that lost its state?): ended CANCELED",
                 extra={"broker_id": broker_id, "count": unknown},
+            )
+        if unpriced:
+            log.error(
+                "the broker reports fills we do not hold but no average price: not booked",
+                extra={"broker_id": broker_id, "client_order_ids": unpriced[:20], "count": len(unpriced)},
             )
 
     # --- routing --------------------------------------------------------------------------

@@ -16,10 +16,16 @@ and kept, as a real broker's are, and reach us through the ResendRequest of our 
 
 Test hooks: methods `fill`, `skip_outgoing_seq`, `drop_outgoing`, `send_resend_request`,
 `send_test_request`, `replay`, `sequence_reset`, `send_garbled`, `repeat_execution`,
-`disconnect`; switches `muted`, `ignore_new_orders`, `business_reject_new_orders`,
-`session_reject_new_orders`, `refuse_cancels`, `cumulative_commission`,
-`ignore_resend_requests`, `password`. Records: `received` (every message from the client),
-`sent_of`, `new_order_counts` (NewOrderSingles per ClOrdID), `orders`, `errors`, `logons`.
+`disconnect`, `forget_orders`; switches `muted`, `ignore_new_orders`,
+`business_reject_new_orders`, `session_reject_new_orders`, `refuse_cancels`,
+`cumulative_commission`, `ignore_resend_requests`, `reset_next_logon`, `password`. Records:
+`received` (every message from the client), `sent_of`, `new_order_counts` (NewOrderSingles per
+ClOrdID), `orders`, `errors`, `logons`, `discarded` (ExecutionReports a reset threw away).
+
+A reset of the numbers (the client's Logon with ResetSeqNumFlag, or `reset_next_logon`: the
+broker resetting unasked) discards everything numbered before it, as a real broker does: reports
+numbered while the client was away never reach it, and only a status request still tells what
+happened to the order.
 
 `open_fix_adapter` runs a FIX adapter logged on to a fresh acceptor (for the cross-adapter
 contract suite); `running`, `keep_running` and `run_until_lost` run an adapter the ways the
@@ -186,6 +192,7 @@ class FixAcceptor:
     cumulative_commission: bool = False  # Commission (12) as the order's running total
     muted: bool = False  # send nothing unasked, answer no TestRequest
     ignore_resend_requests: int = 0  # leave this many of the client's ResendRequests unanswered
+    reset_next_logon: bool = False  # answer the next Logon with 141=Y, MsgSeqNum 1, unasked
     # state and records
     port: int = 0
     next_out: int = 1
@@ -196,6 +203,7 @@ class FixAcceptor:
     errors: list[str] = field(default_factory=list)
     new_order_counts: Counter[str] = field(default_factory=Counter)
     orders: dict[str, AcceptorOrder] = field(default_factory=dict)
+    discarded: list[Fields] = field(default_factory=list)
     heartbeat_interval: float = 30.0
     _sent: dict[int, _Sent] = field(default_factory=dict)
     _dropping: int = 0
@@ -279,12 +287,19 @@ class FixAcceptor:
 
     async def repeat_execution(self, exec_id: str) -> None:
         """Send the ExecutionReport with this ExecID again as a new message (a broker repeating
-        itself): the client must not emit it twice."""
-        for sent in self._sent.values():
-            if sent.msg_type == "8" and (17, exec_id) in sent.body:
-                await self._send("8", list(sent.body))
+        itself): the client must not emit it twice. One a reset discarded is found too (it
+        arrives after all, late)."""
+        bodies = [sent.body for sent in self._sent.values() if sent.msg_type == "8"]
+        for body in [*bodies, *self.discarded]:
+            if (17, exec_id) in body:
+                await self._send("8", list(body))
                 return
         raise KeyError(exec_id)
+
+    def forget_orders(self) -> None:
+        """The broker lost its orders (a restart without its book): status requests of them are
+        answered "unknown order" (OrdStatus 8, OrdRejReason 5), cancels refused as unknown."""
+        self.orders.clear()
 
     async def disconnect(self) -> None:
         """Drop the TCP connection without a Logout."""
@@ -457,7 +472,11 @@ class FixAcceptor:
         reset = message.get(141) == "Y"
         if reset:
             self.next_in, self.next_out = 1, 1
-            self._sent.clear()
+            self._discard_sent()
+        elif self.reset_next_logon:  # the broker starts its own numbers again; the client's go on
+            self.reset_next_logon = False
+            reset, self.next_out = True, 1
+            self._discard_sent()
         if message.seq < self.next_in:
             self.errors.append(f"Logon MsgSeqNum too low: expected {self.next_in}, got {message.seq}")
             await self._logout(
@@ -477,6 +496,12 @@ class FixAcceptor:
         else:
             self.next_in = message.seq + 1
         self._notify()
+
+    def _discard_sent(self) -> None:
+        """Forget every message numbered so far (a reset): resend requests can no longer reach
+        them. The ExecutionReports among them are kept in `discarded`, for the tests."""
+        self.discarded.extend(sent.body for _, sent in sorted(self._sent.items()) if sent.msg_type == "8")
+        self._sent.clear()
 
     async def _logout(self, text: str, *, logon: bool = False) -> None:
         if logon:  # refusing a logon: answer outside the session, then hang up
