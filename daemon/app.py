@@ -61,6 +61,8 @@ from market.simulated import SimulatedFeed
 from market.subjects import PREFIX
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
+from nursery.lease import Lease, new_seat
+from nursery.orphans import OrphanSweeper
 from routing.stats import RoutingStats
 from sql.migrate import apply_migrations
 from sql.records import OutboxEvent, StatusChange
@@ -220,6 +222,7 @@ async def _serve(
     feed = SimulatedFeed(market, prefix=prefix)
     stats = RoutingStats()
     reporter = ExecutionReporter(store, book, stats=stats)
+    lease = Lease(store, new_seat(config.instance_id, config.state_dir))
     engine = ExecutionEngine(
         store,
         handles,
@@ -231,13 +234,17 @@ async def _serve(
         reconcile_budget=config.service.reconcile_budget_s,
         stats=stats,
         reporter=reporter,
+        owner=lease.id,
     )
+    sweeper = OrphanSweeper(store, lease, engine.adopt, engine.routing_here)
+    engine.take_orphan = sweeper.take_one
     rest_stop = trio.Event()
     changes_send, changes_receive = trio.open_memory_channel[StatusChange](4096)
     for handle in handles:
         handle.changes = changes_send
     async with trio.open_nursery() as root:
         root.start_soon(_watch_signals, shutdown)
+        await root.start(lease.run)  # ended when the root is cancelled, at the very end
         recorder_done = trio.Event()
         root.start_soon(record_status_changes, store, changes_receive, recorder_done)
         root.start_soon(persist_broker_runtime, store, handles, 10.0)
@@ -257,6 +264,7 @@ async def _serve(
             await work.start(
                 functools.partial(supervise_brokers, handles, events_send, recover=engine.recover)
             )
+            await work.start(sweeper.run)  # orders a crash or a dead peer left unanswered
             serve_nats = functools.partial(
                 bus.serve,
                 [*service_endpoints(engine), *admin_endpoints(engine, store.refresh_views)],

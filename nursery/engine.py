@@ -19,7 +19,7 @@ import functools
 import logging
 import math
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
@@ -65,7 +65,7 @@ from routing.decision import encode as encode_decision
 from routing.impact import MarketStats
 from routing.select import Selection, select_broker
 from routing.stats import RoutingStats
-from sql.records import ClaimResult, OrderClaim, OutboxEvent
+from sql.records import ClaimResult, ClaimTakenOver, OrderClaim, OutboxEvent
 from sql.store import Store
 from sql.writer import DatabaseUnavailable
 
@@ -104,6 +104,11 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: A repeated request polls the stored claim from this pause, doubling up to the max (s), and
+#: after this long asks whether the order is orphaned (`take_orphan`).
+REPEAT_POLL_FIRST_S = 0.01
+REPEAT_POLL_MAX_S = 0.5
+REPEAT_TAKEOVER_AFTER_S = 0.5
 RECOVERY_LOOKBACK = timedelta(days=7)
 RECOVERY_TIMEOUT = 30.0
 #: Recovery lookups go only while more than this share (%) of the broker's rate limits is free.
@@ -135,8 +140,16 @@ class ExecutionEngine:
         routing: RoutingConfig = DEFAULT_ROUTING,
         reporter: Reporter | None = None,
         max_unsaved: int = MAX_UNSAVED,
+        owner: str | None = None,
     ) -> None:
         self._store = store
+        #: This daemon's id (`nursery.lease`): the owner of its claims, the fence of its attempts.
+        self._owner = owner
+        #: Takes over an order nobody answers and answers it (`OrphanSweeper.take_one`), when
+        #: the daemon runs a sweeper: a repeated request does not wait on a dead daemon.
+        self.take_orphan: Callable[[str], Awaitable[bool]] | None = None
+        #: Execution ids whose PENDING attempt a background task is resolving.
+        self._resolving: set[str] = set()
         self._brokers: dict[str, BrokerHandle] = {b.broker_id: b for b in brokers}
         self._market = market
         self._publish = publish
@@ -331,7 +344,9 @@ class ExecutionEngine:
                     await earlier.wait()
                 claim = await self._store.get_claim(request.order_id)
                 if claim is not None:
-                    return await self._answer_repeat(request.order_id, fingerprint, claim)
+                    # Still routing here (past the wait): not an orphan, only slow.
+                    orphan = request.order_id not in self._routing
+                    return await self._answer_repeat(request.order_id, fingerprint, claim, may_take=orphan)
                 earlier = self._routing.get(request.order_id)  # it failed before claiming
             done = self._routing[request.order_id] = trio.Event()
             try:
@@ -425,10 +440,11 @@ class ExecutionEngine:
             response=response,
             decision=decision,
             chosen_broker=broker_id,
+            owner=self._owner,
         )
         result = await self._store.claim_order(claim)  # write before send
         if not result.claimed:
-            return await self._answer_repeat(request.order_id, fingerprint, result)
+            return await self._answer_repeat(request.order_id, fingerprint, result, may_take=True)
         if response is not None:  # no eligible broker: the rejection is the recorded answer
             return response
         assert order is not None
@@ -479,6 +495,9 @@ class ExecutionEngine:
                     )
                     await self._applier.apply(live, [], answer)
                     return answer
+                except ClaimTakenOver as exc:  # our lease lapsed: another daemon answers it
+                    log.warning("failover stopped: order taken over", extra={"order_id": live.order.order_id})
+                    return await self._stored_answer(live.order.order_id, str(exc))
                 live = following
                 live.estimate_ms = _estimate(selection, broker_id)
                 live.arrival_price, live.arrival_known = arrival, True
@@ -599,28 +618,131 @@ class ExecutionEngine:
             sequence=0,
             fills=(),
         )
-        await self._store.start_attempt(order, asset_class.value)  # write before send, again
+        await self._store.start_attempt(order, asset_class.value, owner=self._owner)  # write before send
         live = LiveExecution(order)
         self._live.add(live)
         return live
 
     async def _answer_repeat(
-        self, order_id: str, fingerprint: str, claim: ClaimResult
+        self, order_id: str, fingerprint: str, claim: ClaimResult, *, may_take: bool
     ) -> OrderRoutingResponse:
+        """The stored answer of an order claimed before (here or by another daemon), waiting
+        for it while the first request is routed. `may_take`: no task here routes it, so if
+        nobody answers it (a crash, a dead peer) it is taken over and answered here."""
         if claim.request_hash != fingerprint:
             raise InvalidRequest(
                 "orderId already used for a different order",
                 [FieldError("orderId", f"{order_id!r} was already routed with different parameters")],
             )
-        deadline = trio.current_time() + self._duplicate_wait
+        started = trio.current_time()
+        deadline = started + self._duplicate_wait
+        pause = REPEAT_POLL_FIRST_S
+        taking = not may_take or self.take_orphan is None
         while claim.response is None:  # the first request is still being routed (maybe elsewhere)
-            if trio.current_time() > deadline:
+            now = trio.current_time()
+            if now > deadline:
                 raise Unavailable(f"order {order_id!r} is still being routed; ask again or use GetExecution")
-            await trio.sleep(0.005)
+            if not taking and now - started >= REPEAT_TAKEOVER_AFTER_S:
+                taking = True  # nobody may be routing it (a crash, a dead peer): answer it here
+                assert self.take_orphan is not None
+                await self.take_orphan(order_id)
+            else:
+                await trio.sleep(min(pause, max(0.0, deadline - now)))
+                pause = min(pause * 2, REPEAT_POLL_MAX_S)
             fresh = await self._store.get_claim(order_id)
             assert fresh is not None
             claim = fresh
         return claim.response
+
+    async def _stored_answer(self, order_id: str, why: str) -> OrderRoutingResponse:
+        """The answer another daemon recorded for an order it took over from us."""
+        claim = await self._store.get_claim(order_id)
+        if claim is not None and claim.response is not None:
+            return claim.response
+        raise Unavailable(f"order {order_id!r} is being answered by another daemon ({why}); ask again")
+
+    def routing_here(self, order_id: str) -> bool:
+        """A task of this daemon is routing `order_id`, or holds its answer for the database."""
+        if order_id in self._routing:
+            return True
+        live = self._live.by_order(order_id)
+        return live is not None and live.unsaved_response is not None
+
+    async def adopt(self, order_id: str) -> None:
+        """Answer an order nobody is answering (`nursery.orphans`): the answer follows from its
+        latest attempt, after asking the broker what became of it if it is PENDING (within the
+        reconcile budget; still unknown: answered PENDING and resolved in the background, as an
+        unknown outcome while routing is). Never sends anything. Raises `DatabaseUnavailable`
+        (the next sweep tries again)."""
+        claim = await self._store.get_claim(order_id)
+        if claim is None or claim.routing_id is None:
+            return
+        attempts = await self._store.load_attempts(order_id)
+        if not attempts:
+            if claim.response is None:  # claimed without a broker is answered at claim time
+                log.error("an unanswered claim has no attempt", extra={"order_id": order_id})
+            return
+        latest = attempts[-1]
+        live = self._live.by_execution(latest.id)
+        if live is None:
+            live = LiveExecution(latest)
+            self._live.add(live)
+        if live.order.status is BrokerOrderStatus.PENDING:
+            if latest.id in self._resolving:
+                with trio.move_on_after(self._reconcile_budget):
+                    while live.order.status is BrokerOrderStatus.PENDING:
+                        await live.changed.wait()
+            else:
+                await self._resolve_adopted(live)
+        if claim.response is None:
+            answer = self._adopted_answer(live, claim.routing_id, attempts)
+            await self._applier.apply(live, [], answer)
+        log.info(
+            "adopted an order nobody was answering",
+            extra={
+                "order_id": order_id,
+                "status": live.order.status.value,
+                "answered": claim.response is None,
+            },
+        )
+
+    async def _resolve_adopted(self, live: LiveExecution) -> None:
+        """One reconcile-budget's try at learning whether the broker holds `live`'s order; the
+        background resolver goes on if it cannot tell yet."""
+        handle = self._brokers.get(live.order.broker_id)
+        if handle is None:
+            log.error(
+                "cannot reconcile: broker no longer configured", extra={"broker_id": live.order.broker_id}
+            )
+            return
+        finding = await find_order(
+            handle,
+            live.order.client_order_id,
+            settle=handle.settle,
+            until=trio.current_time() + self._reconcile_budget,
+            query_timeout=self._attempt_deadline(live.order.urgency),
+            known_to_exist=functools.partial(_left_pending, live),
+        )
+        reason = "routing was interrupted (the daemon routing it stopped)"
+        if finding.resolution is Resolution.UNRESOLVED:
+            self._spawn(self._resolve_in_background, live, reason)
+            return
+        await self._settle(live, finding, reason)
+
+    def _adopted_answer(
+        self, live: LiveExecution, routing_id: str, attempts: Sequence[BrokerOrder]
+    ) -> OrderRoutingResponse:
+        order = live.order
+        if order.status is BrokerOrderStatus.PENDING:
+            return self._response(live, routing_id, RoutingStatus.PENDING)
+        if order.status is BrokerOrderStatus.REJECTED:
+            reasons = [
+                f"{a.broker_id}: {a.rejection_reason}" for a in (*attempts[:-1], order) if a.rejection_reason
+            ]
+            return self._response(
+                live, routing_id, RoutingStatus.REJECTED, rejection_reason="; ".join(reasons)
+            )
+        return self._response(live, routing_id, RoutingStatus.ACCEPTED, broker_order_id=order.broker_order_id)
 
     # --- reconciliation ----------------------------------------------------------------
 
@@ -633,6 +755,15 @@ class ExecutionEngine:
                 "cannot reconcile: broker no longer configured", extra={"broker_id": live.order.broker_id}
             )
             return
+        if live.order.id in self._resolving:
+            return
+        self._resolving.add(live.order.id)
+        try:
+            await self._resolve_until_known(handle, live, reason)
+        finally:
+            self._resolving.discard(live.order.id)
+
+    async def _resolve_until_known(self, handle: BrokerHandle, live: LiveExecution, reason: str) -> None:
         while live.order.status is BrokerOrderStatus.PENDING:
             finding = await find_order(
                 handle,
@@ -642,22 +773,26 @@ class ExecutionEngine:
                 query_timeout=self._attempt_deadline(live.order.urgency),
                 known_to_exist=functools.partial(_left_pending, live),
             )
-            if finding.resolution is Resolution.EXISTS:
-                if live.order.status is BrokerOrderStatus.PENDING:
-                    adopted = OrderAccepted(
-                        live.order.client_order_id, self._clock(), self._broker_order_id(live, finding)
-                    )
-                    await self._applier.apply(live, [adopted])
-            elif finding.resolution in (Resolution.ABSENT, Resolution.REFUSED):
-                outcome = (
-                    "the broker rejected it"
-                    if finding.resolution is Resolution.REFUSED
-                    else "the order never reached the broker"
-                )
-                why = f"{live.order.broker_id}: {reason}; {outcome}"
-                await self._applier.apply(
-                    live, [OrderRejected(live.order.client_order_id, self._clock(), why)]
-                )
+            await self._settle(live, finding, reason)
+
+    async def _settle(self, live: LiveExecution, finding: Finding, reason: str) -> None:
+        """Record what the broker said of a PENDING attempt: it holds it (accepted), or it
+        never will (rejected). Unresolved: nothing."""
+        if live.order.status is not BrokerOrderStatus.PENDING:
+            return
+        if finding.resolution is Resolution.EXISTS:
+            adopted = OrderAccepted(
+                live.order.client_order_id, self._clock(), self._broker_order_id(live, finding)
+            )
+            await self._applier.apply(live, [adopted])
+        elif finding.resolution in (Resolution.ABSENT, Resolution.REFUSED):
+            outcome = (
+                "the broker rejected it"
+                if finding.resolution is Resolution.REFUSED
+                else "the order never reached the broker"
+            )
+            why = f"{live.order.broker_id}: {reason}; {outcome}"
+            await self._applier.apply(live, [OrderRejected(live.order.client_order_id, self._clock(), why)])
 
     async def cancel_order(self, request: CancelOrderRequest) -> CancelOrderResponse:
         self._check_accepting()

@@ -10,6 +10,7 @@ from sql.migrate import (
 from sql.records import (
     BrokerRecord,
     ClaimResult,
+    ClaimTakenOver,
     DuplicateAttempt,
     OrderClaim,
     OutboxEvent,
@@ -21,6 +22,7 @@ from sql.writer import GroupWriter, WriteOp, WriterClosed, WriterStats, WriteTim
 __all__ = [
     "BrokerRecord",
     "ClaimResult",
+    "ClaimTakenOver",
     "DuplicateAttempt",
     "GroupWriter",
     "Migration",

@@ -27,7 +27,7 @@ from api.contracts import OrderRoutingResponse
 from api.enums import AssetClass, ConnectionStatus
 from api.orders import BrokerOrder, OrderFill
 from api.validation import decimal_problem
-from sql.records import BrokerRecord, ClaimResult, DuplicateAttempt, OrderClaim, OutboxEvent
+from sql.records import BrokerRecord, ClaimResult, ClaimTakenOver, DuplicateAttempt, OrderClaim, OutboxEvent
 from sql.writer import WriteOp
 
 __all__ = [
@@ -64,11 +64,11 @@ def broker_row_id(broker_id: str) -> str:
 _INSERT_ROUTED = b"""
 INSERT INTO routed_orders
     (order_id, routing_id, request_hash, request, response, arrival_price, received_at, responded_at,
-     routing_decision, chosen_broker)
-SELECT o, r, h, q::jsonb, s::jsonb, a, t, u, d::jsonb, c
+     routing_decision, chosen_broker, owner)
+SELECT o, r, h, q::jsonb, s::jsonb, a, t, u, d::jsonb, c, w
 FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[],
-            %b::timestamptz[], %b::timestamptz[], %b::text[], %b::text[])
-     WITH ORDINALITY AS x(o, r, h, q, s, a, t, u, d, c, n)
+            %b::timestamptz[], %b::timestamptz[], %b::text[], %b::text[], %b::text[])
+     WITH ORDINALITY AS x(o, r, h, q, s, a, t, u, d, c, w, n)
 ORDER BY o, n
 ON CONFLICT (order_id) DO NOTHING
 RETURNING routing_id
@@ -96,7 +96,7 @@ RETURNING id
 """
 )
 
-_SELECT_CLAIMED = b"SELECT order_id FROM routed_orders WHERE order_id = ANY(%s)"
+_SELECT_CLAIMED = b"SELECT order_id, owner, response IS NOT NULL FROM routed_orders WHERE order_id = ANY(%s)"
 
 _SELECT_IN_THE_WAY = b"""
 SELECT id, order_id, attempt, client_order_id FROM broker_orders
@@ -183,7 +183,9 @@ WHERE r.order_id = ANY(%s)
 def claim_result(row: Sequence[Any]) -> ClaimResult:
     """A row of `SELECT_CLAIMS`."""
     response = None if row[2] is None else msgspec.json.decode(row[2], type=OrderRoutingResponse)
-    return ClaimResult(claimed=False, request_hash=row[1], response=response, execution_id=row[3])
+    return ClaimResult(
+        claimed=False, request_hash=row[1], response=response, execution_id=row[3], routing_id=row[4]
+    )
 
 
 # --- batch helpers -----------------------------------------------------------------------------
@@ -338,7 +340,7 @@ class Claim(WriteOp[ClaimResult]):
             c = op.claim
             if won_it:
                 execution_id = c.execution.id if c.execution is not None else None
-                results.append(ClaimResult(True, c.request_hash, c.response, execution_id))
+                results.append(ClaimResult(True, c.request_hash, c.response, execution_id, c.routing_id))
             else:
                 results.append(stored[c.order_id])
         return results
@@ -349,7 +351,7 @@ def _routed_values(c: OrderClaim) -> tuple[Any, ...]:
     responded_at = c.response.timestamp if c.response is not None else None
     return (
         c.order_id, c.routing_id, c.request_hash, to_json(c.request), response, c.arrival_price,
-        c.received_at, responded_at, c.decision, c.chosen_broker,
+        c.received_at, responded_at, c.decision, c.chosen_broker, c.owner,
     )  # fmt: skip
 
 
@@ -360,6 +362,9 @@ class StartAttempt(WriteOp[None]):
     execution: BrokerOrder
     asset_class: str
     event: OutboxEvent | None
+    #: The daemon starting it: refused (`ClaimTakenOver`) unless it still owns the unanswered
+    #: claim, so a daemon that lost its lease never sends an order another daemon answered.
+    owner: str | None = None
     phase: ClassVar[int] = 15
 
     def __post_init__(self) -> None:
@@ -371,10 +376,14 @@ class StartAttempt(WriteOp[None]):
     def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
         cur = conn.cursor()
         order_ids = sorted({op.execution.order_id for op in ops})
-        claimed = {row[0] for row in cur.execute(_SELECT_CLAIMED, (order_ids,))}
+        claimed = {row[0]: (row[1], row[2]) for row in cur.execute(_SELECT_CLAIMED, (order_ids,))}
         for op in ops:  # checked first: the foreign key would fail the statement, unexplained
-            if op.execution.order_id not in claimed:
-                raise LookupError(f"order {op.execution.order_id} was never claimed")
+            order_id = op.execution.order_id
+            if order_id not in claimed:
+                raise LookupError(f"order {order_id} was never claimed")
+            owner, answered = claimed[order_id]
+            if op.owner is not None and (owner != op.owner or answered):
+                raise ClaimTakenOver(order_id, owner, answered)
         inserted = returned(
             cur, _INSERT_ATTEMPTS, [_execution_values(op.execution, op.asset_class) for op in ops]
         )

@@ -87,10 +87,22 @@ class OrderClaim(msgspec.Struct, frozen=True):
     #: The routing decision (`routing.decision.encode`d JSON) and the broker it chose.
     decision: str | None = None
     chosen_broker: str | None = None
+    #: The daemon claiming it (`sql.leases`): whose lease keeps others from taking it over.
+    owner: str | None = None
 
     def __repr__(self) -> str:
         execution = self.execution.id if self.execution is not None else None
         return f"<OrderClaim {self.order_id} execution={execution}>"
+
+
+class ClaimTakenOver(Exception):
+    """Another daemon took the order over (our lease lapsed), or it was answered meanwhile:
+    no further attempt may start (`StartAttempt.owner`)."""
+
+    def __init__(self, order_id: str, owner: str | None, answered: bool) -> None:
+        why = "it was answered meanwhile" if answered else f"daemon {owner} took it over"
+        super().__init__(f"order {order_id}: no further attempt: {why}")
+        self.order_id = order_id
 
 
 class DuplicateAttempt(ValueError):
@@ -114,3 +126,4 @@ class ClaimResult(msgspec.Struct, frozen=True):
     request_hash: str
     response: OrderRoutingResponse | None = None
     execution_id: str | None = None
+    routing_id: str | None = None

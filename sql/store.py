@@ -48,6 +48,7 @@ from api.enums import (
 )
 from api.orders import BrokerOrder, OrderFill
 from sql import reports
+from sql.leases import DaemonSeat, EndLease, RegisterDaemon, RenewLease, TakeOrphans
 from sql.ops import (
     SELECT_CLAIMS,
     Claim,
@@ -171,13 +172,18 @@ class Store:
         return result
 
     async def start_attempt(
-        self, execution: BrokerOrder, asset_class: str, event: OutboxEvent | None = None
+        self,
+        execution: BrokerOrder,
+        asset_class: str,
+        event: OutboxEvent | None = None,
+        owner: str | None = None,
     ) -> None:
         """Insert a further attempt (failover) of an already claimed order, with exactly the
         caller's number `execution.attempt`, and its first outbox event. Raises
         `DuplicateAttempt` if the order already has that attempt number (or the execution id or
-        client order id is taken), `LookupError` if the order was never claimed."""
-        await self._writer.submit([StartAttempt(execution, asset_class, event)])
+        client order id is taken), `LookupError` if the order was never claimed,
+        `ClaimTakenOver` if `owner` is given and no longer owns the unanswered claim."""
+        await self._writer.submit([StartAttempt(execution, asset_class, event, owner)])
 
     async def save_transition(
         self,
@@ -261,6 +267,38 @@ class Store:
         await self._writer.submit(
             [UpdateBrokerRuntime(broker_id, ConnectionStatus(status), latency_stats, last_connected_at)]
         )
+
+    # --- daemon leases (sql.leases) ------------------------------------------------------
+
+    async def register_daemon(self, seat: DaemonSeat) -> list[str]:
+        """Register this process run; end the leases of the seat's predecessors (their ids)."""
+        (ended,) = await self._writer.submit([RegisterDaemon(seat)])
+        return ended
+
+    async def renew_lease(self, daemon_id: str) -> datetime | None:
+        """Renew the lease (the database's time of renewal); None if it was ended."""
+        (seen_at,) = await self._writer.submit([RenewLease(daemon_id)])
+        return seen_at
+
+    async def end_lease(self, daemon_id: str) -> None:
+        await self._writer.submit([EndLease(daemon_id)])
+
+    async def take_orphans(
+        self,
+        daemon_id: str,
+        *,
+        lease_s: float,
+        own_after_s: float,
+        judge: bool,
+        limit: int = 256,
+        only: Sequence[str] | None = None,
+    ) -> list[tuple[str, datetime]]:
+        """Take the orders nobody answers (see `sql.leases.TakeOrphans`)."""
+        op = TakeOrphans(
+            daemon_id, lease_s, own_after_s, judge, limit, tuple(only) if only is not None else None
+        )
+        (taken,) = await self._writer.submit([op])
+        return taken
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -63,9 +63,9 @@ async def test_first_claim_is_claimed(store: Store, broker_id: str) -> None:
     claim = order_claim(new_id(), broker_id)
     assert claim.execution is not None
     result = await store.claim_order(claim)
-    assert result == ClaimResult(True, claim.request_hash, None, claim.execution.id)
+    assert result == ClaimResult(True, claim.request_hash, None, claim.execution.id, claim.routing_id)
     assert await store.get_claim(claim.order_id) == ClaimResult(
-        False, claim.request_hash, None, claim.execution.id
+        False, claim.request_hash, None, claim.execution.id, claim.routing_id
     )
     assert await store.load_execution(claim.execution.id) == claim.execution
     assert await store.execution_events(claim.execution.id) == [claim.event]
@@ -78,7 +78,7 @@ async def test_repeat_claim_gets_the_stored_row(store: Store, broker_id: str) ->
     assert (await store.claim_order(first)).claimed
     repeat = msgspec.structs.replace(order_claim(order_id, broker_id), request_hash="other")
     result = await store.claim_order(repeat)
-    assert result == ClaimResult(False, first.request_hash, None, first.execution.id)
+    assert result == ClaimResult(False, first.request_hash, None, first.execution.id, first.routing_id)
     assert repeat.execution is not None
     assert await store.load_execution(repeat.execution.id) is None  # the loser's attempt was not written
 
@@ -124,9 +124,11 @@ async def test_claim_with_known_answer_replays_it(store: Store) -> None:
     order_id = new_id()
     answer = response(order_id, None, None)
     claim = msgspec.structs.replace(order_claim(order_id, None), response=answer)
-    assert await store.claim_order(claim) == ClaimResult(True, claim.request_hash, answer, None)
+    assert await store.claim_order(claim) == ClaimResult(
+        True, claim.request_hash, answer, None, claim.routing_id
+    )
     again = await store.claim_order(order_claim(order_id, None))
-    assert again == ClaimResult(False, claim.request_hash, answer, None)
+    assert again == ClaimResult(False, claim.request_hash, answer, None, claim.routing_id)
 
 
 async def test_claims_that_cannot_be_stored_exactly_are_refused(store: Store, broker_id: str) -> None:
@@ -220,7 +222,9 @@ async def test_failover_attempt_becomes_the_latest(store: Store, broker_id: str)
     second = execution(claim.order_id, broker_id, at=T0 + timedelta(seconds=1), attempt=2)
     await store.start_attempt(second, "EQUITY", outbox_event(second, 1))
     assert await store.load_latest_execution(claim.order_id) == second
-    assert (await store.get_claim(claim.order_id)) == ClaimResult(False, claim.request_hash, None, second.id)
+    assert (await store.get_claim(claim.order_id)) == ClaimResult(
+        False, claim.request_hash, None, second.id, claim.routing_id
+    )
     open_ids = {o.id for o in await store.load_open_executions()}
     assert second.id in open_ids and first.id not in open_ids
     assert await store.execution_events(second.id) == [outbox_event(second, 1)]
@@ -491,7 +495,9 @@ async def test_a_rerun_claim_is_still_claimed_and_writes_nothing_twice(
     claim = order_claim(new_id(), broker_id)
     assert claim.execution is not None
     first, again = await trio.to_thread.run_sync(_run_twice, migrated_database_url, [Claim(claim)])
-    assert first == again == [ClaimResult(True, claim.request_hash, None, claim.execution.id)]
+    assert (
+        first == again == [ClaimResult(True, claim.request_hash, None, claim.execution.id, claim.routing_id)]
+    )
     assert await store.load_attempts(claim.order_id) == [claim.execution]
     assert await store.execution_events(claim.execution.id) == [claim.event]
 
