@@ -83,6 +83,16 @@ class RecordedExecution(msgspec.Struct, frozen=True):
     fee_priced: bool = True  # False: a CommType we cannot price (recorded as 0)
 
 
+#: The client order ids of the session whose latest report leaves them final (2 filled,
+#: 4 canceled, 8 rejected, C expired).
+_FINAL_ORDERS = (
+    b"SELECT client_order_id FROM ("
+    b" SELECT DISTINCT ON (client_order_id) client_order_id, ord_status"
+    b" FROM fix_executions WHERE session_id = %(s)s ORDER BY client_order_id, id DESC"
+    b") latest WHERE ord_status IN ('2', '4', '8', 'C')"
+)
+
+
 class FixStore:
     """The PostgreSQL side of one FIX session (see the module docstring)."""
 
@@ -125,22 +135,24 @@ class FixStore:
         await self.prune(datetime.now(UTC) - self._retention)
 
     async def prune(self, before: datetime) -> tuple[int, int]:
-        """Delete the messages sent before `before`, and the reports received before it of
-        orders whose latest state is final (filled, cancelled, rejected, expired); the reports
-        of orders still open stay. Returns (messages, reports) deleted."""
+        """Delete the messages sent before `before`, and the reports received before it, of
+        orders whose latest state is final (filled, cancelled, rejected, expired); the
+        NewOrderSingle and the reports of an order still open (a GTC order resting for months)
+        stay: `query` asks the broker only about orders it has a NewOrderSingle of, and
+        recovery would otherwise end a live order as unknown. Other messages (cancels, status
+        requests) go by age alone. Returns (messages, reports) deleted."""
 
         def work(conn: Connection) -> tuple[int, int]:
+            params = {"s": self._session_id, "b": before}
             sent = conn.execute(
-                b"DELETE FROM fix_outbound_messages WHERE session_id = %s AND sent_at < %s",
-                (self._session_id, before),
+                b"DELETE FROM fix_outbound_messages m WHERE m.session_id = %(s)s AND m.sent_at < %(b)s"
+                b" AND (m.msg_type <> 'D' OR m.client_order_id IN (" + _FINAL_ORDERS + b"))",
+                params,
             ).rowcount
             reports = conn.execute(
                 b"DELETE FROM fix_executions e WHERE e.session_id = %(s)s AND e.received_at < %(b)s"
-                b" AND e.client_order_id IN (SELECT client_order_id FROM ("
-                b"   SELECT DISTINCT ON (client_order_id) client_order_id, ord_status"
-                b"   FROM fix_executions WHERE session_id = %(s)s ORDER BY client_order_id, id DESC"
-                b" ) latest WHERE ord_status IN ('2', '4', '8', 'C'))",
-                {"s": self._session_id, "b": before},
+                b" AND e.client_order_id IN (" + _FINAL_ORDERS + b")",
+                params,
             ).rowcount
             return sent, reports
 
