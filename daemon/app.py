@@ -26,7 +26,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import hypercorn.config
@@ -47,6 +47,7 @@ from daemon.endpoints import OVERLOADED, admin_endpoints, service_endpoints
 from daemon.logs import register_secret
 from daemon.publisher import Publisher
 from daemon.schedule import (
+    backfill_reports,
     close_sessions_daily,
     persist_broker_runtime,
     record_status_changes,
@@ -257,7 +258,7 @@ async def _serve(
         root.start_soon(  # not awaited: start-up does not wait for a month of reports
             reporter.peers.refresh_every, store.load_peer_rows, lambda: datetime.now(UTC), 300.0
         )
-        root.start_soon(reporter.backfill, datetime.now(UTC) - timedelta(days=7))
+        root.start_soon(backfill_reports, reporter.backfill)
         await root.start(publisher.run, publish_receive)
         async with trio.open_nursery() as work:  # everything that produces updates
             await work.start(engine.run, events_receive)

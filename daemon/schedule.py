@@ -1,9 +1,10 @@
-"""Periodic duties of the daemon: closing the simulated trading day and refreshing read models."""
+"""Periodic duties of the daemon: closing the simulated trading day, refreshing read models and
+writing the execution reports a crash or an outage cut short."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
 
 import trio
@@ -103,3 +104,25 @@ async def refresh_views_every(store: Store, every: float) -> None:
             await store.refresh_views()
         except Exception as exc:
             log.warning("refreshing read models failed", extra={"error": repr(exc)})
+
+
+#: Executions finished without a report (a crash, a database outage while reporting) are
+#: reported by a pass over this much history at start, then every `BACKFILL_EVERY_S` over
+#: the last `BACKFILL_RECENT`.
+BACKFILL_AT_START = timedelta(days=7)
+BACKFILL_EVERY_S = 600.0
+BACKFILL_RECENT = timedelta(days=1)
+
+
+async def backfill_reports(
+    backfill: Callable[[datetime], Awaitable[int]],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    every: float = BACKFILL_EVERY_S,
+) -> None:
+    """Run `backfill` (the reporter's: it never raises) at start over `BACKFILL_AT_START`,
+    then every `every` seconds over `BACKFILL_RECENT`: a report lost to an outage is written
+    within `every`, not at the next start."""
+    await backfill(clock() - BACKFILL_AT_START)
+    while True:
+        await trio.sleep(every)
+        await backfill(clock() - BACKFILL_RECENT)

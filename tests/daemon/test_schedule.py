@@ -2,7 +2,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import trio
 
-from daemon.schedule import close_sessions_daily, next_daily
+from daemon.schedule import (
+    BACKFILL_AT_START,
+    BACKFILL_EVERY_S,
+    BACKFILL_RECENT,
+    backfill_reports,
+    close_sessions_daily,
+    next_daily,
+)
 
 
 def test_next_daily_is_later_today_or_tomorrow() -> None:
@@ -45,3 +52,25 @@ async def test_closers_run_at_the_close_and_a_failing_one_does_not_stop_the_othe
         await trio.sleep(24 * 3600)
         assert calls == ["broken", "ok", "broken", "ok"]
         nursery.cancel_scope.cancel()
+
+
+async def test_reports_are_backfilled_at_start_then_periodically_over_recent_history(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    start = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
+    passes: list[tuple[float, datetime]] = []
+
+    def clock() -> datetime:
+        return start + timedelta(seconds=trio.current_time())
+
+    async def backfill(since: datetime) -> int:
+        passes.append((trio.current_time(), since))
+        return 0
+
+    with trio.move_on_after(BACKFILL_EVERY_S * 2 + 1):
+        await backfill_reports(backfill, clock)
+    assert passes == [
+        (0.0, start - BACKFILL_AT_START),
+        (BACKFILL_EVERY_S, clock() - timedelta(seconds=BACKFILL_EVERY_S + 1) - BACKFILL_RECENT),
+        (BACKFILL_EVERY_S * 2, clock() - timedelta(seconds=1) - BACKFILL_RECENT),
+    ]
