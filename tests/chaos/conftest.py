@@ -122,8 +122,18 @@ _COLUMNS = (
     ("updates", "updates", 7),
     ("missing", "missing_updates", 7),
     ("unpub", "unpublished", 5),
+    ("unrep", "unreported", 5),
     ("resumed_s", "resumed_s", 9),
     ("recovery_s", "recovery_s", 10),
+)
+
+
+_LEGEND = (
+    "unans: no final answer at the OMS | strand: claims without a recorded answer | lost: answers the",
+    "database does not hold | dup: orders held by a broker twice | pend: attempts still PENDING |",
+    "missing: updates not in the stream | unpub: not marked published | unrep: finished executions",
+    "without a TCA report (counted, not asserted) | resumed_s, recovery_s: from the fault's end to the",
+    "first answer, to the answer of every order sent by then (see tests/chaos/ledger.py)",
 )
 
 
@@ -133,7 +143,7 @@ def _cell(value: Any) -> str:
 
 def _row(data: dict[str, Any], name_width: int = 0) -> str:
     name = str(data.get("scenario", "?")).ljust(name_width)
-    cells = [_cell(data.get(key)).rjust(width) for _, key, width in _COLUMNS]
+    cells = [_cell(data.get(key, data["extra"].get(key))).rjust(width) for _, key, width in _COLUMNS]
     outcome = _OUTCOMES.get(str(data.get("nodeid")), "")
     return " ".join([name, *cells, outcome]).rstrip()
 
@@ -147,6 +157,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(heading)
     for data in _FIGURES:
         terminalreporter.write_line(_row(data, width))
+    for line in _LEGEND:
+        terminalreporter.write_line(line)
     terminalreporter.write_line("")
     for data in _FIGURES:
         shown = {k: v for k, v in data.get("extra", {}).items() if v is not None}

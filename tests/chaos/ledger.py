@@ -17,6 +17,9 @@ The figures of a scenario (`order_figures`):
     missing_updates   rows whose msg id is not in the stream BROKER_EXECUTIONS
     unpublished       rows the publisher has not marked published
     phantom_updates   stream messages whose msg id no row has (published, never committed)
+    unreported        (extra, not a promise of issue 10) executions finished with fills that have
+                      no TCA report (execution_reports row): GetTCA then recomputes from the
+                      tapes, and the routing's peer statistics miss them
     resumed_s         seconds from the fault's end (the server or daemon back; for a dead peer,
                       its death) to the first final answer after it: the service answers again
     recovery_s        seconds from the fault's end until every order the OMS had sent by then
@@ -70,6 +73,7 @@ class Ledger:
     attempts: list[Attempt]
     events: dict[str, bool]  # msg id -> published
     event_rows: int
+    unreported: list[str]  # execution ids: finished with fills, no execution_reports row
 
     def attempts_by_order(self) -> dict[str, list[Attempt]]:
         grouped: dict[str, list[Attempt]] = {}
@@ -114,7 +118,23 @@ def read_ledger(database_url: str) -> Ledger:
             )
         }
         (rows,) = conn.execute("SELECT count(*) FROM execution_events").fetchone() or (0,)
-    return Ledger(claims, attempts, events, int(rows))
+        unreported = [execution_id for (execution_id,) in conn.execute(UNREPORTED)]
+    return Ledger(claims, attempts, events, int(rows), unreported)
+
+
+#: Executions finished with fills and without a TCA report (sql/reports.py load_unreported's
+#: condition, at any time).
+UNREPORTED = (
+    "SELECT bo.id FROM broker_orders bo"
+    " WHERE bo.status IN ('FILLED', 'CANCELED', 'EXPIRED', 'REJECTED') AND bo.filled_quantity > 0"
+    " AND NOT EXISTS (SELECT 1 FROM execution_reports r WHERE r.broker_order_id = bo.id)"
+    " ORDER BY bo.id"
+)
+
+
+def unreported_count(database_url: str) -> int:
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        return len(conn.execute(UNREPORTED).fetchall())
 
 
 def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.2) -> tuple[T | None, float]:
@@ -299,6 +319,7 @@ def order_figures(
         reasons.update(flood.failure_reasons())
     figures.failure_reasons = dict(reasons.most_common(8))
     figures.extra["stream_messages"] = len(stream_ids) if stream_ids is not None else None
+    figures.extra["unreported"] = len(ledger.unreported)
     figures.examples = {
         "unanswered": [repr(t) for t in traces if t.status is None][:5],
         "stranded": stranded[:5],
@@ -311,6 +332,7 @@ def order_figures(
         "pending_attempts": [f"{a.order_id} #{a.attempt} {a.broker_id}" for a in pending[:5]],
         "missing_updates": missing[:5],
         "phantom_updates": phantom[:5],
+        "unreported": ledger.unreported[:5],
     }
     return figures
 

@@ -21,7 +21,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tests.chaos.ledger import Figures, order_figures, poll, read_ledger, settled, stream_msg_ids
+from tests.chaos.ledger import (
+    Figures,
+    order_figures,
+    poll,
+    read_ledger,
+    settled,
+    stream_msg_ids,
+    unreported_count,
+)
 from tests.support.daemon import DaemonProcess
 from tests.support.flood import Flood
 
@@ -71,6 +79,9 @@ REQUEST_TIMEOUT = 6.0
 #: After the flood the fault hit: how long the daemon(s) get to answer every claim, reconcile
 #: every PENDING attempt and publish the whole outbox.
 SETTLE_S = 15.0
+
+#: Once settled, how long the last TCA reports get to be written before they are counted.
+REPORTS_WITHIN_S = 2.0
 
 #: `spawn_daemon(instance, **DaemonProcess kwargs)` (the fixture in conftest.py).
 SpawnDaemon = Callable[..., DaemonProcess]
@@ -129,6 +140,8 @@ def settle_and_count(
     if settle_by is None:
         settle_by = (floods[0].finished_at or time.monotonic()) + SETTLE_S
     done, waited = poll(lambda: settled(database_url), max(0.0, settle_by - time.monotonic()))
+    # TCA reports are written after an execution ends: a moment for the last ones (no promise).
+    poll(lambda: unreported_count(database_url) == 0 or None, REPORTS_WITHIN_S)
     ledger = read_ledger(database_url)
     stream_ids: list[str] | None
     stream_error: str | None = None
