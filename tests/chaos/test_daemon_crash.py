@@ -20,7 +20,6 @@ from tests.chaos.scenario import (
     REQUEST_TIMEOUT,
     RecordFigures,
     SpawnDaemon,
-    Unresolved,
     assert_promises,
     chaos_orders,
     settle_and_count,
@@ -39,11 +38,6 @@ REPEAT_WITHIN_S = 6.0
 SETTLE_AFTER_S = 5.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Unresolved,
-    reason="issue 10: resolution of the claims a killed daemon left unanswered (restart), in progress",
-)
 def test_daemon_kill_9_in_a_flood_then_restart_answers_every_order_and_sends_none_twice(
     spawn_daemon: SpawnDaemon,
     private_nats_server: NatsServer,

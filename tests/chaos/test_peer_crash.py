@@ -45,12 +45,6 @@ def claims_resolved(database_url: str) -> bool | None:
     return True if row is not None and not any(row) else None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Unresolved,
-    reason="issue 10: daemon leases and takeover of a dead peer's unanswered claims and PENDING attempts, "
-    "in progress",
-)
 def test_peer_kill_9_in_a_flood_survivor_answers_its_claims_within_30s(
     spawn_daemon: SpawnDaemon,
     private_nats_server: NatsServer,
