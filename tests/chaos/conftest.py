@@ -6,9 +6,12 @@
 - `private_nats_server` (tests/conftest.py): a nats-server of the test's own, which it can kill
   and start again on the same port and JetStream store.
 - `spawn_daemon`: daemons as processes (tests/support/daemon.py) on those servers, with
-  simulated brokers slow enough (50-300 ms) that orders are in flight when something breaks;
-  every daemon still running at the end is stopped. Each keeps its log in
+  simulated brokers slow enough (50-300 ms) that orders are in flight when something breaks —
+  or, given `broker=`, trading at that broker outside them (tests/chaos/broker.py) on quotes the
+  test publishes; every daemon still running at the end is stopped. Each keeps its log in
   `<tmp_path>/<instance>/daemon.log`.
+- `broker`: parametrizes a test over where its daemons trade: None (the simulated brokers inside
+  each daemon, id "sim") or a `SharedAlpaca` outside them that survives their crashes ("alpaca").
 - `record_figures`: each test's figures (tests/chaos/ledger.py), written to
   `<tmp_path>/figures.json` and `<basetemp>/chaos-figures.jsonl`, and tabled at the end of the
   run with each test's outcome, passed or failed, so the numbers of today's code can be quoted.
@@ -25,10 +28,11 @@ from typing import Any
 import pytest
 
 from daemon.servers import NatsServer
+from tests.chaos.broker import SharedAlpaca
 from tests.chaos.ledger import Figures
-from tests.chaos.scenario import CHAOS_BROKERS, CHAOS_SERVICE, RecordFigures, SpawnDaemon
-from tests.support.daemon import DaemonProcess
+from tests.chaos.scenario import CHAOS_BROKERS, CHAOS_SERVICE, ChaosDaemon, RecordFigures, SpawnDaemon
 from tests.support.postgres import RestartablePostgres, running_postgres
+from tests.support.quotes import QuotePublisher
 
 #: Figures recorded in this run, in order, with the test's node id under "nodeid".
 _FIGURES: list[dict[str, Any]] = []
@@ -51,14 +55,25 @@ def chaos_database(postgres: RestartablePostgres) -> str:
 def spawn_daemon(
     tmp_path: Path, private_nats_server: NatsServer, chaos_database: str
 ) -> Iterator[SpawnDaemon]:
-    """`spawn_daemon(instance, **DaemonProcess kwargs)`: a started daemon on the test's NATS and
+    """`spawn_daemon(instance, broker=None, **DaemonProcess kwargs)`: a started daemon on the test's NATS and
     database, instance id `instance` (config and BIS_INSTANCE_ID), its state in tmp_path."""
-    started: list[DaemonProcess] = []
+    started: list[ChaosDaemon] = []
+    publishers: list[QuotePublisher] = []
 
-    def spawn(instance: str, *, env: dict[str, str] | None = None, **kwargs: Any) -> DaemonProcess:
-        kwargs.setdefault("brokers_toml", CHAOS_BROKERS)
+    def spawn(
+        instance: str,
+        *,
+        env: dict[str, str] | None = None,
+        broker: SharedAlpaca | None = None,
+        **kwargs: Any,
+    ) -> ChaosDaemon:
+        kwargs.setdefault("brokers_toml", CHAOS_BROKERS if broker is None else broker.brokers_toml)
         kwargs.setdefault("service_toml", CHAOS_SERVICE)
-        daemon = DaemonProcess(
+        if broker is not None:  # no simulated market then: quotes from a stand-in Market Data Service
+            env = {**broker.env, **(env or {})}
+            quotes = QuotePublisher(private_nats_server.url, f"marketdata.{instance}")
+            publishers.append(quotes.__enter__())
+        daemon = ChaosDaemon(
             tmp_path / instance, private_nats_server.url, chaos_database, instance=instance, **kwargs
         )
         started.append(daemon)
@@ -74,6 +89,17 @@ def spawn_daemon(
                     daemon.stop(signal.SIGTERM, timeout=15)
                 except RuntimeError:
                     pass  # killed after the timeout; its log is in tmp_path
+        for quotes in publishers:
+            quotes.__exit__(None, None, None)
+
+
+@pytest.fixture(params=["sim", "alpaca"])
+def broker(request: pytest.FixtureRequest) -> Iterator[SharedAlpaca | None]:
+    if request.param == "sim":
+        yield None
+        return
+    with SharedAlpaca() as shared:
+        yield shared
 
 
 @pytest.fixture

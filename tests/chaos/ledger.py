@@ -9,9 +9,13 @@ The figures of a scenario (`order_figures`):
     stranded          claimed orders (a routed_orders row) still without a recorded answer
                       (response NULL) at the end: invariant 7 says this never lasts
     lost              answers the database does not hold: the OMS was told X, and routed_orders
-                      has no row, another answer, or no execution behind an ACCEPTED/PENDING
+                      has no row, another answer, or no execution behind an ACCEPTED/PENDING;
+                      with a broker outside the daemons (tests/chaos/broker.py), also answers the
+                      broker contradicts (REJECTED while it holds the order, ACCEPTED while it
+                      has none)
     duplicated        orders of which more than one attempt was acknowledged by a broker
-                      (broker order id or fills): sent twice
+                      (broker order id or fills): sent twice; with a broker outside the daemons,
+                      also orders of which the broker holds more than one
     pending_attempts  attempts still PENDING at the end: an outcome nobody reconciled
     updates           execution_events rows (every state change, with its Nats-Msg-Id)
     missing_updates   rows whose msg id is not in the stream BROKER_EXECUTIONS
@@ -58,6 +62,7 @@ class Attempt:
     status: str
     broker_order_id: str | None
     filled_quantity: float
+    client_order_id: str
 
     @property
     def held_by_broker(self) -> bool:
@@ -105,10 +110,10 @@ def read_ledger(database_url: str) -> Ledger:
             for order_id, response in conn.execute("SELECT order_id, response FROM routed_orders")
         }
         attempts = [
-            Attempt(order_id, attempt, execution_id, broker_id, status, broker_order_id, float(filled))
-            for order_id, attempt, execution_id, broker_id, status, broker_order_id, filled in conn.execute(
-                "SELECT order_id, attempt, id, broker_id, status, broker_order_id, filled_quantity "
-                "FROM broker_orders ORDER BY order_id, attempt"
+            Attempt(order_id, attempt, execution_id, broker, status, held_as, float(filled), client)
+            for order_id, attempt, execution_id, broker, status, held_as, filled, client in conn.execute(
+                "SELECT order_id, attempt, id, broker_id, status, broker_order_id, filled_quantity,"
+                " client_order_id FROM broker_orders ORDER BY order_id, attempt"
             )
         ]
         events = {

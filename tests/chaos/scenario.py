@@ -21,8 +21,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tests.chaos.broker import Holdings, SharedAlpaca, broker_problems
 from tests.chaos.ledger import (
     Figures,
+    Ledger,
     order_figures,
     poll,
     read_ledger,
@@ -83,8 +85,21 @@ SETTLE_S = 15.0
 #: Once settled, how long the last TCA reports get to be written before they are counted.
 REPORTS_WITHIN_S = 2.0
 
-#: `spawn_daemon(instance, **DaemonProcess kwargs)` (the fixture in conftest.py).
-SpawnDaemon = Callable[..., DaemonProcess]
+
+
+class ChaosDaemon(DaemonProcess):
+    """A daemon process that remembers the environment it was started with, to restart it."""
+
+    env: dict[str, str] | None = None
+
+    def start(self, env: dict[str, str] | None = None, timeout: float = 60.0) -> None:
+        if env is not None:
+            self.env = env
+        super().start(env=self.env, timeout=timeout)
+
+
+#: `spawn_daemon(instance, broker=None, **DaemonProcess kwargs)` (the fixture in conftest.py).
+SpawnDaemon = Callable[..., ChaosDaemon]
 #: `record_figures(figures)` (the fixture in conftest.py).
 RecordFigures = Callable[[Figures], None]
 
@@ -133,10 +148,12 @@ def settle_and_count(
     *,
     restored_at: float | None,
     settle_by: float | None = None,
+    broker: SharedAlpaca | None = None,
 ) -> Figures:
     """Wait until nothing is left unanswered, PENDING or unpublished — at most until `settle_by`
     (time.monotonic(); default `SETTLE_S` after the first flood ended) — then read PostgreSQL and
-    the stream and count. Never raises for what it finds: the figures say it."""
+    the stream (and `broker`'s orders, when the daemons trade at one outside them) and count.
+    Never raises for what it finds: the figures say it."""
     if settle_by is None:
         settle_by = (floods[0].finished_at or time.monotonic()) + SETTLE_S
     done, waited = poll(lambda: settled(database_url), max(0.0, settle_by - time.monotonic()))
@@ -151,10 +168,33 @@ def settle_and_count(
         stream_ids = None
         stream_error = repr(exc)
     figures = order_figures(scenario, floods, ledger, stream_ids, restored_at=restored_at)
+    if broker is not None:
+        _count_at_broker(figures, floods, ledger, broker.holdings())
     figures.extra["settled_after_flood_s"] = round(waited, 2) if done else None
     if stream_error is not None:
         figures.extra["stream_error"] = stream_error
     return figures
+
+
+def _count_at_broker(figures: Figures, floods: Sequence[Flood], ledger: Ledger, holdings: Holdings) -> None:
+    """Fold the broker's side into `lost` and `duplicated` (tests/chaos/ledger.py), with examples."""
+    answers = {key: t.status for flood in floods for key, t in flood.traces.items() if t.status is not None}
+    attempts = {
+        order_id: [a.client_order_id for a in tried] for order_id, tried in ledger.attempts_by_order().items()
+    }
+    held_twice, contradicted, reposted = broker_problems(answers, attempts, holdings)
+    lost = {line.split(":", 1)[0] for line in figures.examples["lost"]}
+    figures.lost += len({line.split(":", 1)[0] for line in contradicted} - lost)
+    figures.duplicated += len({line.split(":", 1)[0] for line in held_twice} - set(ledger.duplicated))
+    figures.examples["lost"] += contradicted[:5]
+    figures.examples["duplicated"] += held_twice[:5]
+    figures.examples["reposted"] = reposted[:5]
+    figures.extra.update(
+        broker_orders=len(holdings.orders),
+        broker_held_twice=len(held_twice),
+        broker_contradicted=len(contradicted),
+        broker_reposted=len(reposted),
+    )
 
 
 def assert_promises(figures: Figures, more: Sequence[str] = ()) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from api import subjects
 from daemon.servers import NatsServer
+from tests.chaos.broker import SharedAlpaca
 from tests.chaos.ledger import execution_attempts_held
 from tests.chaos.scenario import (
     IN_FLIGHT,
@@ -43,9 +44,10 @@ def test_daemon_kill_9_in_a_flood_then_restart_answers_every_order_and_sends_non
     private_nats_server: NatsServer,
     chaos_database: str,
     record_figures: RecordFigures,
+    broker: SharedAlpaca | None,
 ) -> None:
     url = private_nats_server.url
-    daemon = spawn_daemon("chaos-crash")
+    daemon = spawn_daemon("chaos-crash", broker=broker)
     orders = chaos_orders("crash")
     flood = start_flood(url, orders)
 
@@ -82,12 +84,13 @@ def test_daemon_kill_9_in_a_flood_then_restart_answers_every_order_and_sends_non
     held_twice = sorted(key for key, held in execution_attempts_held(executions).items() if held > 1)
 
     figures = settle_and_count(
-        "daemon kill -9",
+        "daemon kill -9" + (" (alpaca)" if broker else ""),
         [flood, again],
         chaos_database,
         url,
         restored_at=restored_at,
         settle_by=time.monotonic() + SETTLE_AFTER_S,
+        broker=broker,
     )
     figures.extra.update(
         exit_code=exit_code,

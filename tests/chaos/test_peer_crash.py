@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from daemon.servers import NatsServer
+from tests.chaos.broker import SharedAlpaca
 from tests.chaos.ledger import poll, read_ledger
 from tests.chaos.scenario import (
     RecordFigures,
@@ -50,10 +51,11 @@ def test_peer_kill_9_in_a_flood_survivor_answers_its_claims_within_30s(
     private_nats_server: NatsServer,
     chaos_database: str,
     record_figures: RecordFigures,
+    broker: SharedAlpaca | None,
 ) -> None:
     url = private_nats_server.url
-    doomed = spawn_daemon("chaos-peer-a")
-    survivor = spawn_daemon("chaos-peer-b")
+    doomed = spawn_daemon("chaos-peer-a", broker=broker)
+    survivor = spawn_daemon("chaos-peer-b", broker=broker)
     flood = start_flood(url, chaos_orders("peer"))
 
     answered_at_kill, sent_at_kill = flood.answered, flood.sent
@@ -65,12 +67,13 @@ def test_peer_kill_9_in_a_flood_survivor_answers_its_claims_within_30s(
     flood.join()
 
     figures = settle_and_count(
-        "peer kill -9 (2 daemons)",
+        "peer kill -9 (2 daemons)" + (" (alpaca)" if broker else ""),
         [flood],
         chaos_database,
         url,
         restored_at=fault_at,
         settle_by=time.monotonic() + 3.0,
+        broker=broker,
     )
     figures.extra.update(
         exit_code=exit_code,
