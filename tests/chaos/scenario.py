@@ -86,7 +86,6 @@ SETTLE_S = 15.0
 REPORTS_WITHIN_S = 2.0
 
 
-
 class ChaosDaemon(DaemonProcess):
     """A daemon process that remembers the environment it was started with, to restart it."""
 
