@@ -417,7 +417,8 @@ class Store:
 
     async def _read(self, fn: Callable[[Conn], T]) -> T:
         """Run `fn` on a pooled connection in a worker thread. Reads are idempotent: one whose
-        connection turned out dead (a server restart) runs once more on another. During an
+        connection turned out dead (a server restart) runs once more on another, once the
+        pool has tested its idle connections. During an
         outage it fails fast with `DatabaseUnavailable` instead of waiting for the pool."""
         writer = self._writer
         if not writer.available:
@@ -431,6 +432,9 @@ class Store:
                     except psycopg.Error as exc:
                         if attempt == 2 or not connection_failed(exc, conn):
                             raise
+                # A dead connection means the server restarted: its idle siblings are dead too.
+                # Test them all (and replace the dead) before the retry takes one.
+                self._pool.check()
             raise AssertionError("unreachable")  # pragma: no cover
 
         try:
