@@ -40,11 +40,11 @@ SETTLE_AFTER_S = 5.0
 
 
 def test_daemon_kill_9_in_a_flood_then_restart_answers_every_order_and_sends_none_twice(
+    broker: SharedAlpaca | None,  # first: set up before the daemons, torn down after them
     spawn_daemon: SpawnDaemon,
     private_nats_server: NatsServer,
     chaos_database: str,
     record_figures: RecordFigures,
-    broker: SharedAlpaca | None,
 ) -> None:
     url = private_nats_server.url
     daemon = spawn_daemon("chaos-crash", broker=broker)

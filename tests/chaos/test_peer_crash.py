@@ -47,11 +47,11 @@ def claims_resolved(database_url: str) -> bool | None:
 
 
 def test_peer_kill_9_in_a_flood_survivor_answers_its_claims_within_30s(
+    broker: SharedAlpaca | None,  # first: set up before the daemons, torn down after them
     spawn_daemon: SpawnDaemon,
     private_nats_server: NatsServer,
     chaos_database: str,
     record_figures: RecordFigures,
-    broker: SharedAlpaca | None,
 ) -> None:
     url = private_nats_server.url
     doomed = spawn_daemon("chaos-peer-a", broker=broker)
