@@ -109,6 +109,9 @@ def _utcnow() -> datetime:
 REPEAT_POLL_FIRST_S = 0.01
 REPEAT_POLL_MAX_S = 0.5
 REPEAT_TAKEOVER_AFTER_S = 0.5
+#: A report that met a database outage waits this long (s) for the database, then is left to
+#: the periodic backfill.
+REPORT_OUTAGE_WAIT_S = 60.0
 RECOVERY_LOOKBACK = timedelta(days=7)
 RECOVERY_TIMEOUT = 30.0
 #: Recovery lookups go only while more than this share (%) of the broker's rate limits is free.
@@ -890,9 +893,18 @@ class ExecutionEngine:
     async def _report(
         self, order: BrokerOrder, arrival: Decimal | None, known: bool, replace: bool = False
     ) -> None:
+        """Write the execution's report; during a database outage, again once it is back
+        (waiting at most `REPORT_OUTAGE_WAIT_S`; past that the periodic backfill writes it)."""
         assert self._reporter is not None
         try:
-            await self._reporter.report(order, arrival, arrival_known=known, replace=replace)
+            for _ in range(2):
+                try:
+                    await self._reporter.report(order, arrival, arrival_known=known, replace=replace)
+                    return
+                except DatabaseUnavailable:
+                    with trio.move_on_after(REPORT_OUTAGE_WAIT_S):
+                        await self._store.wait_available()
+            log.warning("execution report left to the backfill", extra={"execution_id": order.id})
         except Exception:  # a report must never take the engine down; the order is unaffected
             log.exception("execution report failed", extra={"execution_id": order.id})
         finally:
