@@ -23,26 +23,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from adapters.base import BrokerAck, BrokerOrderSnapshot, SubmitRequest
 from api.capabilities import Capabilities
-from api.contracts import CommissionStructure, GetExecutionRequest, OrderRoutingRequest
-from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, OrderType, RoutingStatus, Side
+from api.contracts import CommissionStructure, GetExecutionRequest
+from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, RoutingStatus
 from api.errors import Unavailable
 from api.events import AnyBrokerEvent, OrderFilled
-from routing.impact import MarketStats
 from sql.migrate import apply_migrations
 from sql.writer import DatabaseUnavailable
 from tests.support.databases import sibling_database
-from tests.support.engine_stack import EngineStack, engine_stack
-
-
-class Market:
-    def asset_class(self, symbol: str) -> AssetClass | None:
-        return AssetClass.EQUITY if symbol == "AAPL" else None
-
-    def mid(self, symbol: str) -> Decimal | None:
-        return Decimal("190.00")
-
-    def stats(self, symbol: str) -> MarketStats | None:
-        return None
+from tests.support.engine_stack import AaplMarket, EngineStack, aapl_order, engine_stack
 
 
 class Venue:
@@ -118,18 +106,6 @@ class Venue:
         return [f for f in self.fills if f.at >= since]
 
 
-def order(order_id: str) -> OrderRoutingRequest:
-    return OrderRoutingRequest(
-        order_id=order_id,
-        account_id="ACC",
-        symbol="AAPL",
-        side=Side.BUY,
-        type=OrderType.LIMIT,
-        quantity=Decimal(100),
-        price=Decimal("190.50"),
-    )
-
-
 @pytest.fixture
 def database(migrated_database_url: str) -> Iterator[str]:
     with sibling_database(migrated_database_url) as url:
@@ -182,7 +158,7 @@ async def eventually(check: Any, what: str, timeout: float = 15.0) -> None:
 @pytest.fixture
 async def stack(database: str) -> AsyncIterator[tuple[EngineStack, Venue]]:
     venue = Venue()
-    async with engine_stack(database, [venue], Market(), deadline=2.0, max_unsaved=4) as built:
+    async with engine_stack(database, [venue], AaplMarket(), deadline=2.0, max_unsaved=4) as built:
         yield built, venue
     await set_outage(database, False)  # so the database can be dropped
 
@@ -198,18 +174,18 @@ async def test_orders_during_an_outage_get_a_503_and_reach_no_broker(
     await set_outage(database, True)
     order_id = new_id()
     with trio.fail_after(8), pytest.raises(DatabaseUnavailable) as raised:
-        await built.engine.route_order(order(order_id))
+        await built.engine.route_order(aapl_order(order_id))
     assert isinstance(raised.value, Unavailable) and raised.value.code == 503
     assert "retry with the same orderId" in raised.value.message
     started = trio.current_time()
     with pytest.raises(DatabaseUnavailable):  # the next one does not wait: it knows
-        await built.engine.route_order(order(new_id()))
+        await built.engine.route_order(aapl_order(new_id()))
     assert trio.current_time() - started < 0.5
     assert venue.submits == []
     await set_outage(database, False)
     with trio.fail_after(10):
         await built.store.wait_available()
-    answer = await built.engine.route_order(order(order_id))  # the OMS's retry
+    answer = await built.engine.route_order(aapl_order(order_id))  # the OMS's retry
     assert answer.status is RoutingStatus.ACCEPTED
     assert len(venue.submits) == 1
 
@@ -219,7 +195,7 @@ async def test_fills_during_an_outage_are_written_in_order_when_it_ends(
 ) -> None:
     built, venue = stack
     order_id = new_id()
-    answer = await built.engine.route_order(order(order_id))
+    answer = await built.engine.route_order(aapl_order(order_id))
     assert answer.status is RoutingStatus.ACCEPTED
     built.drain_published()
     client_order_id = venue.submits[0].client_order_id
@@ -257,7 +233,7 @@ async def test_events_past_the_buffer_are_recovered_from_the_broker(
     built, venue = stack
     order_ids = [new_id() for _ in range(6)]
     for order_id in order_ids:
-        assert (await built.engine.route_order(order(order_id))).status is RoutingStatus.ACCEPTED
+        assert (await built.engine.route_order(aapl_order(order_id))).status is RoutingStatus.ACCEPTED
     await set_outage(database, True)
     since = datetime.now(UTC) - timedelta(seconds=1)
     applier = built.engine._applier

@@ -16,25 +16,13 @@ import trio
 
 from adapters.base import BrokerAck, BrokerOrderSnapshot, BrokerRejected, OutcomeUnknown, SubmitRequest
 from api.capabilities import Capabilities
-from api.contracts import CommissionStructure, GetExecutionRequest, OrderRoutingRequest
-from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, OrderType, RoutingStatus, Side
+from api.contracts import CommissionStructure, GetExecutionRequest
+from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, RoutingStatus
 from api.events import AnyBrokerEvent, OrderFilled
 from nursery.engine import ExecutionEngine
-from routing.impact import MarketStats
-from tests.support.engine_stack import engine_stack
+from tests.support.engine_stack import AaplMarket, aapl_order, engine_stack
 
 NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
-
-
-class Market:
-    def asset_class(self, symbol: str) -> AssetClass | None:
-        return AssetClass.EQUITY if symbol == "AAPL" else None
-
-    def mid(self, symbol: str) -> Decimal | None:
-        return Decimal("190.00")
-
-    def stats(self, symbol: str) -> MarketStats | None:
-        return None
 
 
 class ProbeBroker:
@@ -109,25 +97,11 @@ class ProbeBroker:
         return self.placed.get(client_order_id)
 
 
-def order(order_id: str, **changes: Any) -> OrderRoutingRequest:
-    fields: dict[str, Any] = dict(
-        order_id=order_id,
-        account_id="ACC",
-        symbol="AAPL",
-        side=Side.BUY,
-        type=OrderType.LIMIT,
-        quantity=Decimal(100),
-        price=Decimal("190.50"),
-    )
-    fields.update(changes)
-    return OrderRoutingRequest(**fields)
-
-
 @pytest.fixture
 async def stack(migrated_database_url: str) -> AsyncIterator[tuple[ExecutionEngine, ProbeBroker, Any]]:
     broker = ProbeBroker(migrated_database_url)
     async with engine_stack(
-        migrated_database_url, [broker], Market(), deadline=2.0, recover=False, reconcile_budget=1.0
+        migrated_database_url, [broker], AaplMarket(), deadline=2.0, recover=False, reconcile_budget=1.0
     ) as built:
         yield built.engine, broker, built.published
 
@@ -150,7 +124,7 @@ def new_id() -> str:
 async def test_order_broker_and_client_order_id_are_committed_before_the_broker_is_called(stack: Any) -> None:
     engine, broker, _ = stack
     order_id = new_id()
-    response = await engine.route_order(order(order_id))
+    response = await engine.route_order(aapl_order(order_id))
     assert response.status is RoutingStatus.ACCEPTED
     (request,) = broker.submits
     # Seen from another session while the broker call was in progress: committed, PENDING,
@@ -165,7 +139,7 @@ async def test_concurrent_duplicates_reach_the_broker_once(stack: Any) -> None:
     responses: list[Any] = []
 
     async def send() -> None:
-        responses.append(await engine.route_order(order(order_id)))
+        responses.append(await engine.route_order(aapl_order(order_id)))
 
     async with trio.open_nursery() as nursery:
         for _ in range(20):
@@ -179,7 +153,7 @@ async def test_rejection_is_answered_and_persisted(stack: Any) -> None:
     engine, broker, publish = stack
     broker.outcome = "reject"
     order_id = new_id()
-    response = await engine.route_order(order(order_id))
+    response = await engine.route_order(aapl_order(order_id))
     assert response.status is RoutingStatus.REJECTED
     assert response.rejection_reason == "probe: insufficient buying power"
     details = await engine.get_execution(GetExecutionRequest(order_id=order_id))
@@ -192,7 +166,7 @@ async def test_unknown_outcome_is_reconciled_and_adopted_without_a_resend(stack:
     engine, broker, _ = stack
     broker.outcome = "unknown"  # the broker took it; the answer was lost
     order_id = new_id()
-    response = await engine.route_order(order(order_id))
+    response = await engine.route_order(aapl_order(order_id))
     assert response.status is RoutingStatus.ACCEPTED
     assert response.broker_order_id == "B-1"
     assert broker.query_count >= 1
@@ -203,7 +177,7 @@ async def test_unknown_outcome_for_an_order_the_broker_never_got_is_rejected_not
     engine, broker, _ = stack
     broker.outcome = "lost"
     order_id = new_id()
-    response = await engine.route_order(order(order_id))
+    response = await engine.route_order(aapl_order(order_id))
     assert response.status is RoutingStatus.REJECTED  # the only broker, provably without it
     assert "never reached the broker" in (response.rejection_reason or "")
     assert len(broker.submits) == 1
@@ -213,7 +187,7 @@ async def test_unknown_outcome_past_the_budget_is_pending_and_resolved_in_the_ba
     engine, broker, publish = stack
     broker.outcome = "lost_then_silent"
     order_id = new_id()
-    response = await engine.route_order(order(order_id))
+    response = await engine.route_order(aapl_order(order_id))
     assert response.status is RoutingStatus.PENDING
     assert await settled_status(engine, order_id) == "PENDING"  # still asking
     broker.queries_hang = False  # the broker answers again: it never got the order
@@ -228,7 +202,7 @@ async def test_a_fill_is_persisted_and_queued_for_publication_once(
 ) -> None:
     engine, broker, publish = stack
     order_id = new_id()
-    response = await engine.route_order(order(order_id))
+    response = await engine.route_order(aapl_order(order_id))
     accepted = publish.receive_nowait()
     assert accepted.msg_id == f"{response.execution_id}:1"
     client_order_id = broker.submits[0].client_order_id

@@ -19,30 +19,18 @@ import trio
 
 from adapters.base import BrokerAck, BrokerOrderSnapshot, SubmitRequest
 from api.capabilities import Capabilities
-from api.contracts import CommissionStructure, OrderRoutingRequest, OrderRoutingResponse
-from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, OrderType, RoutingStatus, Side
+from api.contracts import CommissionStructure, OrderRoutingResponse
+from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, RoutingStatus
 from api.events import AnyBrokerEvent, OrderFilled
 from nursery.lease import Lease, new_seat
 from nursery.orphans import OrphanSweeper
-from routing.impact import MarketStats
 from sql.migrate import apply_migrations
 from sql.records import ClaimTakenOver
 from sql.store import Store
 from tests.support.databases import sibling_database
-from tests.support.engine_stack import EngineStack, engine_stack
+from tests.support.engine_stack import AaplMarket, EngineStack, aapl_order, engine_stack
 
 LEASE_S = 0.6
-
-
-class Market:
-    def asset_class(self, symbol: str) -> AssetClass | None:
-        return AssetClass.EQUITY if symbol == "AAPL" else None
-
-    def mid(self, symbol: str) -> Decimal | None:
-        return Decimal("190.00")
-
-    def stats(self, symbol: str) -> MarketStats | None:
-        return None
 
 
 class Venue:
@@ -95,18 +83,6 @@ class Venue:
         return []
 
 
-def order(order_id: str) -> OrderRoutingRequest:
-    return OrderRoutingRequest(
-        order_id=order_id,
-        account_id="ACC",
-        symbol="AAPL",
-        side=Side.BUY,
-        type=OrderType.LIMIT,
-        quantity=Decimal(100),
-        price=Decimal("190.50"),
-    )
-
-
 def new_id() -> str:
     return f"o-{uuid.uuid4().hex[:16]}"
 
@@ -140,7 +116,13 @@ async def daemon(
     seat = new_seat(name, f"/tmp/orphans-{name}-{uuid.uuid4().hex[:6]}")
     async with (
         engine_stack(
-            database, [venue], Market(), deadline=deadline, settle=0.3, reconcile_budget=2.0, owner=seat.id
+            database,
+            [venue],
+            AaplMarket(),
+            deadline=deadline,
+            settle=0.3,
+            reconcile_budget=2.0,
+            owner=seat.id,
         ) as s,
         trio.open_nursery() as nursery,
     ):
@@ -163,7 +145,7 @@ async def claim_and_die(database: str, venue: Venue, order_id: str) -> None:
     venue.hang = True
     async with daemon(database, venue, "doomed", renew=False) as doomed:
         with trio.move_on_after(0.5):
-            await doomed.stack.engine.route_order(order(order_id))
+            await doomed.stack.engine.route_order(aapl_order(order_id))
     venue.hang = False
 
 
@@ -191,7 +173,7 @@ async def test_a_dead_daemons_order_at_the_broker_is_answered_accepted_by_a_surv
         answer = await wait_answer(store, order_id)
         assert answer.status is RoutingStatus.ACCEPTED
         assert answer.broker_order_id == "V-1"
-        again = await survivor.stack.engine.route_order(order(order_id))  # the OMS's retry
+        again = await survivor.stack.engine.route_order(aapl_order(order_id))  # the OMS's retry
         assert again == answer
         (attempt,) = await store.load_attempts(order_id)
         assert attempt.status is BrokerOrderStatus.ACCEPTED
@@ -220,7 +202,7 @@ async def test_a_repeated_request_takes_the_orphan_over_at_once(database: str) -
         await trio.sleep(LEASE_S)  # the survivor may judge leases
         started = trio.current_time()
         with trio.fail_after(5):
-            answer = await survivor.stack.engine.route_order(order(order_id))
+            answer = await survivor.stack.engine.route_order(aapl_order(order_id))
         assert answer.status is RoutingStatus.ACCEPTED
         assert trio.current_time() - started < 3.0  # not the 10 s wait then 503 of old
     assert len(venue.submits) == 1
@@ -231,11 +213,11 @@ async def test_a_live_peers_orders_are_left_alone(database: str) -> None:
     order_id = new_id()
     venue.hang = True
     async with daemon(database, venue, "busy", deadline=30.0) as busy, trio.open_nursery() as nursery:
-        nursery.start_soon(busy.stack.engine.route_order, order(order_id))
+        nursery.start_soon(busy.stack.engine.route_order, aapl_order(order_id))
         async with daemon(database, venue, "peer") as peer:
             await trio.sleep(LEASE_S * 3)
-            assert peer.sweeper.adopted == 0, 'peer'
-            assert busy.sweeper.adopted == 0, 'busy'
+            assert peer.sweeper.adopted == 0, "peer"
+            assert busy.sweeper.adopted == 0, "busy"
             assert await stored_response(peer.stack.store, order_id) is None
         nursery.cancel_scope.cancel()
 

@@ -1,22 +1,54 @@
 """The engine and its broker connections, assembled as the daemon does it (store, handles,
 engine, supervisor), for tests that drive the engine directly: one builder instead of a copy
-per test module."""
+per test module; `AaplMarket` and `aapl_order` are the market and the order most of them use."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import trio
 
 from adapters.base import BrokerAdapter
+from api.contracts import OrderRoutingRequest
+from api.enums import AssetClass, OrderType, Side
 from api.events import AnyBrokerEvent
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine, MarketView
+from routing.impact import MarketStats
 from sql.records import OutboxEvent
 from sql.store import Store
+
+
+class AaplMarket:
+    """One instrument, AAPL (an equity), mid 190.00, no statistics."""
+
+    def asset_class(self, symbol: str) -> AssetClass | None:
+        return AssetClass.EQUITY if symbol == "AAPL" else None
+
+    def mid(self, symbol: str) -> Decimal | None:
+        return Decimal("190.00")
+
+    def stats(self, symbol: str) -> MarketStats | None:
+        return None
+
+
+def aapl_order(order_id: str, **changes: Any) -> OrderRoutingRequest:
+    """A LIMIT buy of 100 AAPL at 190.50 (any field replaced by `changes`)."""
+    fields: dict[str, Any] = dict(
+        order_id=order_id,
+        account_id="ACC",
+        symbol="AAPL",
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        quantity=Decimal(100),
+        price=Decimal("190.50"),
+    )
+    fields.update(changes)
+    return OrderRoutingRequest(**fields)
 
 
 class EngineStack:
