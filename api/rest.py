@@ -62,10 +62,11 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 #: Endpoints (named by the document's operationId) that answer without a token.
-PUBLIC_ENDPOINTS = frozenset({"getOpenApiDocument", "getHealth"})
+PUBLIC_ENDPOINTS = frozenset({"getOpenApiDocument", "getHealth", "getReadiness"})
 
 _UNAUTHORIZED = encode(ErrorBody(message="Authentication required"))
 _HEALTH = encode({"status": "ok"})
+_READY = encode({"ready": True, "checks": {}})
 _INTERNAL = encode(ErrorBody(message="internal server error"))
 _HTTP_MESSAGES = {
     404: encode(ErrorBody(message="not found")),
@@ -89,10 +90,15 @@ def create_app(
     max_body_bytes: int = 64 * 1024,
     drain_bytes: int = BODY_DRAIN_BYTES,
     drain_s: float = BODY_DRAIN_S,
+    readiness: Callable[[], tuple[bool, bytes]] | None = None,
 ) -> QuartTrio:
     """The REST app over `service`, ready for `hypercorn.trio.serve`.
 
-    Every route except `GET /openapi.json` and `GET /health` needs `Authorization: Bearer <t>`
+    `readiness` answers `GET /ready`: (ready, JSON body); 200 when ready, else 503 (without
+    it the app is always ready: nothing it depends on is known here).
+
+    Every route except `GET /openapi.json`, `GET /health` and `GET /ready` needs
+    `Authorization: Bearer <t>`
     with `t` in `tokens` (compared in constant time); otherwise 401. **An empty `tokens` turns
     authentication off**: that is the embedded default, which listens on localhost only. A request
     body over `max_body_bytes` gets 413 and is never buffered past the limit (a declared
@@ -162,6 +168,13 @@ def create_app(
     @app.get("/health", endpoint="getHealth")
     async def get_health() -> Response:
         return _json(_HEALTH)
+
+    @app.get("/ready", endpoint="getReadiness")
+    async def get_readiness() -> Response:
+        if readiness is None:
+            return _json(_READY)
+        ready, body = readiness()
+        return _json(body, 200 if ready else 503)
 
     @app.errorhandler(ServiceError)
     async def service_error(error: ServiceError) -> Response:

@@ -25,18 +25,20 @@ import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import hypercorn.config
 import hypercorn.trio
+import msgspec
 import trio
 import trio_asyncio
 
 from adapters.simulated import SimulatedBroker, SimulatedMarket
 from analysis.reporter import ExecutionReporter
 from api.codec import to_builtins
+from api.enums import ConnectionStatus
 from api.events import AnyBrokerEvent
 from api.rest import create_app
 from daemon import credentials, servers
@@ -46,6 +48,7 @@ from daemon.config import Config
 from daemon.endpoints import OVERLOADED, admin_endpoints, service_endpoints
 from daemon.logs import register_secret
 from daemon.publisher import Publisher
+from daemon.readiness import Readiness
 from daemon.schedule import (
     backfill_reports,
     close_sessions_daily,
@@ -239,6 +242,7 @@ async def _serve(
     )
     sweeper = OrphanSweeper(store, lease, engine.adopt, engine.routing_here)
     engine.take_orphan = sweeper.take_one
+    readiness = _readiness(store, bus, handles, shutdown)
     rest_stop = trio.Event()
     changes_send, changes_receive = trio.open_memory_channel[StatusChange](4096)
     for handle in handles:
@@ -280,7 +284,7 @@ async def _serve(
             await work.start(serve_nats)
             rest_url = None
             if config.rest.enabled:
-                rest_url = await work.start(_serve_rest, config, engine, rest_stop)
+                rest_url = await work.start(_serve_rest, config, engine, readiness, rest_stop)
             root.start_soon(refresh_views_every, store, config.database.views_refresh_s)
             if config.market.session_close_utc:
                 closers = [h.adapter.end_of_day for h in handles if isinstance(h.adapter, SimulatedBroker)]
@@ -352,14 +356,40 @@ async def _wait_for_quotes(book: MarketBook, wait: float) -> None:
     )
 
 
+#: Broker states an order can be sent in (DEGRADED: its breaker is half-open, or it throttles).
+_ROUTABLE = frozenset({ConnectionStatus.CONNECTED, ConnectionStatus.DEGRADED})
+
+
+def _readiness(
+    store: Store, bus: NatsBus, handles: Sequence[BrokerHandle], shutdown: trio.Event
+) -> Readiness:
+    readiness = Readiness()
+    readiness.add("database", lambda: None if store.available else "unavailable (reconnecting)")
+    readiness.add("nats", lambda: None if bus.is_connected else "disconnected (reconnecting)")
+
+    def brokers() -> str | None:
+        if any(h.effective_status in _ROUTABLE for h in handles):
+            return None
+        return "no broker connected" if handles else "no broker configured"
+
+    readiness.add("brokers", brokers)
+    readiness.add("intake", lambda: "stopping" if shutdown.is_set() else None)
+    return readiness
+
+
 async def _serve_rest(
     config: Config,
     engine: ExecutionEngine,
+    readiness: Readiness,
     stop: trio.Event,
     *,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    app = create_app(engine, tokens=frozenset(config.rest.tokens))
+    def ready() -> tuple[bool, bytes]:
+        report = readiness.report()
+        return report.ready, msgspec.json.encode(report)
+
+    app = create_app(engine, tokens=frozenset(config.rest.tokens), readiness=ready)
     hc = hypercorn.config.Config()
     hc.bind = [f"{config.rest.host}:{config.rest.port}"]
     hc.accesslog = None

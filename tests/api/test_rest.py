@@ -355,6 +355,30 @@ async def test_health_needs_no_token(client: Client) -> None:
     assert (reply.status, reply.body) == (200, {"status": "ok"})
 
 
+async def test_readiness_needs_no_token_and_says_503_with_the_reasons_when_not_ready(
+    service: FakeBrokerService,
+) -> None:
+    state = {"ready": True}
+
+    def readiness() -> tuple[bool, bytes]:
+        if state["ready"]:
+            return True, b'{"ready":true,"checks":{"database":"ok"}}'
+        return False, b'{"ready":false,"checks":{"database":"unavailable (reconnecting)"}}'
+
+    client = client_of(create_app(service, tokens=frozenset({TOKEN}), readiness=readiness))
+    reply = await call(client, "GET", "/ready", headers={})
+    assert (reply.status, reply.body) == (200, {"ready": True, "checks": {"database": "ok"}})
+    state["ready"] = False
+    reply = await call(client, "GET", "/ready", headers={})
+    assert reply.status == 503
+    assert reply.body == {"ready": False, "checks": {"database": "unavailable (reconnecting)"}}
+
+
+async def test_readiness_without_a_source_is_ready(client: Client) -> None:
+    reply = await call(client, "GET", "/ready", headers={})
+    assert (reply.status, reply.body) == (200, {"ready": True, "checks": {}})
+
+
 async def test_openapi_document_needs_no_token(client: Client) -> None:
     response = await client.get("/openapi.json")
     assert response.status_code == 200

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from daemon.servers import NatsServer
@@ -54,6 +55,7 @@ def test_postgres_restart_in_a_flood_keeps_the_daemon_alive_and_answers_every_or
     stopped_at = time.monotonic()
     time.sleep(OUTAGE_S)  # the deliberate outage
     answered_during_outage = flood.answered - answered_at_stop
+    during = httpx.get(f"{daemon.rest_url}/ready", timeout=5)  # not ready, and says why
     postgres.start()
     restored_at = time.monotonic()
     flood.finish_by(restored_at + ANSWER_WITHIN_S)
@@ -87,6 +89,10 @@ def test_postgres_restart_in_a_flood_keeps_the_daemon_alive_and_answers_every_or
     )
     record_figures(figures)
 
+    assert during.status_code == 503, during.text
+    assert during.json()["checks"]["database"] != "ok", during.text
+    after = httpx.get(f"{daemon.rest_url}/ready", timeout=5)
+    assert after.status_code == 200, after.text
     assert alive, f"the daemon exited (code {exit_code}) when PostgreSQL restarted; log tail:\n" + "\n".join(
         daemon.log().splitlines()[-25:]
     )

@@ -74,12 +74,28 @@ def test_ready_only_once_serving_then_watchdog_then_stopping_on_sigterm(
         assert "STATUS=serving 3 brokers" in ready
         pings = receive_until(notify_socket, "WATCHDOG=1", timeout=5)
         assert pings[-1] == "WATCHDOG=1"
+        readiness = wait_for_readiness(daemon.rest_url)
+        assert readiness == {
+            "ready": True,
+            "checks": {"database": "ok", "nats": "ok", "brokers": "ok", "intake": "ok"},
+        }
     finally:
         code = daemon.stop(signal.SIGTERM)
     assert code == 0
     assert "STOPPING=1" in receive_until(notify_socket, "STOPPING=1", timeout=10)[-1]
     assert "Traceback" not in daemon.log()
     assert not (daemon.state_dir / "runtime.json").exists()
+
+
+def wait_for_readiness(rest_url: str, timeout: float = 10.0) -> Any:
+    """GET /ready until it says 200 (the brokers connect just after READY=1); its body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = httpx.get(f"{rest_url}/ready", timeout=5)
+        if reply.status_code == 200 or time.monotonic() > deadline:
+            assert reply.status_code == 200, reply.text
+            return reply.json()
+        time.sleep(0.1)
 
 
 async def _burst(url: str, orders: list[dict[str, Any]], fire: threading.Event) -> list[Any]:
