@@ -6,6 +6,19 @@ lock, so the persisted sequence of states is exactly the order in which they wer
 Every change of one `apply` (its transitions, their outbox rows, the routing response if any)
 is committed in one submission before anything is handed to the publisher.
 
+Deferred writes (`apply(..., durable=False)`): the broker's acknowledgement of a new order and
+the routing answer are applied in memory and the caller goes on at once (it replies to the OMS);
+their write joins the next group commit, and their update is published after it. This takes
+the second commit off the critical path of RouteOrder. It is safe because what must be durable
+before the broker is called — the claim, the attempt and its client order id — already is: if
+the daemon dies before the deferred write, the claim is found unanswered and its attempt
+PENDING, and the daemon that takes it over (`nursery.orphans`) asks the broker by client order
+id and records the same outcome (ACCEPTED with the broker's order id); nothing is ever sent
+twice. A repeat of the order meanwhile waits for the stored answer (`ExecutionEngine.
+_answer_repeat`), and `LiveExecution.unsaved_response` tells the sweeper it is being answered.
+Later changes of the execution are written behind the deferred ones, in order: a durable
+`apply` writes everything still unsaved first, in the same submission.
+
 PostgreSQL outages. A change the database cannot take now (`DatabaseUnavailable`, or a write
 whose outcome is unknown) is not lost and does not fail the caller: the in-memory state moves
 on, and the unsaved changes stay queued on the execution (`LiveExecution.unsaved`), ahead of
@@ -84,6 +97,8 @@ class EventApplier:
         #: Broker events dropped because the unsaved buffer was full (recovered afterwards).
         self.dropped = 0
         self._waiting: dict[str, LiveExecution] = {}  # executions with unsaved changes, in order
+        #: Executions with a deferred write pending (a task is about to write them).
+        self._deferred: set[str] = set()
         self._flushing = False
         self._overflow_since: datetime | None = None
 
@@ -168,11 +183,13 @@ class EventApplier:
         response: OrderRoutingResponse | None = None,
         *,
         publish: bool = True,
+        durable: bool = True,
     ) -> None:
         """Apply `events` in order; persist every change (with its outbox row when `publish`)
         and `response`, if given, in one submission; then publish. Serialised per execution.
         Never fails because the database is unavailable: the changes then wait, in order, for
-        the flusher (see the module docstring)."""
+        the flusher (see the module docstring). `durable=False`: return before the write,
+        which a task does next (see "Deferred writes")."""
         async with live.lock:
             order = live.order
             if order.status is BrokerOrderStatus.REJECTED and any(
@@ -214,7 +231,11 @@ class EventApplier:
                     self._brokers[state.broker_id].running_volume += (
                         transition.fill.quantity * transition.fill.price
                     )
-            await self._persist(live, rows, (order.order_id, response) if response is not None else None)
+            answer = (order.order_id, response) if response is not None else None
+            if durable:
+                await self._persist(live, rows, answer)
+            else:
+                self._defer(live, rows, answer)
             if not changes:
                 return
             was_final = live.order.status.is_final
@@ -244,25 +265,60 @@ class EventApplier:
         """Write these changes (and `response`) in one submission, then publish; on an outage,
         or behind changes of this execution still unsaved, keep them for the flusher, in
         order. Called under `live.lock`."""
-        if not live.unsaved and live.unsaved_response is None:
-            try:
-                await self._store.save_changes(rows, response)
-            except (DatabaseUnavailable, WriteTimeout) as exc:
-                if not self._waiting:
-                    log.warning(
-                        "database unavailable: keeping execution changes in memory until it is back",
-                        extra={"execution_id": live.order.id, "error": repr(exc)},
-                    )
-            else:
-                self._hand_to_publisher(rows)
-                return
+        self._keep(live, rows, response)
+        if live.order.id not in self._waiting:  # else behind an outage's backlog, for the flusher
+            await self._write_unsaved(live)
+
+    def _keep(
+        self, live: LiveExecution, rows: list[Change], response: tuple[str, OrderRoutingResponse] | None
+    ) -> None:
+        """Queue changes on the execution, behind those still unsaved."""
         live.unsaved.extend(rows)
         self.unsaved += len(rows)
         if live.unsaved_response is None and response is not None:  # the first answer wins
             live.unsaved_response = response
             self.unsaved += 1
-        self._waiting.setdefault(live.order.id, live)
-        self._start_flusher()
+
+    async def _write_unsaved(self, live: LiveExecution) -> None:
+        """Write every unsaved change of `live` (and its answer) in one submission, then
+        publish; if the database cannot take them, leave them to the flusher. Under `live.lock`."""
+        rows, response = live.unsaved, live.unsaved_response
+        if not rows and response is None:
+            return
+        try:
+            await self._store.save_changes(rows, response)
+        except (DatabaseUnavailable, WriteTimeout) as exc:
+            if not self._waiting:
+                log.warning(
+                    "database unavailable: keeping execution changes in memory until it is back",
+                    extra={"execution_id": live.order.id, "error": repr(exc)},
+                )
+            self._waiting.setdefault(live.order.id, live)
+            self._start_flusher()
+            return
+        live.unsaved, live.unsaved_response = [], None
+        self.unsaved -= len(rows) + (response is not None)
+        self._hand_to_publisher(rows)
+
+    def _defer(
+        self, live: LiveExecution, rows: list[Change], response: tuple[str, OrderRoutingResponse] | None
+    ) -> None:
+        self._keep(live, rows, response)
+        execution_id = live.order.id
+        if execution_id not in self._waiting and execution_id not in self._deferred:
+            self._deferred.add(execution_id)
+            self._spawn(self._write_deferred, live)
+
+    async def _write_deferred(self, live: LiveExecution) -> None:
+        async with live.lock:
+            self._deferred.discard(live.order.id)
+            if live.order.id not in self._waiting:
+                await self._write_unsaved(live)
+
+    @property
+    def pending_writes(self) -> int:
+        """Executions whose deferred write has not run yet (shutdown waits for zero)."""
+        return len(self._deferred)
 
     def _start_flusher(self) -> None:
         if not self._flushing:

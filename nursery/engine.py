@@ -244,6 +244,11 @@ class ExecutionEngine:
         """Wait until no routing or cancel request is in progress."""
         await self._idle.wait()
 
+    async def wait_written(self) -> None:
+        """Wait until every deferred write (acks answered before they were written) is done."""
+        while self._applier.pending_writes:  # noqa: ASYNC110 (a handful of ms, at shutdown)
+            await trio.sleep(0.005)
+
     async def wait_settled(self, quiet_for: float = 0.05) -> None:
         """Wait until broker events stop arriving and every one received has been applied and
         persisted (used on shutdown, under the grace deadline, so fills already reported by the
@@ -252,7 +257,7 @@ class ExecutionEngine:
         while trio.current_time() - quiet_since < quiet_for:
             await trio.sleep(0.005)
             queued = self._events.statistics().current_buffer_used if self._events is not None else 0
-            if queued or self._applier.applying or self._reporting:
+            if queued or self._applier.applying or self._applier.pending_writes or self._reporting:
                 quiet_since = trio.current_time()
 
     def open_executions(self) -> int:
@@ -574,9 +579,10 @@ class ExecutionEngine:
     ) -> OrderRoutingResponse:
         answer = self._response(live, routing_id, RoutingStatus.ACCEPTED, broker_order_id=broker_order_id)
         live.accepted_at = at
-        await self._applier.apply(
-            live, [OrderAccepted(live.order.client_order_id, at, broker_order_id)], answer
-        )
+        # The reply goes out before the ack is written: the claim made the order recoverable
+        # (see nursery.applier, "Deferred writes").
+        accepted = OrderAccepted(live.order.client_order_id, at, broker_order_id)
+        await self._applier.apply(live, [accepted], answer, durable=False)
         if live.cancel_requested and not live.order.status.is_final:
             self._spawn(self._cancels.send_cancel, live)
         return answer

@@ -203,6 +203,7 @@ async def test_a_fill_is_persisted_and_queued_for_publication_once(
     engine, broker, publish = stack
     order_id = new_id()
     response = await engine.route_order(aapl_order(order_id))
+    await engine.wait_settled()  # the ack is written (and published) just after the reply
     accepted = publish.receive_nowait()
     assert accepted.msg_id == f"{response.execution_id}:1"
     client_order_id = broker.submits[0].client_order_id

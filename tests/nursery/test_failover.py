@@ -209,6 +209,7 @@ async def test_every_attempt_is_persisted_with_its_own_client_order_id(
     stack.a.inject(Fault.REJECT)
     order = resting_order()
     await stack.engine.route_order(order)
+    await stack.engine.wait_settled()  # the ack is written just after the reply
     with psycopg.connect(migrated_database_url) as conn:
         rows = conn.execute(
             "SELECT attempt, broker_id, status, client_order_id, rejection_reason FROM broker_orders"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -24,6 +24,8 @@ from api.orders import BrokerOrder
 from market.simulated import DirectView
 from nursery.brokers import RECOVERY_OVERLAP, BrokerHandle
 from nursery.recovery import UNKNOWN_AT_BROKER
+from sql.migrate import apply_migrations
+from tests.support.databases import sibling_database
 from tests.support.engine_stack import EngineStack, engine_stack
 from tests.support.fix_acceptor import FixAcceptor, fix_config_for, fresh_acceptor
 
@@ -73,20 +75,29 @@ async def eventually(holds: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
-async def stack(migrated_database_url: str) -> AsyncIterator[Stack]:
+def database(migrated_database_url: str) -> Iterator[str]:
+    """A database of this module's own: the engine reloads every open execution at start, and
+    other modules' leftovers (PENDING attempts at brokers not configured here) must not log."""
+    with sibling_database(migrated_database_url) as url:
+        apply_migrations(url)
+        yield url
+
+
+@pytest.fixture
+async def stack(database: str) -> AsyncIterator[Stack]:
     acceptor = fresh_acceptor()
     market = SimulatedMarket(MarketConfig(seed=5, tick_interval_ms=None, instruments=default_instruments()))
     async with trio.open_nursery() as servers:
         await servers.start(acceptor.serve)
-        adapter = build_fix_broker(fix_config_for(acceptor), migrated_database_url)
+        adapter = build_fix_broker(fix_config_for(acceptor), database)
         try:
             async with engine_stack(
-                migrated_database_url,
+                database,
                 [adapter],
                 DirectView(market),
                 supervisor_options={"backoff_initial": BACKOFF},
             ) as built:
-                yield Stack(built, acceptor, adapter, migrated_database_url)
+                yield Stack(built, acceptor, adapter, database)
         finally:
             servers.cancel_scope.cancel()
             with trio.CancelScope(shield=True):
@@ -144,6 +155,7 @@ async def test_fills_whose_reports_a_sequence_reset_discarded_are_reconstructed_
 ) -> None:
     execution = await accepted_order(stack)
     cid = execution.client_order_id
+    await stack.engine.wait_settled()  # the ack's update is published after its deferred write
     stack.built.drain_published()
     stack.acceptor.reset_next_logon = True  # the broker starts its numbers again on the next logon
     logons = stack.acceptor.logons
@@ -204,7 +216,7 @@ async def test_an_order_the_broker_no_longer_knows_ends_cancelled_and_a_cancel_i
 
 
 async def test_a_reconnect_rereads_fills_only_from_the_lost_connection_not_from_the_first_order(
-    migrated_database_url: str,
+    database: str,
 ) -> None:
     """The supervisor hands `recover` None on the first connect (the engine then reads from the
     oldest open execution) and, once a recovery completed, the lost connection's last heartbeat
@@ -219,10 +231,10 @@ async def test_a_reconnect_rereads_fills_only_from_the_lost_connection_not_from_
 
     async with trio.open_nursery() as servers:
         await servers.start(acceptor.serve)
-        adapter = build_fix_broker(fix_config_for(acceptor), migrated_database_url)
+        adapter = build_fix_broker(fix_config_for(acceptor), database)
         try:
             async with engine_stack(
-                migrated_database_url,
+                database,
                 [adapter],
                 DirectView(market),
                 supervisor_options={"backoff_initial": BACKOFF, "heartbeat_every": 0.2, "recover": recover},

@@ -106,6 +106,8 @@ async def engine_stack(
         if drain:
             nursery.start_soon(_discard, publish_receive)
         yield EngineStack(engine, store, handles, publish_receive)
+        with trio.move_on_after(5):  # acks answered just before the end are written, as on a stop
+            await engine.wait_written()
         nursery.cancel_scope.cancel()
     publish_receive.close()
 
