@@ -67,14 +67,14 @@ UPDATE daemons SET stopped_at = now(), seen_at = '-infinity' WHERE id = %s
 _PRUNE = b"""
 DELETE FROM daemons d
 WHERE d.seen_at < now() - make_interval(days => %s)
-  AND NOT EXISTS (SELECT 1 FROM routed_orders r WHERE r.owner = d.id AND r.response IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM open_claims c JOIN routed_orders r USING (order_id) WHERE r.owner = d.id)
 """
 
-# Candidates come from two small sets, each behind its own index: unanswered claims (partial
-# index) and PENDING attempts (status index). Only then is the owner's lease looked at.
+# Candidates come from two small sets: unanswered claims (open_claims, migration 0009) and
+# PENDING attempts (status index). Only then is the owner's lease looked at.
 _TAKE = b"""
 WITH candidates AS (
-    SELECT r.order_id FROM routed_orders r WHERE r.response IS NULL
+    SELECT c.order_id FROM open_claims c
     UNION
     SELECT b.order_id FROM broker_orders b WHERE b.status = 'PENDING'
 ),

@@ -136,11 +136,23 @@ SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::numeric[], %b::nume
 ON CONFLICT DO NOTHING
 """
 
+# An answered claim leaves open_claims in the same statement (migration 0009).
 _SET_RESPONSES = b"""
-UPDATE routed_orders AS r SET response = x.response::jsonb, responded_at = x.responded_at
-FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS x(order_id, response, responded_at)
-WHERE r.order_id = x.order_id AND r.response IS NULL
-RETURNING r.order_id
+WITH answered AS (
+    UPDATE routed_orders AS r SET response = x.response::jsonb, responded_at = x.responded_at
+    FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS x(order_id, response, responded_at)
+    WHERE r.order_id = x.order_id AND r.response IS NULL
+    RETURNING r.order_id
+), closed AS (
+    DELETE FROM open_claims c USING answered a WHERE c.order_id = a.order_id
+)
+SELECT order_id FROM answered
+"""
+
+_INSERT_OPEN_CLAIMS = b"""
+INSERT INTO open_claims (order_id, received_at)
+SELECT * FROM unnest(%b::text[], %b::timestamptz[])
+ON CONFLICT DO NOTHING
 """
 
 _MARK_PUBLISHED = b"""
@@ -324,6 +336,7 @@ class Claim(WriteOp[ClaimResult]):
             inserted.discard(op.claim.routing_id)  # a repeated routing id wins once
             claimed.append(won_it)
         won = [op.claim for op, c in zip(ops, claimed, strict=True) if c and op.claim.routing_id in fresh]
+        write(cur, _INSERT_OPEN_CLAIMS, [(c.order_id, c.received_at) for c in won if c.response is None])
         write(
             cur,
             _INSERT_EXECUTIONS,
