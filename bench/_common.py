@@ -30,9 +30,15 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-# The repository first, and not this folder: `bench/routing.py` and `bench/tca.py` would
-# otherwise shadow the `routing` and `tca` packages (`python bench/x.py` puts bench/ first).
-sys.path[:] = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() not in (REPO, REPO / "bench"))]
+# The repository first and this folder last: `bench/routing.py` and `bench/tca.py` would otherwise
+# shadow the `routing` and `tca` packages (`python bench/x.py` puts bench/ first), while the
+# helpers (`_pg`) stay importable.
+_BENCH = REPO / "bench"
+sys.path[:] = [
+    str(REPO),
+    *(p for p in sys.path if Path(p or ".").resolve() not in (REPO, _BENCH)),
+    str(_BENCH),
+]
 
 ECHO_READY = "echo-ready"
 
@@ -48,13 +54,18 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell: the first left-aligned, the others right-aligned."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(headers))
-    print(line)
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    print(format_table(headers, rows))
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -154,6 +165,7 @@ class BenchStack:
         self.nats_url = ""
         self.database_url = ""
         self.database_note = ""
+        self.pgdata: Path | None = None  # the embedded server's data directory
         self.daemon: subprocess.Popen[bytes] | None = None
         self.daemon_log = self.tmp / "daemon.log"
         self.responders: list[subprocess.Popen[str]] = []
@@ -196,6 +208,7 @@ class BenchStack:
             with warnings.catch_warnings():  # platformdirs, inside pgserver: XDG_RUNTIME_DIR not set
                 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
                 self.database_url = self._stack.enter_context(embedded_postgres(self.tmp / "pgdata"))
+            self.pgdata = self.tmp / "pgdata"
             self.database_note = "embedded (pgserver, in the temp dir)"
         else:
             self.database_url = self._fresh_database(server_url)
@@ -219,7 +232,7 @@ class BenchStack:
         self._stack.callback(drop)
         params = conninfo_to_dict(server_url)
         params["dbname"] = name
-        return str(make_conninfo(**params))
+        return str(make_conninfo("", **params))
 
     # --- the daemon ---------------------------------------------------------------------
 
@@ -288,19 +301,6 @@ class BenchStack:
         raise RuntimeError(f"{kind} responder did not start")
 
     # --- database probes ----------------------------------------------------------------
-
-    def db_counters(self) -> dict[str, int]:
-        """Cheap, immediate counters: the next transaction id (write transactions consume one
-        each; reads do not, and neither does this query) and the WAL position in bytes."""
-        import psycopg
-
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,"
-                " pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
-            ).fetchone()
-        assert row is not None
-        return {"next_xid": int(row[0]), "wal_bytes": int(row[1])}
 
     def db_settings(self) -> dict[str, str]:
         import psycopg
