@@ -207,25 +207,52 @@ class BrokerHandle:
             latency_stats=self.latency_stats(),
         )
 
+    #: The last `candidate()`, returned again while nothing in it changed.
+    _candidate: BrokerCandidate | None = None
+
     def candidate(self, within: float | None = None) -> BrokerCandidate:
         """This broker for one routing decision. With `within` (the order's attempt deadline,
         seconds), a broker whose rate-limit windows are full but can still take the order in
-        time keeps a token headroom: it stays eligible and its limiter queues the order."""
+        time keeps a token headroom: it stays eligible and its limiter queues the order.
+
+        The same object as the last call's while every field is equal (a candidate is frozen):
+        no validation of an unchanged snapshot, and routing recognises the broker it has
+        already worked out (`routing.select`)."""
         headroom = self.limiter.headroom()
         if headroom <= 0.0 and within is not None and self.limiter.grant_delay() <= within:
             headroom = QUEUED_HEADROOM
-        return BrokerCandidate(
-            broker_id=self.broker_id,
-            status=self.effective_status,
-            capabilities=self.adapter.capabilities,
-            commission=self.adapter.commission,
-            latency_ms=self.mean_latency_ms(),
-            running_volume=self.running_volume,
-            blocked=self.blocked(),
-            rate_headroom=headroom,
-            venue_access=self.venue_access,
-            max_participation=self.max_participation,
+        status = self.effective_status
+        latency = self.mean_latency_ms()
+        blocked = self.blocked()
+        adapter = self.adapter
+        last = self._candidate
+        if (
+            last is not None
+            and last.rate_headroom == headroom
+            and last.status is status
+            and last.latency_ms == latency
+            and last.running_volume is self.running_volume
+            and last.blocked == blocked
+            and last.capabilities is adapter.capabilities
+            and last.commission is adapter.commission
+            and last.venue_access == self.venue_access
+            and last.max_participation == self.max_participation
+            and last.broker_id == self.broker_id
+        ):
+            return last
+        self._candidate = last = BrokerCandidate(
+            self.broker_id,
+            status,
+            adapter.capabilities,
+            adapter.commission,
+            latency,
+            self.running_volume,
+            blocked,
+            headroom,
+            self.venue_access,
+            self.max_participation,
         )
+        return last
 
     def info(self) -> BrokerInfo:
         status = self.effective_status

@@ -22,11 +22,28 @@ _EXECUTION_NAMESPACE = uuid.UUID("2b7d6f0e-3c1a-4e8b-9a55-7e0c4d1f9b21")
 CLIENT_ORDER_PREFIX = "bis-"
 
 
+_NAMESPACE_BYTES = _EXECUTION_NAMESPACE.bytes
+#: uuid5's version (5) and RFC 4122 variant bits over the first 16 bytes of the SHA-1.
+_KEEP = ~((0xC000 << 48) | (0xF000 << 64))
+_SET = (0x8000 << 48) | (5 << 76)
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def execution_id(order_id: str, attempt: int) -> str:
-    return str(uuid.uuid5(_EXECUTION_NAMESPACE, f"{order_id}\x1f{attempt}"))
+    """`str(uuid.uuid5(namespace, f"{order_id}\\x1f{attempt}"))`, computed as `uuid5` does
+    but without building the UUID objects (a third of the time; the same string)."""
+    digest = hashlib.sha1(
+        _NAMESPACE_BYTES + f"{order_id}\x1f{attempt}".encode(), usedforsecurity=False
+    ).digest()
+    x = f"{int.from_bytes(digest[:16]) & _KEEP | _SET:032x}"
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def client_order_id(execution: str) -> str:
+    """Our prefix and the execution id's 32 hex digits (any spelling of a UUID is accepted;
+    the canonical one, which `execution_id` returns, is read without parsing it)."""
+    if _CANONICAL.fullmatch(execution):
+        return CLIENT_ORDER_PREFIX + execution.replace("-", "")
     return CLIENT_ORDER_PREFIX + uuid.UUID(execution).hex
 
 

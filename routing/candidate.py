@@ -12,8 +12,8 @@ from api.capabilities import Capabilities
 from api.commission import commission
 from api.contracts import CommissionStructure, OrderRoutingRequest
 from api.enums import AssetClass, ConnectionStatus, OrderType, TimeInForce
-from routing.fees import VOLUME_DIGITS, FeeSchedule, exact_units, scaled
-from routing.stats import ShapeKey
+from routing.fees import VOLUME_DIGITS, FeeSchedule, InlineRate, exact_units, inline_rate, scaled
+from routing.stats import SHAPE_CODES, ShapeKey
 
 _ROUTABLE = frozenset({ConnectionStatus.CONNECTED, ConnectionStatus.DEGRADED})
 NO_HEADROOM = "rate limit exhausted (no headroom)"
@@ -73,11 +73,11 @@ class BrokerProfile:
         "_volume_units",
         "capabilities",
         "commission",
-        "flat_rate",
-        "minimum",
+        "flat",
         "schedule",
+        "shape_codes",
         "shapes",
-        "tier_rate",
+        "tier",
         "tier_room",
         "volume",
     )
@@ -86,9 +86,9 @@ class BrokerProfile:
         self.capabilities = capabilities
         self.commission = structure
         self.schedule = FeeSchedule(structure)
-        #: Copied from the schedule for the scoring loop (see `FeeSchedule`).
-        self.flat_rate = self.schedule.flat_rate
-        self.minimum = self.schedule.minimum
+        #: A schedule without tiers (`FeeSchedule.flat_rate`) as the scoring loop computes it.
+        flat, minimum = self.schedule.flat_rate, self.schedule.minimum
+        self.flat: InlineRate | None = None if flat is None else inline_rate(flat, minimum)
         self.shapes: frozenset[ShapeKey] = frozenset(
             (asset_class, order_type, tif)
             for asset_class in capabilities.asset_classes
@@ -96,12 +96,15 @@ class BrokerProfile:
             if order_type.feature in capabilities.features
             for tif in capabilities.time_in_force
         )
+        #: The same shapes as `routing.stats.SHAPE_CODES` (ints: a cheaper hash than the tuple).
+        self.shape_codes: frozenset[int] = frozenset(SHAPE_CODES[shape] for shape in self.shapes)
         #: The running volume last seen, and (for a tiered schedule) the bracket it is in:
-        #: an order of at most `tier_room` (-1: unbounded) costs `notional * tier_rate`. Read
-        #: by the scoring loop when the candidate's running volume `is` this object.
+        #: an order of at most `tier_room` (-1: unbounded) costs `notional * rate` of `tier`
+        #: (None: not computed inline). Read by the scoring loop when the candidate's running
+        #: volume `is` this object.
         self.volume: Decimal | None = None
         self._volume_units: int | None = None
-        self.tier_rate: int | None = None
+        self.tier: InlineRate | None = None
         self.tier_room = 0
 
     def __repr__(self) -> str:
@@ -120,17 +123,19 @@ class BrokerProfile:
             if running_volume is not self.volume:
                 self.volume, units = running_volume, scaled(running_volume, VOLUME_DIGITS)
                 self._volume_units = units
-                self.tier_rate, self.tier_room = (
-                    schedule.bracket_at(units) if units is not None else (None, 0)
+                rate, self.tier_room = schedule.bracket_at(units) if units is not None else (None, 0)
+                # The inline path rounds non-negative fees only.
+                self.tier = (
+                    inline_rate(rate, schedule.minimum)
+                    if rate is not None and rate >= 0 and schedule.minimum >= 0
+                    else None
                 )
-                if self.tier_rate is not None and (self.tier_rate < 0 or schedule.minimum < 0):
-                    self.tier_rate = None  # the inline path rounds non-negative fees only
             if self._volume_units is not None:
                 return schedule.fee_units(notional_units, self._volume_units)
         return exact_units(commission(self.commission, notional, running_volume))
 
 
-#: broker id -> its profile (also read directly by `select_broker`'s eligibility loop).
+#: broker id -> its profile (also read directly by `select_broker`'s loop).
 PROFILE_CACHE: dict[str, BrokerProfile] = {}
 PROFILE_CACHE_MAX = 4096
 
@@ -151,3 +156,34 @@ def profile_of(candidate: BrokerCandidate) -> BrokerProfile:
         profile = BrokerProfile(candidate.capabilities, candidate.commission)
         PROFILE_CACHE[candidate.broker_id] = profile
     return profile
+
+
+#: What routing derives from one `BrokerCandidate` whatever the order (`facts_of`).
+CandidateFacts = tuple[BrokerCandidate, BrokerProfile, str | None, bool, float]
+#: broker id -> the facts of its last candidate (read directly by `select_broker`'s loop,
+#: valid while the broker's candidate is that very object).
+FACTS_CACHE: dict[str, CandidateFacts] = {}
+
+
+def facts_of(candidate: BrokerCandidate) -> CandidateFacts:
+    """(the candidate, its profile, why it may take no order at all — its status, else its
+    block — or None, whether it has rate-limit headroom, the square root of its venue access):
+    everything eligibility and the impact model need of it but the order's shape. Kept in
+    `FACTS_CACHE` (a candidate is frozen: the facts hold while it is the same object)."""
+    status = candidate.status
+    why = None
+    if status not in _ROUTABLE:
+        why = f"status {status}"
+    elif candidate.blocked:
+        why = candidate.blocked
+    facts = (
+        candidate,
+        profile_of(candidate),
+        why,
+        not candidate.rate_headroom <= 0.0,
+        math.sqrt(candidate.venue_access),
+    )
+    if len(FACTS_CACHE) >= PROFILE_CACHE_MAX:
+        FACTS_CACHE.clear()
+    FACTS_CACHE[candidate.broker_id] = facts
+    return facts

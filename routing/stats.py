@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
+from collections.abc import Hashable
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -60,6 +62,9 @@ SHAPE_CODES: dict[ShapeKey, int] = {
 }
 URGENCY_INDEX: dict[Urgency, int] = {u: i for i, u in enumerate(Urgency)}
 PROBE_WINDOW = 16
+#: Scopes, and keys per scope, `RoutingStats.derived` keeps memos for at once (more: it starts
+#: afresh).
+DERIVED_MAX = 256
 POOLED_MEMORY = 10.0
 
 
@@ -337,6 +342,11 @@ class RoutingStats:
         self.pooled_rejects = DecayedRate()
         #: Events recorded so far (any broker).
         self.sequence = 0
+        #: Bumped by every change: each event (probes included) and each `advance` that moves
+        #: the clock. What is derived from the statistics at one version holds until the next.
+        self.version = 0
+        self._derived: dict[int, tuple[object, dict[Hashable, dict[str, Any] | None]]] = {}
+        self._derived_version = -1
         #: The latest time the statistics were told (`advance`, or an event's `at`), seconds.
         self.now = 0.0
         c = self.config
@@ -373,6 +383,36 @@ class RoutingStats:
         never goes back: an earlier `now` is ignored."""
         if now > self.now:
             self.now = now
+            self.version += 1
+
+    def derived(self, scope: object, key: Hashable) -> dict[str, Any] | None:
+        """A memo for figures derived from these statistics (`routing.select` keeps each
+        broker's figures for one order class in it), per `scope` (by identity, e.g. the
+        routing config; held until the memo is dropped, so its id cannot be reused) and `key`,
+        valid for one `version`: all memos are dropped at the first call after the statistics
+        changed. None at the first call for a scope and key: a memo pays only when a second
+        call comes before the statistics change, so it is made for the second (when every call
+        sees new statistics, as when each order advances the clock, nothing is kept). The
+        statistics change only through this class's methods, and each bumps `version`."""
+        if self._derived_version != self.version:
+            self._derived = {}
+            self._derived_version = self.version
+        scoped = self._derived.get(id(scope))
+        if scoped is None or scoped[0] is not scope:
+            if len(self._derived) >= DERIVED_MAX:
+                self._derived = {}
+            self._derived[id(scope)] = (scope, {key: None})
+            return None
+        memos = scoped[1]
+        if key not in memos:
+            if len(memos) >= DERIVED_MAX:
+                memos.clear()
+            memos[key] = None
+            return None
+        memo = memos[key]
+        if memo is None:
+            memo = memos[key] = {}
+        return memo
 
     def discount(self, stats: BrokerStats) -> float:
         """How much of a broker's evidence still counts: 1 at its last event, then
@@ -393,6 +433,7 @@ class RoutingStats:
             stats.fade(self.discount(stats))
             stats.last_seen = self.now
         self.sequence += 1
+        self.version += 1
         return stats
 
     # --- events -----------------------------------------------------------------------------
@@ -420,6 +461,7 @@ class RoutingStats:
         if stats is None:
             stats = self.brokers[broker_id] = BrokerStats(broker_id, self.config)
             stats.last_seen = self.now
+        self.version += 1
         stats.probes.add(round_trip_ms)
 
     def on_reject(self, broker_id: str, at: float | None = None) -> None:

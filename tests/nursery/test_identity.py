@@ -71,6 +71,15 @@ def test_order_id_ending_in_digits_does_not_collide_with_another_attempt() -> No
     assert execution_id("ord-1", 12) != execution_id("ord-11", 2)
 
 
+_NAMESPACE = uuid.UUID("2b7d6f0e-3c1a-4e8b-9a55-7e0c4d1f9b21")
+
+
+@given(st.one_of(order_ids, st.text(max_size=300)), st.one_of(attempts, st.integers()))
+def test_execution_id_is_exactly_uuid5_of_the_order_and_attempt(order_id: str, attempt: int) -> None:
+    """Computed without UUID objects, but the same ids as `uuid.uuid5` (stored and sent)."""
+    assert execution_id(order_id, attempt) == str(uuid.uuid5(_NAMESPACE, f"{order_id}\x1f{attempt}"))
+
+
 # --- client order ids -----------------------------------------------------------------------
 
 
@@ -116,6 +125,20 @@ def test_non_canonical_client_order_id_is_foreign(spelling: str) -> None:
 @given(st.uuids())
 def test_client_order_id_of_any_uuid_round_trips(value: uuid.UUID) -> None:
     assert execution_of_client_order(client_order_id(str(value))) == str(value)
+
+
+@given(st.uuids(), st.sampled_from(["{}", "urn:uuid:{}", "{{{}}}"]), st.booleans(), st.booleans())
+def test_client_order_id_of_any_spelling_is_the_uuid_hex(
+    value: uuid.UUID, form: str, upper: bool, dashes: bool
+) -> None:
+    text = str(value) if dashes else value.hex
+    spelling = form.format(text.upper() if upper else text)
+    assert client_order_id(spelling) == CLIENT_ORDER_PREFIX + value.hex
+
+
+def test_client_order_id_refuses_what_is_not_a_uuid() -> None:
+    with pytest.raises(ValueError):
+        client_order_id("eb0a2f82-b883-5f33-9b13-ecec41d5464")
 
 
 @given(st.text(max_size=40))
