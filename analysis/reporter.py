@@ -5,6 +5,14 @@ is computed against the arrival price and written to `execution_reports` togethe
 market window, the peer statistics take it in, and the routing statistics get its realised
 implicit cost (`RoutingStats.on_tca`: slippage vs arrival, by broker and asset class).
 
+Reports are made in batches, off the order path: the engine queues each finished execution
+(`queue`: bounded, never blocks) and one task takes what is queued every `batch_interval_s` (or
+as soon as `batch_size` wait: `next_batch`) and writes it with `report_many` — one wait for the
+market data, one extraction of each symbol's window, the measures of every execution at once
+(`tca.engine.analyse_many`, the vectorised engine of the offline tool), one writer submission.
+`report` makes one report alone, with the scalar engine (`tca.engine.analyse`): the backfill
+uses it, and the tests hold the two to the same rows.
+
 A TCA request (any benchmark) for a finished execution is answered from its report row: the
 stored window, arrival and end prices, and the official close of its trade date once known. For
 an execution still working, from the live market tapes up to now. A window the tapes no longer
@@ -14,7 +22,7 @@ fully hold is not guessed at: VWAP, TWAP and the quality score are then reported
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Protocol
@@ -24,14 +32,16 @@ import trio
 
 from analysis import windows
 from analysis.peers import PeerCache
+from analysis.queue import ReportJob, ReportQueue
 from api.contracts import FieldError, TCARequest, TCAResponse
 from api.enums import AssetClass, TCABenchmark
 from api.errors import InvalidRequest, NotFound
 from api.orders import BrokerOrder
 from routing.stats import RoutingStats, TcaObservation
-from sql.reports import ReportRecord
+from sql.reports import ReportRecord, save_reports
 from sql.store import Store
-from tca.engine import analyse
+from tca.batch import Windows
+from tca.engine import analyse, analyse_many
 from tca.model import (
     DEFAULT_CONFIG,
     MarketData,
@@ -109,7 +119,27 @@ def _tca_order(
     )
 
 
-class ExecutionReporter:
+class _Case:
+    """One execution of a batch being reported."""
+
+    __slots__ = ("arrival", "asset_class", "end_ns", "end_price", "fills", "job", "order", "start_ns")
+
+    def __init__(
+        self,
+        job: ReportJob,
+        asset_class: AssetClass,
+        arrival: Decimal | None,
+        end_price: Decimal | None,
+        end_ns: int,
+        order: TcaOrder,
+        fills: tuple[TcaFill, ...],
+    ) -> None:
+        self.job, self.asset_class, self.arrival, self.end_price = job, asset_class, arrival, end_price
+        self.end_ns, self.order, self.fills = end_ns, order, fills
+        self.start_ns = order.arrival_ns
+
+
+class ExecutionReporter(ReportQueue):
     def __init__(
         self,
         store: Store,
@@ -120,9 +150,20 @@ class ExecutionReporter:
         config: TcaConfig = DEFAULT_CONFIG,
         clock: Callable[[], datetime] = _utcnow,
         market_settle_s: float = 1.0,
+        batch_interval_s: float = 0.15,
+        batch_size: int = 256,
+        max_batch: int = 512,
+        max_queued: int = 10_000,
     ) -> None:
         """`market_settle_s`: how long a report waits for the market data to reach the end of
-        the execution (prints published just before it can arrive just after)."""
+        the execution (prints published just before it can arrive just after). The batches:
+        see `ReportQueue`."""
+        super().__init__(
+            batch_interval_s=batch_interval_s,
+            batch_size=batch_size,
+            max_batch=max_batch,
+            max_queued=max_queued,
+        )
         self._store = store
         self._market_settle_s = market_settle_s
         self._market = market
@@ -133,9 +174,83 @@ class ExecutionReporter:
         self.written = 0
 
     def __repr__(self) -> str:
-        return f"<ExecutionReporter written={self.written} {self.peers!r}>"
+        return (
+            f"<ExecutionReporter written={self.written} pending={self.pending}"
+            f" dropped={self.dropped} {self.peers!r}>"
+        )
 
     # --- reports --------------------------------------------------------------------------
+
+    async def report_many(
+        self, jobs: Sequence[ReportJob], *, await_market: bool = True
+    ) -> list[TcaResult | None]:
+        """`report` of each job (at most one per execution), as one batch: the arrivals not
+        known read, one wait for the market data of every symbol, each symbol's window
+        extracted once, every measure computed at once (`analyse_many`), every report saved
+        in one writer submission. Returns each job's result (None: nothing to report, or the
+        execution had its report). Raises `DatabaseUnavailable` during an outage (nothing
+        written: the whole batch may be given again)."""
+        if len({job.order.id for job in jobs}) != len(jobs):
+            raise ValueError("at most one report per execution in a batch")
+        out: list[TcaResult | None] = [None] * len(jobs)
+        found: list[tuple[int, ReportJob, AssetClass, Decimal | None, int | None]] = []
+        for i, job in enumerate(jobs):
+            order = job.order
+            if not order.status.is_final or order.filled_quantity <= 0:
+                continue
+            asset_class = self._market.asset_class(order.symbol)
+            if asset_class is None:
+                log.warning(
+                    "no report: instrument unknown to the market data", extra={"symbol": order.symbol}
+                )
+                continue
+            arrival, received_ns = await self._arrival(order, job.arrival_price, known=job.arrival_known)
+            found.append((i, job, asset_class, arrival, received_ns))
+        if not found:
+            return out
+        if await_market:
+            ends: dict[str, int] = {}
+            for _, job, *_ in found:
+                end_ns = ns_of(job.order.updated_at) + 1
+                ends[job.order.symbol] = max(ends.get(job.order.symbol, end_ns), end_ns)
+            await self._await_markets(ends)
+        cases: list[tuple[int, _Case]] = []
+        for i, job, asset_class, arrival, received_ns in found:
+            order = job.order
+            try:
+                end_ns = ns_of(order.updated_at) + 1
+                end_price = self._market.mid_at(order.symbol, end_ns)
+                tca_order, fills = _tca_order(
+                    order, asset_class.value, arrival, received_ns, end_price, end_ns
+                )
+            except Exception:  # one execution the TCA cannot take does not hold up the others
+                log.exception("execution report failed", extra={"execution_id": order.id})
+                continue
+            cases.append((i, _Case(job, asset_class, arrival, end_price, end_ns, tca_order, fills)))
+        if not cases:
+            return out
+        layout, encoded = self._windows([case for _, case in cases])
+        results = analyse_many(
+            [case.order for _, case in cases],
+            [case.fills for _, case in cases],
+            layout,
+            TCABenchmark.ARRIVAL_PRICE,
+            peers=self.peers.stats,
+            config=self._config,
+        )
+        records = [
+            (
+                self._record(c.job.order, result, c.asset_class, c.arrival, c.end_price, window),
+                c.job.replace,
+            )
+            for (_, c), result, window in zip(cases, results, encoded, strict=True)
+        ]
+        written = await save_reports(self._store, records)
+        for (i, case), result, wrote in zip(cases, results, written, strict=True):
+            if wrote:
+                out[i] = result
+                self._account(case.job.order, result, case.asset_class, case.job.replace)
+        return out
 
     async def report(
         self,
@@ -170,9 +285,15 @@ class ExecutionReporter:
         record = self._record(order, result, asset_class, arrival, end_price, windows.encode(data))
         if not await self._store.save_report(record, replace=replace):
             return None
+        self._account(order, result, asset_class, replace)
+        return result
+
+    def _account(self, order: BrokerOrder, result: TcaResult, asset_class: AssetClass, replace: bool) -> None:
+        """A report was written: the peer and routing statistics take it in, once per
+        execution (a `replace` is a correction of one they already counted)."""
         self.written += 1
-        if replace:  # a correction: the statistics already counted this execution once
-            return result
+        if replace:
+            return
         self.peers.add(result)
         # What the broker's execution cost beyond the market's own move: slippage vs arrival
         # less the realised impact (the mid's move to the end), which routing models apart.
@@ -188,7 +309,6 @@ class ExecutionReporter:
                     notional=result.executed_notional,
                 )
             )
-        return result
 
     async def backfill(self, since: datetime) -> int:
         """Write the reports a stop or crash cut short (finished executions with fills and no
@@ -245,10 +365,28 @@ class ExecutionReporter:
                 return
             await trio.sleep(0.05)
 
+    async def _await_markets(self, ends: dict[str, int]) -> None:
+        """`_await_market` for many symbols at once (each up to its own end)."""
+        deadline = trio.current_time() + self._market_settle_s
+        waiting = ends
+        while trio.current_time() < deadline:
+            waiting = {
+                symbol: end
+                for symbol, end in waiting.items()
+                if (latest := self._market.latest_ns(symbol)) is None or latest < end
+            }
+            if not waiting:
+                return
+            await trio.sleep(0.05)
+
     def _window(self, symbol: str, start_ns: int, end_ns: int) -> MarketData:
         if not self._market.covers(symbol, start_ns):
             return MarketData(trades=Trades.empty())  # said unavailable, never half a window
         return self._market.market_data(symbol, start_ns, end_ns)
+
+    def _windows(self, cases: Sequence[_Case]) -> tuple[Windows, list[bytes]]:
+        """`_window` of every case, laid out for `analyse_many`, and each encoded for its row."""
+        return windows.gather(self._market, [(c.job.order.symbol, c.start_ns, c.end_ns) for c in cases])
 
     def _record(
         self,

@@ -109,8 +109,8 @@ def _utcnow() -> datetime:
 REPEAT_POLL_FIRST_S = 0.01
 REPEAT_POLL_MAX_S = 0.5
 REPEAT_TAKEOVER_AFTER_S = 0.5
-#: A report that met a database outage waits this long (s) for the database, then is left to
-#: the periodic backfill.
+#: A batch of reports that met a database outage waits this long (s) for the database, then is
+#: left to the periodic backfill.
 REPORT_OUTAGE_WAIT_S = 60.0
 RECOVERY_LOOKBACK = timedelta(days=7)
 RECOVERY_TIMEOUT = 30.0
@@ -832,17 +832,18 @@ class ExecutionEngine:
         self.stats.on_probe(broker_id, round_trip_ms, at=trio.current_time())
 
     def _on_finished(self, live: LiveExecution) -> None:
-        """An execution reached its end: how much of it filled and how fast feed the broker's
-        fill statistics — unless the OMS cancelled it (that says nothing about the broker) or
-        the broker never held it (rejections were counted when they happened)."""
+        """An execution reached its end: one with fills is queued for its report (`_report`
+        writes them in batches); how much of it filled and how fast feed the broker's fill
+        statistics — unless the OMS cancelled it (that says nothing about the broker) or the
+        broker never held it (rejections were counted when they happened)."""
         order = live.order
-        if self._reporter is not None and order.filled_quantity > 0:
-            self._reporting += 1
-            try:
-                self._spawn(self._report, order, live.arrival_price, live.arrival_known)
-            except BaseException:
-                self._reporting -= 1
-                raise
+        reporter = self._reporter
+        if reporter is not None and order.filled_quantity > 0:
+            idle = self._reporting == 0  # no `_report` task: it ends when nothing is pending
+            reporter.queue(order, live.arrival_price, arrival_known=live.arrival_known)  # type: ignore[attr-defined]
+            self._reporting = reporter.pending  # type: ignore[attr-defined]
+            if idle and self._reporting:
+                self._spawn(self._report)
         if order.status is BrokerOrderStatus.REJECTED or order.broker_order_id is None:
             return
         if live.cancel_requested and order.filled_quantity < order.quantity:
@@ -888,33 +889,53 @@ class ExecutionEngine:
 
     def _on_late_fill(self, live: LiveExecution) -> None:
         """A fill after the execution ended (it raced a cancel): its report is rewritten."""
-        if self._reporter is not None:
-            self._reporting += 1
-            try:
-                self._spawn(self._report, live.order, live.arrival_price, live.arrival_known, True)
-            except BaseException:
-                self._reporting -= 1
-                raise
+        reporter = self._reporter
+        if reporter is not None:
+            idle = self._reporting == 0
+            reporter.queue(  # type: ignore[attr-defined]
+                live.order, live.arrival_price, arrival_known=live.arrival_known, replace=True
+            )
+            self._reporting = reporter.pending  # type: ignore[attr-defined]
+            if idle and self._reporting:
+                self._spawn(self._report)
 
-    async def _report(
-        self, order: BrokerOrder, arrival: Decimal | None, known: bool, replace: bool = False
-    ) -> None:
-        """Write the execution's report; during a database outage, again once it is back
-        (waiting at most `REPORT_OUTAGE_WAIT_S`; past that the periodic backfill writes it)."""
-        assert self._reporter is not None
+    async def _report(self) -> None:
+        """The report writer: runs while reports are pending (`_reporting`: queued or being
+        written) and ends when none are. It takes the queued reports in batches (every ~150 ms,
+        or as soon as enough wait: `ExecutionReporter.next_batch`) and writes each batch at
+        once (`report_many`: one market wait, one vectorised analysis, one writer submission).
+        A batch that meets a database outage waits for the database (at most
+        `REPORT_OUTAGE_WAIT_S`) and is written once it is back; past that it is left to the
+        periodic backfill. Reports never take the engine down: the orders are unaffected."""
+        reporter = self._reporter
+        assert reporter is not None
         try:
-            for _ in range(2):
+            while self._reporting:
+                batch = await reporter.next_batch()  # type: ignore[attr-defined]
                 try:
-                    await self._reporter.report(order, arrival, arrival_known=known, replace=replace)
-                    return
-                except DatabaseUnavailable:
-                    with trio.move_on_after(REPORT_OUTAGE_WAIT_S):
-                        await self._store.wait_available()
-            log.warning("execution report left to the backfill", extra={"execution_id": order.id})
-        except Exception:  # a report must never take the engine down; the order is unaffected
-            log.exception("execution report failed", extra={"execution_id": order.id})
+                    for _ in range(2):
+                        try:
+                            await reporter.report_many(batch)  # type: ignore[attr-defined]
+                            break
+                        except DatabaseUnavailable:
+                            with trio.move_on_after(REPORT_OUTAGE_WAIT_S):
+                                await self._store.wait_available()
+                    else:
+                        log.warning(
+                            "execution reports left to the backfill",
+                            extra={"count": len(batch), "execution_ids": [j.order.id for j in batch]},
+                        )
+                except Exception:
+                    log.exception(
+                        "execution reports failed",
+                        extra={"count": len(batch), "execution_ids": [j.order.id for j in batch]},
+                    )
+                reporter.batch_done(batch)  # type: ignore[attr-defined]
+                self._reporting = reporter.pending  # type: ignore[attr-defined]
         finally:
-            self._reporting -= 1
+            if self._reporting:  # cancelled (the engine stops): the backfill writes the rest
+                reporter.discard()  # type: ignore[attr-defined]
+                self._reporting = 0
 
     # --- queries --------------------------------------------------------------------------
 

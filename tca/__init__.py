@@ -1,7 +1,7 @@
 """Transaction cost analysis: benchmarks, slippage, impact, cost, quality score, ranking,
 recommendations (docs/tca.md). Pure: it takes snapshots and returns numbers."""
 
-from tca.engine import analyse
+from tca.engine import analyse, analyse_many
 from tca.model import (
     DEFAULT_CONFIG,
     MarketData,
@@ -45,6 +45,7 @@ __all__ = [
     "Trades",
     "Unavailable",
     "analyse",
+    "analyse_many",
     "fill_of",
     "from_broker_order",
     "ns_of",

@@ -14,15 +14,16 @@ benchmark is missing.
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from tca.model import DEFAULT_CONFIG, TcaConfig
+from tca.model import DEFAULT_CONFIG, MarketData, TcaConfig
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -33,6 +34,10 @@ DAY_NS = 86_400_000_000_000
 BPS = 10_000.0
 #: Prints per chunk when windows are expanded: small enough to stay in cache and reuse memory.
 CHUNK = 1 << 16
+#: Above this many symbols, `locate` bisects every symbol's rows at once (one numpy pass per
+#: halving) instead of one `searchsorted` per symbol: the online reports lay out one "symbol"
+#: per order (`Windows`), each a few dozen rows.
+BISECT_ABOVE = 32
 
 
 class Status(IntEnum):
@@ -103,8 +108,11 @@ def tape_of(
 def locate(tape: Tape, codes: I64, times: I64, side: str) -> I64:
     """Global index, for each row of `times` (shape (n,) or (n, k)), of the `np.searchsorted`
     position in the tape of the order's symbol `codes[i]` (`side` "left" or "right").
-    One searchsorted per symbol."""
+    One searchsorted per symbol; with more than `BISECT_ABOVE` symbols, a bisection of every
+    symbol's rows at once (same positions)."""
     times = np.asarray(times, dtype=np.int64)
+    if len(codes) > BISECT_ABOVE and len(np.unique(codes)) > BISECT_ABOVE:
+        return _bisect(tape, codes, times, side)
     out = np.empty(times.shape, dtype=np.int64)
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
@@ -115,6 +123,29 @@ def locate(tape: Tape, codes: I64, times: I64, side: str) -> I64:
         lo, hi = int(tape.offsets[code]), int(tape.offsets[code + 1])
         out[rows] = lo + np.searchsorted(tape.ts_ns[lo:hi], times[rows], side=side)  # type: ignore[call-overload]
     return out
+
+
+def _bisect(tape: Tape, codes: I64, times: I64, side: str) -> I64:
+    """`locate` by bisection inside each query's symbol, all queries in step: as many numpy
+    passes as halvings of the longest symbol (`searchsorted`'s positions exactly)."""
+    lo = tape.offsets[codes]
+    hi = tape.offsets[codes + 1]
+    if times.ndim == 2:
+        lo, hi = (np.repeat(x[:, None], times.shape[1], axis=1) for x in (lo, hi))
+    ts = tape.ts_ns
+    if len(ts) == 0:
+        return lo
+    last = len(ts) - 1
+    active = lo < hi
+    while active.any():
+        mid = (lo + hi) >> 1
+        probe = ts[np.minimum(mid, last)]  # inactive queries may point one past the end
+        after = probe <= times if side == "right" else probe < times
+        right = active & after
+        lo = np.where(right, mid + 1, lo)
+        hi = np.where(active & ~after, mid, hi)
+        active = lo < hi
+    return lo
 
 
 def prevailing(tape: Tape, codes: I64, times: I64) -> F64:
@@ -157,6 +188,52 @@ class FillBatch(msgspec.Struct, frozen=True):
     quantity: F64
     price: F64
     fees: F64
+
+
+class Windows(msgspec.Struct, frozen=True):
+    """The market window of each of many orders, in the `Tape` layout with one "symbol" per
+    order (code `i` = order `i`): what `compute` needs to measure each order on its own window,
+    as `tca.engine.analyse` does. `quotes.value` is the mid `(bid + ask) / 2`; `close` the
+    official close of each order (NaN: none)."""
+
+    trades: Tape
+    quotes: Tape | None
+    close: F64
+
+    def __len__(self) -> int:
+        return len(self.close)
+
+    @classmethod
+    def of(cls, markets: Sequence[MarketData]) -> Windows:
+        """From one `MarketData` per order."""
+        t_len = np.array([len(m.trades) for m in markets], dtype=np.int64)
+        q_len = np.array([0 if m.quotes is None else len(m.quotes) for m in markets], dtype=np.int64)
+
+        def cat(columns: list[npt.NDArray[Any]], dtype: type[np.generic]) -> npt.NDArray[Any]:
+            return np.concatenate(columns).astype(dtype, copy=False) if columns else np.empty(0, dtype)
+
+        trades = Tape(
+            _offsets(t_len),
+            cat([m.trades.ts_ns for m in markets], np.int64),
+            cat([m.trades.price for m in markets], np.float64),
+            cat([m.trades.size for m in markets], np.float64),
+        )
+        quoted = [m.quotes for m in markets if m.quotes is not None]
+        quotes = Tape(
+            _offsets(q_len),
+            cat([q.ts_ns for q in quoted], np.int64),
+            cat([(q.bid + q.ask) / 2 for q in quoted], np.float64),
+            np.empty(0, dtype=np.float64),
+        )
+        closes = [np.nan if m.close_price is None else m.close_price for m in markets]
+        close = np.array(closes, dtype=np.float64)
+        return cls(trades, quotes, close)
+
+
+def _offsets(lengths: I64) -> I64:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
 
 
 class Measures(msgspec.Struct, frozen=True):
@@ -217,9 +294,24 @@ def compute(
     """Every measure of every order. `close_from_tape`: where an order has no official close,
     use the last print of its UTC trade date (the day of its last fill, else its end, else its
     arrival) if the tape has one. `workers` threads share the passes over the prints (numpy
-    releases the GIL in them)."""
-    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+    releases the GIL in them); with `workers <= 1` everything runs on the calling thread (a
+    small batch: no pool to start)."""
+    if workers <= 1:
+        return _compute(orders, fills, trades, quotes, close_from_tape, config, _Inline())
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return _compute(orders, fills, trades, quotes, close_from_tape, config, pool)
+
+
+_T = TypeVar("_T")
+
+
+class _Inline(Executor):
+    """An executor that runs each task at once, on the calling thread."""
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        future: Future[_T] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
 
 
 def _compute(
@@ -229,7 +321,7 @@ def _compute(
     quotes: Tape | None,
     close_from_tape: bool,
     config: TcaConfig,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
 ) -> Measures:
     n = len(orders)
     sign = orders.sign.astype(np.float64)
@@ -395,7 +487,7 @@ def _window_sums(
     sign: F64,
     average: F64,
     tie_tolerance: float,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
 ) -> _Windows:
     """Start the sums over the prints of every non-empty window on `pool`, in chunks of at most
     `CHUNK` prints (small chunks keep the buffers in cache and out of fresh memory)."""
