@@ -38,7 +38,7 @@ from api.enums import AssetClass, TCABenchmark
 from api.errors import InvalidRequest, NotFound
 from api.orders import BrokerOrder
 from routing.stats import RoutingStats, TcaObservation
-from sql.reports import ReportRecord, save_reports
+from sql.reports import ReportRecord
 from sql.store import Store
 from tca.batch import Windows
 from tca.engine import analyse, analyse_many
@@ -245,7 +245,7 @@ class ExecutionReporter(ReportQueue):
             )
             for (_, c), result, window in zip(cases, results, encoded, strict=True)
         ]
-        written = await save_reports(self._store, records)
+        written = await self._store.save_reports(records)
         for (i, case), result, wrote in zip(cases, results, written, strict=True):
             if wrote:
                 out[i] = result

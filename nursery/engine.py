@@ -30,6 +30,7 @@ import trio
 from adapters.base import (
     SubmitRequest,
 )
+from analysis.queue import ReportJob
 from api.contracts import (
     BrokerInfo,
     BrokerStatus,
@@ -85,6 +86,28 @@ class Reporter(Protocol):
     ) -> object: ...
 
     async def analyse(self, request: TCARequest) -> TCAResponse: ...
+
+    # The batching queue (`analysis.queue.ReportQueue`): finished executions wait there and
+    # are reported many at a time, off the order path.
+    @property
+    def pending(self) -> int: ...
+
+    def queue(
+        self,
+        order: BrokerOrder,
+        arrival_price: Decimal | None = None,
+        *,
+        arrival_known: bool = False,
+        replace: bool = False,
+    ) -> bool: ...
+
+    async def next_batch(self) -> list[ReportJob]: ...
+
+    async def report_many(self, jobs: Sequence[ReportJob]) -> object: ...
+
+    def batch_done(self, batch: Sequence[ReportJob]) -> None: ...
+
+    def discard(self) -> int: ...
 
 
 class MarketView(Protocol):
@@ -840,8 +863,8 @@ class ExecutionEngine:
         reporter = self._reporter
         if reporter is not None and order.filled_quantity > 0:
             idle = self._reporting == 0  # no `_report` task: it ends when nothing is pending
-            reporter.queue(order, live.arrival_price, arrival_known=live.arrival_known)  # type: ignore[attr-defined]
-            self._reporting = reporter.pending  # type: ignore[attr-defined]
+            reporter.queue(order, live.arrival_price, arrival_known=live.arrival_known)
+            self._reporting = reporter.pending
             if idle and self._reporting:
                 self._spawn(self._report)
         if order.status is BrokerOrderStatus.REJECTED or order.broker_order_id is None:
@@ -892,10 +915,8 @@ class ExecutionEngine:
         reporter = self._reporter
         if reporter is not None:
             idle = self._reporting == 0
-            reporter.queue(  # type: ignore[attr-defined]
-                live.order, live.arrival_price, arrival_known=live.arrival_known, replace=True
-            )
-            self._reporting = reporter.pending  # type: ignore[attr-defined]
+            reporter.queue(live.order, live.arrival_price, arrival_known=live.arrival_known, replace=True)
+            self._reporting = reporter.pending
             if idle and self._reporting:
                 self._spawn(self._report)
 
@@ -911,11 +932,11 @@ class ExecutionEngine:
         assert reporter is not None
         try:
             while self._reporting:
-                batch = await reporter.next_batch()  # type: ignore[attr-defined]
+                batch = await reporter.next_batch()
                 try:
                     for _ in range(2):
                         try:
-                            await reporter.report_many(batch)  # type: ignore[attr-defined]
+                            await reporter.report_many(batch)
                             break
                         except DatabaseUnavailable:
                             with trio.move_on_after(REPORT_OUTAGE_WAIT_S):
@@ -930,11 +951,11 @@ class ExecutionEngine:
                         "execution reports failed",
                         extra={"count": len(batch), "execution_ids": [j.order.id for j in batch]},
                     )
-                reporter.batch_done(batch)  # type: ignore[attr-defined]
-                self._reporting = reporter.pending  # type: ignore[attr-defined]
+                reporter.batch_done(batch)
+                self._reporting = reporter.pending
         finally:
             if self._reporting:  # cancelled (the engine stops): the backfill writes the rest
-                reporter.discard()  # type: ignore[attr-defined]
+                reporter.discard()
                 self._reporting = 0
 
     # --- queries --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from sql.ops import columns
 from sql.writer import WriteOp
 
 if TYPE_CHECKING:
-    from sql.store import Store
+    pass
 
 Conn = psycopg.Connection[Any]
 
@@ -129,16 +129,6 @@ class SaveReport(WriteOp[bool]):
             results.append(op.report.execution_id in inserted)
             inserted.discard(op.report.execution_id)
         return results
-
-
-async def save_reports(store: Store, reports: Sequence[tuple[ReportRecord, bool]]) -> list[bool]:
-    """Write many reports (`(record, replace)`, at most one per execution) in one writer
-    submission: one transaction, one `INSERT ... SELECT FROM unnest` (`SaveReport.run_batch`).
-    What `Store.save_report` does for each; True for each report this call wrote. Raises as
-    `GroupWriter.submit` does (`DatabaseUnavailable` during an outage: nothing written)."""
-    # The store has one method per write; this one reaches its writer (same package) until it
-    # has a `save_reports` of its own.
-    return await store._writer.submit([SaveReport(record, replace) for record, replace in reports])
 
 
 def _report_values(r: ReportRecord) -> tuple[Any, ...]:

@@ -319,6 +319,12 @@ class Store:
         (inserted,) = await self._writer.submit([SaveReport(report, replace)])
         return inserted
 
+    async def save_reports(self, reports: Sequence[tuple[ReportRecord, bool]]) -> list[bool]:
+        """`save_report` of many (`(record, replace)`, at most one per execution) in one
+        submission: one transaction, one `INSERT ... SELECT FROM unnest`; True for each report
+        this call wrote."""
+        return await self._writer.submit([SaveReport(record, replace) for record, replace in reports])
+
     async def save_close(self, symbol: str, trade_date: date, price: Decimal, received_at: datetime) -> None:
         await self._writer.submit([SaveClose(symbol, trade_date, price, received_at)])
 

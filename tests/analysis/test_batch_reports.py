@@ -38,7 +38,7 @@ from api.orders import BrokerOrder, OrderFill
 from market.book import MarketBook
 from market.messages import QuoteMessage, TradeMessage
 from routing.stats import TcaObservation
-from sql.reports import PeerRow, ReportRecord, SaveReport
+from sql.reports import PeerRow, ReportRecord
 from sql.writer import DatabaseUnavailable
 from tca.model import MarketData, Trades, ns_of
 from tca.result import TcaResult
@@ -55,7 +55,6 @@ class Captured:
         self.arrivals = arrivals
         self.saved: list[tuple[ReportRecord, bool]] = []
         self.submissions = 0
-        self._writer = self
 
     async def load_arrival(self, order_id: str) -> tuple[Decimal | None, datetime | None]:
         return self.arrivals.get(order_id, (None, None))
@@ -65,10 +64,10 @@ class Captured:
         self.saved.append((report, replace))
         return True
 
-    async def submit(self, ops: Sequence[SaveReport]) -> list[bool]:
+    async def save_reports(self, reports: Sequence[tuple[ReportRecord, bool]]) -> list[bool]:
         self.submissions += 1
-        self.saved += [(op.report, op.replace) for op in ops]
-        return [True] * len(ops)
+        self.saved += reports
+        return [True] * len(reports)
 
 
 class Observed:
