@@ -74,7 +74,7 @@ from market.book import MarketBook  # noqa: E402
 from market.messages import QuoteMessage, TradeMessage  # noqa: E402
 from routing.stats import RoutingStats  # noqa: E402
 from sql.migrate import apply_migrations  # noqa: E402
-from sql.reports import PeerRow, ReportRecord, SaveReport  # noqa: E402
+from sql.reports import PeerRow, ReportRecord  # noqa: E402
 from sql.store import Store  # noqa: E402
 
 SYMBOLS = {"AAPL": 190.0, "MSFT": 410.0, "SPY": 510.0}
@@ -207,7 +207,6 @@ class Kept:
 
     def __init__(self) -> None:
         self.saved: list[ReportRecord] = []
-        self._writer = self
 
     async def load_arrival(self, order_id: str) -> tuple[Decimal | None, datetime | None]:
         raise AssertionError("the engine gives first attempts their arrival price")
@@ -216,9 +215,9 @@ class Kept:
         self.saved.append(report)
         return True
 
-    async def submit(self, ops: Sequence[SaveReport]) -> list[bool]:
-        self.saved += [op.report for op in ops]
-        return [True] * len(ops)
+    async def save_reports(self, reports: Sequence[tuple[ReportRecord, bool]]) -> list[bool]:
+        self.saved += [report for report, _ in reports]
+        return [True] * len(reports)
 
 
 async def fresh_reporter(store: Any, book: MarketBook, rows: list[PeerRow]) -> ExecutionReporter:
