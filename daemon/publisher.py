@@ -22,6 +22,10 @@ from sql.store import Store
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
+#: Acknowledged updates are recorded as published this long after the first of them, together:
+#: one write for the acknowledgements of many orders, not one per publish (the record only
+#: spares the sweep a republish, which JetStream would drop as a duplicate anyway).
+MARK_DELAY_S = 0.02
 
 
 class Publisher:
@@ -33,6 +37,7 @@ class Publisher:
         self.published = 0
         self.failed = 0
         self._unmarked: list[tuple[str, int]] = []  # acknowledged, not yet recorded as published
+        self._mark_wanted = trio.Event()
         self.finished = trio.Event()
 
     def __repr__(self) -> str:
@@ -57,6 +62,7 @@ class Publisher:
     ) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sweep_forever)
+            nursery.start_soon(self._mark_forever)
             task_status.started()
             async with receive:
                 while True:
@@ -95,7 +101,7 @@ class Publisher:
         if done:
             self.published += len(done)
             self._unmarked.extend(done)
-            await self._mark()
+            self._mark_wanted.set()  # recorded shortly, with others (`_mark_forever`)
 
     async def _mark(self) -> bool:
         """Record in the outbox what JetStream acknowledged; during a database outage keep the
@@ -125,8 +131,16 @@ class Publisher:
                 return
             before = self.published
             await self.publish(pending)
+            await self._mark()  # at once: the next page of the outbox must not list these again
             if self.published == before or self._unmarked:
                 return  # NATS is not acknowledging, or PostgreSQL not recording: next sweep
+
+    async def _mark_forever(self) -> None:
+        while True:
+            await self._mark_wanted.wait()
+            await trio.sleep(MARK_DELAY_S)
+            self._mark_wanted = trio.Event()
+            await self._mark()
 
     async def _sweep_forever(self) -> None:
         while True:
