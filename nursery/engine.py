@@ -671,6 +671,9 @@ class ExecutionEngine:
         pause = REPEAT_POLL_FIRST_S
         taking = not may_take or self.take_orphan is None
         while claim.response is None:  # the first request is still being routed (maybe elsewhere)
+            held = self._held_answer(order_id)
+            if held is not None:  # answered here, its write still queued: the same answer
+                return held
             now = trio.current_time()
             if now > deadline:
                 raise Unavailable(f"order {order_id!r} is still being routed; ask again or use GetExecution")
@@ -685,6 +688,14 @@ class ExecutionEngine:
             assert fresh is not None
             claim = fresh
         return claim.response
+
+    def _held_answer(self, order_id: str) -> OrderRoutingResponse | None:
+        """The answer this daemon gave `order_id` and has not written yet (deferred, or kept
+        through a database outage), if any."""
+        live = self._live.by_order(order_id)
+        if live is None or live.unsaved_response is None:
+            return None
+        return live.unsaved_response[1]
 
     async def _stored_answer(self, order_id: str, why: str) -> OrderRoutingResponse:
         """The answer another daemon recorded for an order it took over from us."""

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 import trio
@@ -225,3 +226,14 @@ async def test_a_fill_is_persisted_and_queued_for_publication_once(
             (order_id,),
         ).fetchall()
     assert rows == [(Decimal(40), Decimal("190.25"), Decimal(40), Decimal("0.76"))]
+
+
+async def test_a_repeat_gets_the_first_answer_byte_for_byte_even_before_it_is_written(stack: Any) -> None:
+    engine, _, _ = stack
+    order_id = new_id()
+    first = await engine.route_order(aapl_order(order_id))
+    again = await engine.route_order(aapl_order(order_id))  # the ack's write may still be queued
+    assert msgspec.json.encode(again) == msgspec.json.encode(first)
+    await engine.wait_settled()
+    third = await engine.route_order(aapl_order(order_id))  # from the database now
+    assert msgspec.json.encode(third) == msgspec.json.encode(first)
