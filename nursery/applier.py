@@ -282,11 +282,8 @@ class EventApplier:
     async def _write_unsaved(self, live: LiveExecution) -> None:
         """Write every unsaved change of `live` (and its answer) in one submission, then
         publish; if the database cannot take them, leave them to the flusher. Under `live.lock`."""
-        rows, response = live.unsaved, live.unsaved_response
-        if not rows and response is None:
-            return
         try:
-            await self._store.save_changes(rows, response)
+            await self._save_unsaved(live)
         except (DatabaseUnavailable, WriteTimeout) as exc:
             if not self._waiting:
                 log.warning(
@@ -295,7 +292,14 @@ class EventApplier:
                 )
             self._waiting.setdefault(live.order.id, live)
             self._start_flusher()
+
+    async def _save_unsaved(self, live: LiveExecution) -> None:
+        """Write `live`'s unsaved changes and answer in one submission, forget them, publish
+        their updates. Raises what the store raises (they stay unsaved). Under `live.lock`."""
+        rows, response = live.unsaved, live.unsaved_response
+        if not rows and response is None:
             return
+        await self._store.save_changes(rows, response)
         live.unsaved, live.unsaved_response = [], None
         self.unsaved -= len(rows) + (response is not None)
         self._hand_to_publisher(rows)
@@ -350,15 +354,11 @@ class EventApplier:
         again (what is left stays waiting)."""
         for execution_id, live in list(self._waiting.items()):
             async with live.lock:
-                rows, response = live.unsaved, live.unsaved_response
                 try:
-                    await self._store.save_changes(rows, response)
+                    await self._save_unsaved(live)
                 except (DatabaseUnavailable, WriteTimeout):
                     return False
-                live.unsaved, live.unsaved_response = [], None
-                self.unsaved -= len(rows) + (response is not None)
             del self._waiting[execution_id]
-            self._hand_to_publisher(rows)
         return True
 
     def _hand_to_publisher(self, rows: Sequence[Change]) -> None:

@@ -194,7 +194,6 @@ class ExecutionEngine:
         self.stats = stats if stats is not None else RoutingStats()
         self._routing_config = routing
         self._reporter = reporter
-        self._reporting = 0  # report tasks running (shutdown waits for them)
         for handle in self._brokers.values():
             handle.probe_listener = self._on_probe
         self._live = LiveBook()
@@ -280,7 +279,8 @@ class ExecutionEngine:
         while trio.current_time() - quiet_since < quiet_for:
             await trio.sleep(0.005)
             queued = self._events.statistics().current_buffer_used if self._events is not None else 0
-            if queued or self._applier.applying or self._applier.pending_writes or self._reporting:
+            busy = self._applier.applying or self._applier.pending_writes or self._reports_pending
+            if queued or busy:
                 quiet_since = trio.current_time()
 
     def open_executions(self) -> int:
@@ -706,10 +706,7 @@ class ExecutionEngine:
 
     def routing_here(self, order_id: str) -> bool:
         """A task of this daemon is routing `order_id`, or holds its answer for the database."""
-        if order_id in self._routing:
-            return True
-        live = self._live.by_order(order_id)
-        return live is not None and live.unsaved_response is not None
+        return order_id in self._routing or self._held_answer(order_id) is not None
 
     async def adopt(self, order_id: str) -> None:
         """Answer an order nobody is answering (`nursery.orphans`): the answer follows from its
@@ -752,20 +749,10 @@ class ExecutionEngine:
     async def _resolve_adopted(self, live: LiveExecution) -> None:
         """One reconcile-budget's try at learning whether the broker holds `live`'s order; the
         background resolver goes on if it cannot tell yet."""
-        handle = self._brokers.get(live.order.broker_id)
+        handle = self._reconciling_handle(live)
         if handle is None:
-            log.error(
-                "cannot reconcile: broker no longer configured", extra={"broker_id": live.order.broker_id}
-            )
             return
-        finding = await find_order(
-            handle,
-            live.order.client_order_id,
-            settle=handle.settle,
-            until=trio.current_time() + self._reconcile_budget,
-            query_timeout=self._attempt_deadline(live.order.urgency),
-            known_to_exist=functools.partial(_left_pending, live),
-        )
+        finding = await self._ask_broker(handle, live, self._reconcile_budget)
         reason = "routing was interrupted (the daemon routing it stopped)"
         if finding.resolution is Resolution.UNRESOLVED:
             self._spawn(self._resolve_in_background, live, reason)
@@ -792,11 +779,8 @@ class ExecutionEngine:
     async def _resolve_in_background(self, live: LiveExecution, reason: str) -> None:
         """Keep asking the broker until it says whether it holds the order (no further failover:
         the requester already has its PENDING answer, updates tell the rest)."""
-        handle = self._brokers.get(live.order.broker_id)
+        handle = self._reconciling_handle(live)
         if handle is None:
-            log.error(
-                "cannot reconcile: broker no longer configured", extra={"broker_id": live.order.broker_id}
-            )
             return
         if live.order.id in self._resolving:
             return
@@ -808,15 +792,29 @@ class ExecutionEngine:
 
     async def _resolve_until_known(self, handle: BrokerHandle, live: LiveExecution, reason: str) -> None:
         while live.order.status is BrokerOrderStatus.PENDING:
-            finding = await find_order(
-                handle,
-                live.order.client_order_id,
-                settle=handle.settle,
-                until=trio.current_time() + max(self._reconcile_budget, handle.settle),
-                query_timeout=self._attempt_deadline(live.order.urgency),
-                known_to_exist=functools.partial(_left_pending, live),
-            )
+            finding = await self._ask_broker(handle, live, max(self._reconcile_budget, handle.settle))
             await self._settle(live, finding, reason)
+
+    def _reconciling_handle(self, live: LiveExecution) -> BrokerHandle | None:
+        """The connection to ask about `live`'s PENDING attempt; None (logged) if its broker is
+        no longer configured."""
+        handle = self._brokers.get(live.order.broker_id)
+        if handle is None:
+            log.error(
+                "cannot reconcile: broker no longer configured", extra={"broker_id": live.order.broker_id}
+            )
+        return handle
+
+    async def _ask_broker(self, handle: BrokerHandle, live: LiveExecution, within: float) -> Finding:
+        """What the broker says of `live`'s attempt (by client order id), within `within` s."""
+        return await find_order(
+            handle,
+            live.order.client_order_id,
+            settle=handle.settle,
+            until=trio.current_time() + within,
+            query_timeout=self._attempt_deadline(live.order.urgency),
+            known_to_exist=functools.partial(_left_pending, live),
+        )
 
     async def _settle(self, live: LiveExecution, finding: Finding, reason: str) -> None:
         """Record what the broker said of a PENDING attempt: it holds it (accepted), or it
@@ -871,13 +869,8 @@ class ExecutionEngine:
         statistics — unless the OMS cancelled it (that says nothing about the broker) or the
         broker never held it (rejections were counted when they happened)."""
         order = live.order
-        reporter = self._reporter
-        if reporter is not None and order.filled_quantity > 0:
-            idle = self._reporting == 0  # no `_report` task: it ends when nothing is pending
-            reporter.queue(order, live.arrival_price, arrival_known=live.arrival_known)
-            self._reporting = reporter.pending
-            if idle and self._reporting:
-                self._spawn(self._report)
+        if order.filled_quantity > 0:
+            self._queue_report(live, replace=False)
         if order.status is BrokerOrderStatus.REJECTED or order.broker_order_id is None:
             return
         if live.cancel_requested and order.filled_quantity < order.quantity:
@@ -923,17 +916,27 @@ class ExecutionEngine:
 
     def _on_late_fill(self, live: LiveExecution) -> None:
         """A fill after the execution ended (it raced a cancel): its report is rewritten."""
+        self._queue_report(live, replace=True)
+
+    @property
+    def _reports_pending(self) -> int:
+        """Reports queued or being written (shutdown waits for zero)."""
+        return self._reporter.pending if self._reporter is not None else 0
+
+    def _queue_report(self, live: LiveExecution, *, replace: bool) -> None:
+        """Queue `live`'s report; start the writer (`_report`) if none runs: one runs exactly
+        while reports are pending."""
         reporter = self._reporter
-        if reporter is not None:
-            idle = self._reporting == 0
-            reporter.queue(live.order, live.arrival_price, arrival_known=live.arrival_known, replace=True)
-            self._reporting = reporter.pending
-            if idle and self._reporting:
-                self._spawn(self._report)
+        if reporter is None:
+            return
+        idle = reporter.pending == 0
+        reporter.queue(live.order, live.arrival_price, arrival_known=live.arrival_known, replace=replace)
+        if idle and reporter.pending:
+            self._spawn(self._report)
 
     async def _report(self) -> None:
-        """The report writer: runs while reports are pending (`_reporting`: queued or being
-        written) and ends when none are. It takes the queued reports in batches (every ~150 ms,
+        """The report writer: runs while reports are pending (queued or being written) and ends
+        when none are. It takes the queued reports in batches (every ~150 ms,
         or as soon as enough wait: `ExecutionReporter.next_batch`) and writes each batch at
         once (`report_many`: one market wait, one vectorised analysis, one writer submission).
         A batch that meets a database outage waits for the database (at most
@@ -942,7 +945,7 @@ class ExecutionEngine:
         reporter = self._reporter
         assert reporter is not None
         try:
-            while self._reporting:
+            while reporter.pending:
                 batch = await reporter.next_batch()
                 try:
                     for _ in range(2):
@@ -963,11 +966,9 @@ class ExecutionEngine:
                         extra={"count": len(batch), "execution_ids": [j.order.id for j in batch]},
                     )
                 reporter.batch_done(batch)
-                self._reporting = reporter.pending
         finally:
-            if self._reporting:  # cancelled (the engine stops): the backfill writes the rest
+            if reporter.pending:  # cancelled (the engine stops): the backfill writes the rest
                 reporter.discard()
-                self._reporting = 0
 
     # --- queries --------------------------------------------------------------------------
 

@@ -33,7 +33,8 @@ LEASE_S = 10.0
 #: A clean stop ends the lease within this long, or leaves it to lapse.
 END_TIMEOUT_S = 5.0
 
-_FAILURES = (DatabaseUnavailable, WriteTimeout, psycopg.Error)
+#: What a write raises when the database is not answering (the callers wait for it and go on).
+DATABASE_FAILURES = (DatabaseUnavailable, WriteTimeout, psycopg.Error)
 
 
 def new_seat(instance_id: str, state_dir: Path | str) -> DaemonSeat:
@@ -87,14 +88,14 @@ class Lease:
                 scope.shield = True
                 try:
                     await self._store.end_lease(self.seat.id)
-                except (*_FAILURES, WriterClosed) as exc:
+                except (*DATABASE_FAILURES, WriterClosed) as exc:
                     log.warning("lease not ended; it will lapse", extra={"error": repr(exc)})
 
     async def _register(self) -> None:
         while True:
             try:
                 ended = await self._store.register_daemon(self.seat)
-            except _FAILURES as exc:
+            except DATABASE_FAILURES as exc:
                 log.warning("cannot register the daemon's lease yet", extra={"error": repr(exc)})
                 await self._store.wait_available()
                 await trio.sleep(self.renew_s / 4)
@@ -109,7 +110,7 @@ class Lease:
     async def _renew(self) -> None:
         try:
             seen_at = await self._store.renew_lease(self.seat.id)
-        except _FAILURES as exc:
+        except DATABASE_FAILURES as exc:
             self.failures += 1
             if self._unbroken_since is not None:
                 log.warning("lease not renewed", extra={"error": repr(exc)})

@@ -19,12 +19,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-import psycopg
 import trio
 
-from nursery.lease import Lease
+from nursery.lease import DATABASE_FAILURES, Lease
 from sql.store import Store
-from sql.writer import DatabaseUnavailable, WriteTimeout
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +31,6 @@ SWEEP_S = 2.0
 OWN_AFTER_S = 5.0
 #: Orders adopted at once.
 CONCURRENCY = 16
-
-_FAILURES = (DatabaseUnavailable, WriteTimeout, psycopg.Error)
 
 
 class OrphanSweeper:
@@ -96,7 +92,7 @@ class OrphanSweeper:
                 judge=lease.vouched_for() >= lease.lease_s,
                 only=only,
             )
-        except _FAILURES as exc:
+        except DATABASE_FAILURES as exc:
             log.info("orphan sweep skipped: database unavailable", extra={"error": repr(exc)})
             return []
         return [order_id for order_id, _ in rows]

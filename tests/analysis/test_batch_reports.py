@@ -384,7 +384,7 @@ async def test_the_engine_reports_every_execution_once_in_batches(desk: Desk) ->
             nursery.start_soon(desk.engine.route_order, request)
     for request in requests:
         await reported(desk, request.order_id)
-    assert desk.engine._reporting == 0 and reporter.pending == 0
+    assert desk.engine._reports_pending == 0 and reporter.pending == 0
 
     def count(conn: psycopg.Connection[Any]) -> int:
         row = conn.execute(
@@ -422,4 +422,4 @@ async def test_a_batch_that_meets_an_outage_is_written_once_the_database_is_back
     await reported(desk, request.order_id)
     execution_ = await desk.store.load_latest_execution(request.order_id)
     assert execution_ is not None and await desk.store.load_report(execution_.id) is not None
-    assert failures == [1] and desk.engine._reporting == 0
+    assert failures == [1] and desk.engine._reports_pending == 0
