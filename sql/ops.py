@@ -446,10 +446,13 @@ def _in_the_way(cur: psycopg.Cursor[Any], o: BrokerOrder) -> DuplicateAttempt:
 
 @dataclass(frozen=True, slots=True)
 class SaveTransition(WriteOp[None]):
+    """One state change of an execution: the row's mutable columns, the new fill (stored once:
+    a repeat is ignored), the outbox event (ignored if that sequence exists). LookupError if the
+    execution row does not exist. The routing answer goes with it as a `SaveResponse`."""
+
     order: BrokerOrder
     fill: OrderFill | None
     event: OutboxEvent | None
-    response: tuple[str, OrderRoutingResponse] | None
     phase: ClassVar[int] = 20
 
     def __post_init__(self) -> None:
@@ -472,7 +475,6 @@ class SaveTransition(WriteOp[None]):
                 raise LookupError(f"execution {op.order.id} does not exist")
         write(cur, _INSERT_FILLS, [_fill_values(op.order.id, op.fill) for op in ops if op.fill is not None])
         write(cur, _INSERT_EVENTS, [_event_values(op.event) for op in ops if op.event is not None])
-        _set_responses(cur, [op.response for op in ops if op.response is not None])
         return [None] * len(ops)
 
 

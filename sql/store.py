@@ -185,32 +185,18 @@ class Store:
         `ClaimTakenOver` if `owner` is given and no longer owns the unanswered claim."""
         await self._writer.submit([StartAttempt(execution, asset_class, event, owner)])
 
-    async def save_transition(
-        self,
-        order: BrokerOrder,
-        fill: OrderFill | None,
-        event: OutboxEvent | None,
-        response: tuple[str, OrderRoutingResponse] | None = None,
-    ) -> None:
-        """Persist one state change of an execution, atomically: the row's mutable columns, the
-        new fill (stored once: a repeat is ignored), the outbox event (ignored if that sequence
-        exists), and optionally the order's routing response (only if none is stored yet).
-        Raises LookupError if the execution row does not exist."""
-        await self._writer.submit([SaveTransition(order, fill, event, response)])
-
     async def save_changes(
         self,
         transitions: Sequence[tuple[BrokerOrder, OrderFill | None, OutboxEvent | None]],
         response: tuple[str, OrderRoutingResponse] | None = None,
     ) -> None:
-        """Persist consecutive state changes (of one or more executions, in order) and
-        optionally an order's routing response, atomically, in one submission: what
-        `save_transition` does for each, with one commit for all. Idempotent (a repeat changes
-        nothing), so a caller that got `DatabaseUnavailable` may submit the same changes again,
-        followed by newer ones, once the database is back."""
-        ops: list[WriteOp[Any]] = [
-            SaveTransition(order, fill, event, None) for order, fill, event in transitions
-        ]
+        """Persist consecutive state changes (of one or more executions, in order: each row's
+        mutable columns, its new fill stored once, its outbox event) and optionally an order's
+        routing response (only if none is stored yet), atomically, in one submission. Raises
+        LookupError if an execution row does not exist. Idempotent (a repeat changes nothing),
+        so a caller that got `DatabaseUnavailable` may submit the same changes again, followed
+        by newer ones, once the database is back."""
+        ops: list[WriteOp[Any]] = [SaveTransition(order, fill, event) for order, fill, event in transitions]
         if response is not None:
             ops.append(SaveResponse(*response))
         await self._writer.submit(ops)

@@ -156,15 +156,15 @@ async def test_transitions_load_back_exactly(store: Store, broker_id: str) -> No
         sequence=2,
         updated_at=T0 + timedelta(milliseconds=1),
     )
-    await store.save_transition(accepted, None, outbox_event(accepted, 2))
+    await store.save_changes([(accepted, None, outbox_event(accepted, 2))])
     partial = with_fill(
         accepted, fill(accepted, "F-1", "40.25", "187.11", 2), status=BrokerOrderStatus.PARTIALLY_FILLED
     )
-    await store.save_transition(partial, partial.fills[-1], outbox_event(partial, 3))
+    await store.save_changes([(partial, partial.fills[-1], outbox_event(partial, 3))])
     done = with_fill(
         partial, fill(partial, "F-2", "60.25", "187.10000001", 1), status=BrokerOrderStatus.FILLED
     )
-    await store.save_transition(done, done.fills[-1], outbox_event(done, 4))
+    await store.save_changes([(done, done.fills[-1], outbox_event(done, 4))])
 
     loaded = await store.load_execution(done.id)
     assert loaded is not None
@@ -187,10 +187,10 @@ async def test_a_fill_is_stored_once(store: Store, broker_id: str) -> None:
         fill(claim.execution, "F-dup", "1", "10", 1),
         status=BrokerOrderStatus.PARTIALLY_FILLED,
     )
-    await store.save_transition(partial, partial.fills[0], outbox_event(partial, 2))
-    await store.save_transition(partial, partial.fills[0], outbox_event(partial, 2))  # replayed
+    await store.save_changes([(partial, partial.fills[0], outbox_event(partial, 2))])
+    await store.save_changes([(partial, partial.fills[0], outbox_event(partial, 2))])  # replayed
     replay = msgspec.structs.replace(partial.fills[0], id=new_id())  # same broker fill id, other id
-    await store.save_transition(partial, replay, None)
+    await store.save_changes([(partial, replay, None)])
     loaded = await store.load_execution(partial.id)
     assert loaded is not None and loaded.fills == partial.fills
     assert len(await store.execution_events(partial.id)) == 2
@@ -205,11 +205,11 @@ async def test_transition_of_unknown_execution_fails_alone(store: Store, broker_
 
     async def save_ghost() -> None:
         with pytest.raises(LookupError, match=ghost.id):
-            await store.save_transition(ghost, None, None)
+            await store.save_changes([(ghost, None, None)])
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(save_ghost)
-        nursery.start_soon(store.save_transition, accepted, None, None)
+        nursery.start_soon(store.save_changes, [(accepted, None, None)])
     assert await store.load_execution(accepted.id) == accepted
 
 
@@ -218,7 +218,7 @@ async def test_failover_attempt_becomes_the_latest(store: Store, broker_id: str)
     assert claim.execution is not None
     await store.claim_order(claim)
     first = msgspec.structs.replace(claim.execution, status=BrokerOrderStatus.CANCELED, sequence=2)
-    await store.save_transition(first, None, outbox_event(first, 2))
+    await store.save_changes([(first, None, outbox_event(first, 2))])
     second = execution(claim.order_id, broker_id, at=T0 + timedelta(seconds=1), attempt=2)
     await store.start_attempt(second, "EQUITY", outbox_event(second, 1))
     assert await store.load_latest_execution(claim.order_id) == second
@@ -337,15 +337,15 @@ async def test_attempt_of_an_unclaimed_order_or_bad_number_is_refused(store: Sto
 async def test_load_attempts_by_number_with_fills(store: Store, broker_id: str) -> None:
     first = await claimed(store, broker_id)
     canceled = msgspec.structs.replace(first, status=BrokerOrderStatus.CANCELED, sequence=2)
-    await store.save_transition(canceled, None, None)
+    await store.save_changes([(canceled, None, None)])
     second = execution(first.order_id, broker_id, at=T0 + timedelta(seconds=5), attempt=2)
     await store.start_attempt(second, "EQUITY")
     partial = with_fill(
         second, fill(second, "F-2", "40", "187.5", 7), status=BrokerOrderStatus.PARTIALLY_FILLED
     )
-    await store.save_transition(partial, partial.fills[-1], None)
+    await store.save_changes([(partial, partial.fills[-1], None)])
     done = with_fill(partial, fill(partial, "F-1", "60.5", "187.4", 6), status=BrokerOrderStatus.FILLED)
-    await store.save_transition(done, done.fills[-1], None)
+    await store.save_changes([(done, done.fills[-1], None)])
 
     attempts = await store.load_attempts(first.order_id)
     assert attempts == [canceled, msgspec.structs.replace(done, fills=(done.fills[1], done.fills[0]))]
@@ -364,10 +364,10 @@ async def test_response_is_set_only_once(store: Store, broker_id: str) -> None:
     await store.claim_order(claim)
     first = response(claim.order_id, claim.execution.id, broker_id)
     accepted = msgspec.structs.replace(claim.execution, status=BrokerOrderStatus.ACCEPTED, sequence=2)
-    await store.save_transition(accepted, None, None, (claim.order_id, first))
+    await store.save_changes([(accepted, None, None)], (claim.order_id, first))
     second = msgspec.structs.replace(first, routing_id=new_id())
     assert not await store.save_response(claim.order_id, second)
-    await store.save_transition(accepted, None, None, (claim.order_id, second))
+    await store.save_changes([(accepted, None, None)], (claim.order_id, second))
     stored = await store.get_claim(claim.order_id)
     assert stored is not None and stored.response == first
 
@@ -382,7 +382,7 @@ async def test_outbox_events_until_published(store: Store, broker_id: str) -> No
     assert claim.execution is not None and claim.event is not None
     await store.claim_order(claim)
     accepted = msgspec.structs.replace(claim.execution, status=BrokerOrderStatus.ACCEPTED, sequence=2)
-    await store.save_transition(accepted, None, outbox_event(accepted, 2))
+    await store.save_changes([(accepted, None, outbox_event(accepted, 2))])
     pending = [e for e in await store.unpublished_events(100_000) if e.execution_id == accepted.id]
     assert [e.sequence for e in pending] == [1, 2]
     assert pending[0] == claim.event
@@ -442,7 +442,7 @@ async def test_views_refresh_and_idle_broker_has_performance_row(
         finished = msgspec.structs.replace(
             claim.execution, status=status, sequence=2, updated_at=now + timedelta(milliseconds=20)
         )
-        await store.save_transition(finished, None, None)
+        await store.save_changes([(finished, None, None)])
     await store.refresh_views()
     await store.refresh_views()  # populated now: CONCURRENTLY
 
