@@ -21,6 +21,7 @@ from api.enums import AssetClass, BrokerFeature, OrderType, Side, TimeInForce
 from api.events import AnyBrokerEvent
 from tests.support.alpaca_emulator import AlpacaDriver, open_alpaca_adapter
 from tests.support.fix_acceptor import FixDriver, open_fix_adapter
+from tests.support.ib_harness import IbDriver, open_ib_adapter
 
 SYMBOL = "AAPL"
 Events = trio.MemoryReceiveChannel[AnyBrokerEvent]
@@ -167,3 +168,27 @@ class FixVenue:
 async def fix_venue(database_url: str) -> AsyncIterator[FixVenue]:
     async with open_fix_adapter(database_url) as (adapter, driver):
         yield FixVenue(adapter, driver)
+
+
+class IbVenue:
+    """The Interactive Brokers adapter (ib_async) against the loopback TWS API peer."""
+
+    def __init__(self, adapter: BrokerAdapter, driver: IbDriver) -> None:
+        self.adapter = adapter
+        self.driver = driver
+        self.events = driver.events
+        self.market_price = driver.market_price
+        self.resting_price = Decimal("99.00")
+
+    def refused(self, request: SubmitRequest) -> SubmitRequest:
+        return msgspec.structs.replace(request, quantity=self.driver.reject_quantity + 1)  # margin: 201
+
+    async def fill(self, client_order_id: str, quantity: Decimal, price: Decimal) -> None:
+        self.driver.peer.fill(client_order_id, quantity, price)
+        await trio.lowlevel.checkpoint()
+
+
+@asynccontextmanager
+async def ib_venue() -> AsyncIterator[IbVenue]:
+    async with open_ib_adapter(market_price=Decimal("100.02")) as (adapter, driver):
+        yield IbVenue(adapter, driver)

@@ -1,5 +1,6 @@
 """One contract, every adapter: the simulated venue, Alpaca (through alpaca-py against its
-loopback emulator) and FIX 4.4 (against a loopback acceptor). Each is driven only through the
+loopback emulator), FIX 4.4 (against a loopback acceptor) and Interactive Brokers (through
+ib_async against a loopback TWS API peer). Each is driven only through the
 `BrokerAdapter` interface; the venue fixture says how to make its broker fill or refuse."""
 
 from __future__ import annotations
@@ -18,12 +19,20 @@ from api.capabilities import RateLimits
 from api.contracts import CommissionStructure
 from api.enums import BrokerFeature, BrokerOrderStatus, OrderType
 from api.events import AnyBrokerEvent, OrderCanceled, OrderFilled
-from tests.adapters.contract import ContractVenue, alpaca_venue, fix_venue, request, simulated_venue
+from tests.adapters.contract import (
+    ContractVenue,
+    alpaca_venue,
+    fix_venue,
+    ib_venue,
+    request,
+    simulated_venue,
+)
 
 VENUES: dict[str, Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[ContractVenue]]] = {
     "simulated": lambda _: simulated_venue(),
     "alpaca": lambda _: alpaca_venue(),
     "fix": lambda request: fix_venue(request.getfixturevalue("migrated_database_url")),
+    "ib": lambda _: ib_venue(),
 }
 
 
