@@ -232,6 +232,10 @@ class IbBroker:
         if known is not None:
             return self._answer_known(known, request)
         contract = await self._qualify(session, request)
+        await session.pacer.acquire()  # a wait here is before anything is recorded or sent
+        known = self._orders.get(request.client_order_id)
+        if known is not None:  # the same id submitted concurrently while this one waited
+            return self._answer_known(known, request)
         record = OrderRecord(request.client_order_id, request.quantity, self._clock())
         self._orders.add(record)
         try:

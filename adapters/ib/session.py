@@ -15,6 +15,10 @@ executions or account updates: its own `reqExecutions` has no filter and can han
 issues #54, #82); the adapter asks for executions itself, with a filter and a timeout. An
 error 326 (client id in use) ends the attempt at once instead of waiting out the handshake.
 
+Pacing: every message the adapter sends waits for `Pacer` (a sliding window with a margin,
+see PACING_WINDOW), below ib_async's own throttle, so IB's 50 messages per second is never
+exceeded as TWS measures it.
+
 Failures map at this boundary: a timeout is `RequestTimedOut` (OutcomeUnknown), a closed or
 refused socket `ConnectionLost`, 326 `ClientIdInUse` (AuthenticationFailed).
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -53,6 +58,35 @@ T = TypeVar("T")
 _STARTUP = StartupFetch.POSITIONS | StartupFetch.ORDERS_OPEN | StartupFetch.ORDERS_COMPLETE
 
 
+#: Pacing window: `max_messages_per_second` messages per this many seconds. Longer than IB's
+#: one second so that network and scheduling jitter cannot squeeze two full windows of ours
+#: into one of IB's (ib_async's own throttle, a plain one-second window, has no such margin).
+PACING_WINDOW = 1.25
+
+
+class Pacer:
+    """At most `limit` messages in any `window` seconds, oldest first (a sliding window)."""
+
+    def __init__(self, limit: int, window: float = PACING_WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self._sent: deque[float] = deque()
+
+    def __repr__(self) -> str:
+        return f"<Pacer {len(self._sent)}/{self.limit} per {self.window:g}s>"
+
+    async def acquire(self) -> None:
+        """Wait until one more message fits, then count it."""
+        while True:
+            now = trio.current_time()
+            while self._sent and now - self._sent[0] >= self.window:
+                self._sent.popleft()
+            if len(self._sent) < self.limit:
+                self._sent.append(now)
+                return
+            await trio.sleep_until(self._sent[0] + self.window)
+
+
 class ClientIdInUse(AuthenticationFailed):
     """TWS refused the API connection: another client is connected with this client id."""
 
@@ -70,6 +104,7 @@ class IbSession:
         self.ib.RaiseRequestErrors = False
         self.ib.client.MaxRequests = config.max_messages_per_second
         self.overflowed = False
+        self.pacer = Pacer(config.max_messages_per_second)
         self._messages = messages
         self._refusal: asyncio.Future[str] | None = None
         self.ib.orderStatusEvent += self._on_order
@@ -178,6 +213,7 @@ class IbSession:
 
         if not self.connected:
             raise ConnectionLost(f"{what}: not connected to TWS")
+        await self.pacer.acquire()
         try:
             with trio.fail_after(timeout + 1.0):
                 result: T = await aio_as_trio(run)()
@@ -187,14 +223,17 @@ class IbSession:
         except ConnectionError as exc:
             raise ConnectionLost(f"{what}: {exc}") from None
 
-    async def call(self, fn: Callable[[], T], what: str) -> T:
-        """`fn()` (a synchronous ib_async call that sends) inside asyncio."""
+    async def call(self, fn: Callable[[], T], what: str, *, paced: bool = False) -> T:
+        """`fn()` (a synchronous ib_async call that sends) inside asyncio. `paced`: the caller
+        already acquired the pacer for it."""
 
         async def run() -> T:
             return fn()
 
         if not self.connected:
             raise ConnectionLost(f"{what}: not connected to TWS")
+        if not paced:
+            await self.pacer.acquire()
         try:
             result: T = await aio_as_trio(run)()
             return result
@@ -219,7 +258,9 @@ class IbSession:
         return found
 
     async def place(self, contract: Contract, spec: OrderSpec, account: str) -> IbOrderState:
-        """Send the order (once); the state ib_async created for it (PendingSubmit)."""
+        """Send the order (once); the state ib_async created for it (PendingSubmit). The
+        caller has acquired the pacer (so that nothing waits between its bookkeeping and the
+        send)."""
         order = Order(
             action=spec.action,
             totalQuantity=spec.quantity,
@@ -233,7 +274,7 @@ class IbSession:
             order.lmtPrice = spec.limit_price
         if spec.aux_price is not None:
             order.auxPrice = spec.aux_price
-        trade = await self.call(lambda: self.ib.placeOrder(contract, order), "placeOrder")
+        trade = await self.call(lambda: self.ib.placeOrder(contract, order), "placeOrder", paced=True)
         return order_state(trade)
 
     async def cancel(self, state: IbOrderState) -> None:

@@ -4,13 +4,14 @@ through ib_async, on one trio-asyncio loop (as in the daemon), its `run` supervi
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import trio
+import trio.testing
 import trio_asyncio
 
 from adapters.base import BrokerError
@@ -52,6 +53,25 @@ class IbDriver:
     statuses: list[tuple[ConnectionStatus, str]] = field(default_factory=list)
     #: Set each time the supervised `run` reports started (a new connection is up).
     connected: trio.Event = field(default_factory=trio.Event)
+    connections: int = 0
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    def notify(self) -> None:
+        """Something a test may wait for happened (a status, a connection, a failure)."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def until(self, check: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait (event-driven) until `check()` holds after a change the driver saw."""
+        with trio.fail_after(timeout):
+            while not check():
+                await self._changed.wait()
+
+    async def settled(self, adapter: IbBroker) -> None:
+        """Everything TWS sent so far has been applied: a round trip through TWS (its answer
+        comes after every earlier message), then every task idle."""
+        await adapter.heartbeat()
+        await trio.testing.wait_all_tasks_blocked()
 
     async def next_event(self, timeout: float = 3.0) -> AnyBrokerEvent:
         with trio.fail_after(timeout):
@@ -81,12 +101,15 @@ async def supervise(
             async with trio.open_nursery() as nursery:
                 await nursery.start(adapter.run, events)
                 driver.connected.set()
+                driver.connections += 1
+                driver.notify()
                 if first:
                     first = False
                     task_status.started()
         except* BrokerError as group:
             driver.run_failures.extend(e for e in group.exceptions if isinstance(e, BrokerError))
         driver.connected = trio.Event()
+        driver.notify()
         await trio.sleep(0.02)
 
 
@@ -106,7 +129,12 @@ async def open_ib_adapter(
         await nursery.start(peer.serve)
         adapter = IbBroker(peer_config(peer, **config_changes))
         driver = IbDriver(peer, receive, reject_quantity, market_price)
-        adapter.status_listener = lambda status, message: driver.statuses.append((status, message))
+
+        def on_status(status: ConnectionStatus, message: str) -> None:
+            driver.statuses.append((status, message))
+            driver.notify()
+
+        adapter.status_listener = on_status
         with trio.fail_after(10):
             await nursery.start(supervise, adapter, send, driver)
         try:

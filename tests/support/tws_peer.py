@@ -30,6 +30,8 @@ are never sent. `connectivity_lost()` sends 1100 and, until `connectivity_restor
 1102), executions are kept but not delivered (what a client loses around a nightly reset).
 `restart()` closes every connection (TWS restarting); `outage()` also refuses new ones.
 `correct(exec_id, price)` sends a correction (same execution id, next `.NN` suffix).
+`deliver = False` keeps executions and status changes from being sent (lost messages);
+`withhold_commissions` sends executions without their commissionReport.
 `hang_executions` leaves reqExecutions without its execDetailsEnd (ib_async issue #54).
 Pacing: more than `pacing_limit` messages within one second from a client gets error 100
 and a closed connection, as TWS does; `max_rate` records the highest rate seen.
@@ -201,11 +203,13 @@ class TwsPeer:
         self.max_rate = 0
         self.pacing_violations = 0
         self.hang_executions = False
+        #: False: executions and status changes happen but are not sent (lost on the way).
+        self.deliver = True
+        self.withhold_commissions = False
         self._perm_ids = itertools.count(1_000_001)
         self._exec_ids = itertools.count(1)
         self._next_order_id: dict[int, int] = {}
         self._lose_acks = 0
-        self._connectivity = True
         self._refusing = False
         self._session = 0x65A1B2C3
 
@@ -232,7 +236,10 @@ class TwsPeer:
     def cancel_at_venue(self, order_ref: str) -> None:
         order = self.order(order_ref)
         self._finish(order, "Cancelled")
-        self._to_owner(order, self._error_frame(order.order_id, 202, "Order Canceled - reason:"))
+        for connection in self._owners(order):
+            connection.outbox.send_nowait(
+                self._error_frame(order.order_id, 202, "Order Canceled - reason:", connection)
+            )
 
     def correct(self, exec_id: str, price: Decimal) -> PeerExecution:
         """IB's correction of an execution: the same execution under the next suffix."""
@@ -256,11 +263,11 @@ class TwsPeer:
         self._lose_acks += count
 
     def connectivity_lost(self) -> None:
-        self._connectivity = False
+        self.deliver = False
         self._broadcast(-1, 1100, "Connectivity between IB and Trader Workstation has been lost.")
 
     def connectivity_restored(self, *, data_lost: bool) -> None:
-        self._connectivity = True
+        self.deliver = True
         if data_lost:
             self._broadcast(-1, 1101, "Connectivity between IB and TWS has been restored- data lost.")
         else:
@@ -307,10 +314,10 @@ class TwsPeer:
                 nursery.start_soon(self._writer, stream, receive, nursery.cancel_scope)
                 try:
                     await self._read(stream, connection)
-                finally:
-                    nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    nursery.cancel_scope.cancel()  # the client went away
+                else:  # the peer ends it: what is queued (a 326, a 100) goes out first
+                    connection.outbox.send_nowait(_CLOSE)
         finally:
             if connection in self.connections:
                 self.connections.remove(connection)
@@ -472,7 +479,7 @@ class TwsPeer:
         out(frame([52, 1, req_id]))
 
     def _details_frame(self, req_id: int, c: PeerContract, version: int) -> bytes:
-        head: list[object] = [10] + ([8] if version < 164 else [])
+        head: list[object] = [10, 8] if version < 164 else [10]
         fields: list[object] = [
             *head,
             req_id,
@@ -672,26 +679,25 @@ class TwsPeer:
         return execution
 
     def _deliver_execution(self, execution: PeerExecution) -> None:
-        if not self._connectivity:
+        if not self.deliver:
             return  # the client was not listening: only reqExecutions will tell
         for connection in self._owners(execution.order):
             out = connection.outbox.send_nowait
             out(self._exec_frame(-1, execution, connection.version))
             out(self._status_frame(execution.order))
-            out(self._commission_frame(execution))
+            if not self.withhold_commissions:
+                out(self._commission_frame(execution))
 
     def _finish(self, order: PeerOrder, status: str) -> None:
         order.status = status
         order.completed_at = datetime.now(UTC)
+        if not self.deliver:
+            return
         for connection in self._owners(order):
             connection.outbox.send_nowait(self._status_frame(order))
 
     def _owners(self, order: PeerOrder) -> list[_Connection]:
         return [c for c in self.connections if c.ready and c.client_id == order.client_id]
-
-    def _to_owner(self, order: PeerOrder, data: bytes) -> None:
-        for connection in self._owners(order):
-            connection.outbox.send_nowait(data)
 
     def _broadcast(self, req_id: int, code: int, message: str) -> None:
         for connection in self.connections:

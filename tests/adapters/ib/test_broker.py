@@ -6,6 +6,7 @@ import uuid
 from decimal import Decimal
 
 import trio
+import trio.lowlevel
 
 from adapters.base import SubmitRequest
 from api.enums import AssetClass, BrokerOrderStatus, OrderType, Side, TimeInForce
@@ -61,4 +62,4 @@ async def test_a_market_order_carries_our_id_as_order_ref_and_fills_with_its_com
         assert fill.fill_id == driver.peer.executions[0].exec_id.rpartition(".")[0]
         snapshot = await adapter.query(request.client_order_id)
         assert snapshot is not None and snapshot.status is BrokerOrderStatus.FILLED
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
