@@ -1,15 +1,18 @@
 """Building the daemon's broker connections from configuration: simulated venues on the
-simulated market, Alpaca accounts, FIX sessions. Each becomes a `BrokerHandle` plus the
-connection parameters recorded in `broker_connections` (never a credential)."""
+simulated market, Alpaca accounts, FIX sessions, Interactive Brokers API clients. Each becomes a
+`BrokerHandle` plus the connection parameters recorded in `broker_connections` (never a
+credential)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from adapters.alpaca import build_alpaca_broker
 from adapters.fix.adapter import build_fix_broker
+from adapters.ib import build_ib_broker
 from adapters.simulated import SimulatedBroker, SimulatedMarket
+from api.enums import ConnectionStatus, IssueType
 from daemon.config import Config
 from nursery.brokers import BrokerHandle
 
@@ -60,4 +63,28 @@ def build_handles(
             "target_comp_id": f.target_comp_id,
         }
         built.append((BrokerHandle(fix, f.name, **common), params))  # type: ignore[arg-type]
+    for i in config.ib_brokers:
+        ib = build_ib_broker(i)
+        ib_handle = BrokerHandle(ib, i.name, **common)  # type: ignore[arg-type]
+        ib.status_listener = _ib_status(ib_handle)
+        params = {"kind": "ib", "host": i.host, "port": str(i.port), "client_id": str(i.client_id)}
+        if i.account:
+            params["account"] = i.account
+        built.append((ib_handle, params))
     return built
+
+
+def _ib_status(handle: BrokerHandle) -> Callable[[ConnectionStatus, str], None]:
+    """What TWS's codes say about a connected IB client, applied to its handle: 1100
+    DISCONNECTED, a broken data farm DEGRADED (both with an issue), restored CONNECTED."""
+
+    def apply(status: ConnectionStatus, message: str) -> None:
+        if status is ConnectionStatus.DISCONNECTED:
+            handle.mark_disconnected(IssueType.CONNECTIVITY, message)
+        elif status is ConnectionStatus.DEGRADED:
+            handle.status = ConnectionStatus.DEGRADED
+            handle.report_issue(IssueType.CONNECTIVITY, message)
+        elif handle.status is not ConnectionStatus.CONNECTED:
+            handle.mark_connected()
+
+    return apply

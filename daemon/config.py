@@ -26,6 +26,7 @@ import msgspec
 
 from adapters.alpaca.config import AlpacaConfig
 from adapters.fix.config import FixConfig
+from adapters.ib.config import IbConfig
 from adapters.simulated.config import (
     MarketConfig,
     SimulatedBrokerConfig,
@@ -101,7 +102,7 @@ class RestSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 SIMULATED_PREFIX = "marketdata.simulated"
-AnyBrokerConfig = SimulatedBrokerConfig | AlpacaConfig | FixConfig
+AnyBrokerConfig = SimulatedBrokerConfig | AlpacaConfig | FixConfig | IbConfig
 
 
 class MarketDataSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -143,9 +144,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     alpaca_brokers: tuple[AlpacaConfig, ...] = ()
     #: FIX 4.4 sessions (adapters.fix.FixConfig; see adapters/fix/example.toml).
     fix_brokers: tuple[FixConfig, ...] = ()
+    #: Interactive Brokers API clients (adapters.ib.IbConfig: TWS / IB Gateway via ib_async).
+    ib_brokers: tuple[IbConfig, ...] = ()
 
     def __post_init__(self) -> None:
-        real = bool(self.alpaca_brokers or self.fix_brokers)
+        real = bool(self.alpaca_brokers or self.fix_brokers or self.ib_brokers)
         if self.brokers is None:
             msgspec.structs.force_setattr(self, "brokers", () if real else default_brokers())
         section = self.market_data
@@ -167,6 +170,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             ("brokers", self.simulated_brokers),
             ("alpaca_brokers", self.alpaca_brokers),
             ("fix_brokers", self.fix_brokers),
+            ("ib_brokers", self.ib_brokers),
         )
 
     @property
