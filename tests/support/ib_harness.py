@@ -19,7 +19,7 @@ from adapters.ib.broker import IbBroker
 from adapters.ib.config import IbConfig
 from api.enums import ConnectionStatus
 from api.events import AnyBrokerEvent
-from tests.support.tws_peer import TwsPeer
+from tests.support.tws_peer import SERVER_VERSION, TwsPeer
 
 CLIENT_ID = 17
 
@@ -119,11 +119,17 @@ async def open_ib_adapter(
     market_price: Decimal = Decimal("100.00"),
     reject_quantity: Decimal = Decimal(10_000),
     partial_fills: int = 1,
+    max_version: int = SERVER_VERSION,
     **config_changes: Any,
 ) -> AsyncIterator[tuple[IbBroker, IbDriver]]:
     """A fresh peer and a connected `IbBroker`. Yields `(adapter, driver)`; events arrive on
     `driver.events`. Opens its own trio-asyncio loop (the daemon's one bridge)."""
-    peer = TwsPeer(market_price=market_price, max_quantity=reject_quantity, partial_fills=partial_fills)
+    peer = TwsPeer(
+        market_price=market_price,
+        max_quantity=reject_quantity,
+        partial_fills=partial_fills,
+        max_version=max_version,
+    )
     send, receive = trio.open_memory_channel[AnyBrokerEvent](math.inf)
     async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
         await nursery.start(peer.serve)

@@ -293,24 +293,17 @@ async def test_a_client_id_in_use_is_a_configuration_error_not_a_reconnect_loop(
 
 @pytest.mark.parametrize("version", [160, 170, 176, 178])
 async def test_every_server_version_ib_async_speaks_works(version: int) -> None:
-    from tests.support import tws_peer
-
-    original = tws_peer.SERVER_VERSION
-    tws_peer.TwsPeer.__init__.__kwdefaults__["max_version"] = version  # type: ignore[index]
-    try:
-        async with open_ib_adapter() as (adapter, driver):
-            assert driver.peer.connections[0].version == version
-            request = order(coid())
-            await adapter.submit(request)
-            seen = await events_until(driver, lambda s: bool(fills_of(s, request.client_order_id)))
-            assert fills_of(seen, request.client_order_id)[0].fee == Decimal(1)
-            resting = order(coid(), **RESTING)
-            await adapter.submit(resting)
-            assert resting.client_order_id in {o.client_order_id for o in await adapter.open_orders()}
-            snapshot = await adapter.query(request.client_order_id)
-            assert snapshot is not None and snapshot.status is BrokerOrderStatus.FILLED
-    finally:
-        tws_peer.TwsPeer.__init__.__kwdefaults__["max_version"] = original  # type: ignore[index]
+    async with open_ib_adapter(max_version=version) as (adapter, driver):
+        assert driver.peer.connections[0].version == version
+        request = order(coid())
+        await adapter.submit(request)
+        seen = await events_until(driver, lambda s: bool(fills_of(s, request.client_order_id)))
+        assert fills_of(seen, request.client_order_id)[0].fee == Decimal(1)
+        resting = order(coid(), **RESTING)
+        await adapter.submit(resting)
+        assert resting.client_order_id in {o.client_order_id for o in await adapter.open_orders()}
+        snapshot = await adapter.query(request.client_order_id)
+        assert snapshot is not None and snapshot.status is BrokerOrderStatus.FILLED
 
 
 async def test_pacing_is_never_exceeded() -> None:
