@@ -24,13 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
-import psycopg
-
+from sql.trio_pg import TrioConnection
 from sql.writer import WriteOp
 
-Conn = psycopg.Connection[Any]
+Conn = TrioConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +114,12 @@ class RegisterDaemon(WriteOp[list[str]]):
     phase: ClassVar[int] = 0
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[list[str]]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[list[str]]:
         results = []
         for op in ops:
             s = op.seat
-            conn.execute(_REGISTER, (s.id, s.instance_id, s.host, s.pid, s.state_dir))
-            ended = conn.execute(_END_PREDECESSORS, (s.host, s.state_dir, s.id)).fetchall()
+            await conn.execute(_REGISTER, (s.id, s.instance_id, s.host, s.pid, s.state_dir))
+            ended = await (await conn.execute(_END_PREDECESSORS, (s.host, s.state_dir, s.id))).fetchall()
             results.append([row[0] for row in ended])
         return results
 
@@ -133,10 +132,10 @@ class RenewLease(WriteOp[datetime | None]):
     phase: ClassVar[int] = 0
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[datetime | None]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[datetime | None]:
         results = []
         for op in ops:
-            row = conn.execute(_RENEW, (op.daemon_id,)).fetchone()
+            row = await (await conn.execute(_RENEW, (op.daemon_id,))).fetchone()
             results.append(None if row is None else row[0])
         return results
 
@@ -150,10 +149,10 @@ class EndLease(WriteOp[None]):
     phase: ClassVar[int] = 0
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
         for op in ops:
-            conn.execute(_END, (op.daemon_id,))
-            conn.execute(_PRUNE, (op.prune_after_days,))
+            await conn.execute(_END, (op.daemon_id,))
+            await conn.execute(_PRUNE, (op.prune_after_days,))
         return [None] * len(ops)
 
 
@@ -174,7 +173,7 @@ class TakeOrphans(WriteOp[list[tuple[str, datetime]]]):
     phase: ClassVar[int] = 0
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[list[tuple[str, datetime]]]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[list[tuple[str, datetime]]]:
         results = []
         for op in ops:
             params = {
@@ -185,6 +184,6 @@ class TakeOrphans(WriteOp[list[tuple[str, datetime]]]):
                 "limit": op.limit,
                 "only": list(op.only) if op.only is not None else None,
             }
-            rows = conn.execute(_TAKE, params).fetchall()
+            rows = await (await conn.execute(_TAKE, params)).fetchall()
             results.append(sorted(((row[0], row[1]) for row in rows), key=lambda r: r[1]))
         return results

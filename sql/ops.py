@@ -5,9 +5,11 @@ Each op checks its input when built (a write the columns cannot hold exactly is 
 batch with one statement per table. `sql.status` holds the broker supervision writes, which use
 the batch helpers of this module.
 
-Batches are written with one statement per table: the rows travel as binary arrays (%b) and
-`unnest` turns them back into rows. Per-row statements (executemany) cost the server twice as
-much, and text arrays cost Python more than they save.
+Batches are written with one statement per table: the rows travel as one JSON document
+(`json_rows`, encoded by msgspec) that `rows_from` turns back into rows on the server. Per-row
+statements (executemany) cost the server twice as much; one binary array per column (the
+earlier form) cost the daemon more than everything else it wrote: psycopg dumps arrays element
+by element in Python.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, ClassVar, Self
 
 import msgspec
 import psycopg
+from psycopg.types.json import Jsonb
 
 from api.codec import encode
 from api.contracts import OrderRoutingResponse
@@ -28,6 +31,7 @@ from api.enums import AssetClass, ConnectionStatus
 from api.orders import BrokerOrder, OrderFill
 from api.validation import decimal_problem
 from sql.records import BrokerRecord, ClaimResult, ClaimTakenOver, DuplicateAttempt, OrderClaim, OutboxEvent
+from sql.trio_pg import TrioConnection
 from sql.writer import WriteOp
 
 __all__ = [
@@ -40,14 +44,16 @@ __all__ = [
     "UpsertBrokers",
     "broker_row_id",
     "claim_result",
-    "columns",
+    "json_rows",
     "last_per_key",
+    "raw_json",
     "returned",
+    "rows_from",
     "to_json",
     "write",
 ]
 
-Conn = psycopg.Connection[Any]
+Conn = TrioConnection
 
 _BROKER_NAMESPACE = uuid.UUID("3b0f8e1c-5a7d-4e2b-9c41-7d2e6f9a1b30")
 #: broker_orders.attempt is a SMALLINT.
@@ -61,31 +67,68 @@ def broker_row_id(broker_id: str) -> str:
 
 # --- SQL ---------------------------------------------------------------------------------------
 
-_INSERT_ROUTED = b"""
+
+def rows_from(columns: str) -> bytes:
+    """A FROM item `x` reading the statement's parameter — a JSON array of rows (`json_rows`) —
+    as a table: `columns` is "name type, ..." in row order, and `n` numbers the rows from 1.
+    One parameter per statement: the rows are encoded at C speed (msgspec) instead of one
+    Python-dumped array per column, and the server parses them once."""
+    selects = []
+    for i, column in enumerate(columns.split(",")):
+        name, kind = column.split()
+        if kind == "jsonb":
+            expr = f"nullif(r->{i}, 'null')"  # JSON null: SQL NULL
+        elif kind == "bytea":
+            expr = f"decode(r->>{i}, 'base64')"
+        else:
+            expr = f"(r->>{i})::{kind}"
+        selects.append(f"{expr} AS {name}")
+    rows = "jsonb_array_elements(%b::jsonb) WITH ORDINALITY AS j(r, n)"
+    return f"(SELECT {', '.join(selects)}, n FROM {rows}) AS x".encode()
+
+
+_INSERT_ROUTED = (
+    b"""
 INSERT INTO routed_orders
     (order_id, routing_id, request_hash, request, response, arrival_price, received_at, responded_at,
      routing_decision, chosen_broker, owner)
-SELECT o, r, h, q::jsonb, s::jsonb, a, t, u, d::jsonb, c, w
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[],
-            %b::timestamptz[], %b::timestamptz[], %b::text[], %b::text[], %b::text[])
-     WITH ORDINALITY AS x(o, r, h, q, s, a, t, u, d, c, w, n)
+SELECT o, r, h, q, s, a, t, u, d, c, w
+FROM """
+    + rows_from(
+        "o text, r text, h text, q jsonb, s jsonb, a numeric, t timestamptz, u timestamptz, "
+        "d jsonb, c text, w text"
+    )
+    + b"""
 ORDER BY o, n
 ON CONFLICT (order_id) DO NOTHING
 RETURNING routing_id
 """
+)
 
-_INSERT_EXECUTIONS = b"""
+_EXECUTION_COLUMNS = rows_from(
+    "id text, order_id text, broker_id text, client_order_id text, broker_order_id text, "
+    "account_id text, symbol text, asset_class text, side text, order_type text, "
+    "quantity numeric, price numeric, stop_price numeric, time_in_force text, status text, "
+    "filled_quantity numeric, average_price numeric, fees numeric, rejection_reason text, "
+    "execution_strategy text, urgency text, sequence int, created_at timestamptz, "
+    "updated_at timestamptz, attempt int"
+)
+
+_INSERT_EXECUTIONS = (
+    b"""
 INSERT INTO broker_orders
     (id, order_id, broker_id, client_order_id, broker_order_id, account_id, symbol, asset_class,
      side, order_type, quantity, price, stop_price, time_in_force, status, filled_quantity,
      average_price, fees, rejection_reason, execution_strategy, urgency, sequence,
      created_at, updated_at, attempt)
-SELECT *
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-            %b::text[], %b::text[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[],
-            %b::text[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[], %b::text[],
-            %b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::timestamptz[], %b::int[])
-"""
+SELECT id, order_id, broker_id, client_order_id, broker_order_id, account_id, symbol, asset_class,
+     side, order_type, quantity, price, stop_price, time_in_force, status, filled_quantity,
+     average_price, fees, rejection_reason, execution_strategy, urgency, sequence,
+     created_at, updated_at, attempt
+FROM """
+    + _EXECUTION_COLUMNS
+    + b"\n"
+)
 
 # A further attempt: any unique key already taken (the order's attempt number, the execution id,
 # the client order id) skips the row instead of failing the batch; the op then says which.
@@ -109,38 +152,53 @@ SELECT id FROM broker_orders
 WHERE id = %s AND order_id = %s AND attempt = %s AND broker_id = %s AND client_order_id = %s
 """
 
-_INSERT_EVENTS = b"""
+_INSERT_EVENTS = (
+    b"""
 INSERT INTO execution_events (execution_id, sequence, subject, payload, msg_id, created_at)
-SELECT * FROM unnest(%b::text[], %b::int[], %b::text[], %b::bytea[], %b::text[], %b::timestamptz[])
+SELECT e, s, j, p, m, c FROM """
+    + rows_from("e text, s int, j text, p bytea, m text, c timestamptz")
+    + b"""
 ON CONFLICT (execution_id, sequence) DO NOTHING
 """
+)
 
-_UPDATE_EXECUTIONS = b"""
+_UPDATE_EXECUTIONS = (
+    b"""
 UPDATE broker_orders AS o
 SET status = x.status, broker_order_id = x.broker_order_id, filled_quantity = x.filled_quantity,
     average_price = x.average_price, fees = x.fees, rejection_reason = x.rejection_reason,
     sequence = x.sequence, updated_at = x.updated_at
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[],
-            %b::text[], %b::int[], %b::timestamptz[])
-     AS x(id, status, broker_order_id, filled_quantity, average_price, fees, rejection_reason,
-          sequence, updated_at)
+FROM """
+    + rows_from(
+        "id text, status text, broker_order_id text, filled_quantity numeric, "
+        "average_price numeric, fees numeric, rejection_reason text, sequence int, "
+        "updated_at timestamptz"
+    )
+    + b"""
 WHERE o.id = x.id
 RETURNING o.id
 """
+)
 
-_INSERT_FILLS = b"""
+_INSERT_FILLS = (
+    b"""
 INSERT INTO order_fills (id, broker_order_id, broker_fill_id, quantity, price, fees, timestamp, venue,
                          reconstructed)
-SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::numeric[], %b::numeric[], %b::numeric[],
-                     %b::timestamptz[], %b::text[], %b::boolean[])
+SELECT i, e, b, q, p, f, t, v, r FROM """
+    + rows_from("i text, e text, b text, q numeric, p numeric, f numeric, t timestamptz, v text, r boolean")
+    + b"""
 ON CONFLICT DO NOTHING
 """
+)
 
 # An answered claim leaves open_claims in the same statement (migration 0009).
-_SET_RESPONSES = b"""
+_SET_RESPONSES = (
+    b"""
 WITH answered AS (
-    UPDATE routed_orders AS r SET response = x.response::jsonb, responded_at = x.responded_at
-    FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) AS x(order_id, response, responded_at)
+    UPDATE routed_orders AS r SET response = x.response, responded_at = x.responded_at
+    FROM """
+    + rows_from("order_id text, response jsonb, responded_at timestamptz")
+    + b"""
     WHERE r.order_id = x.order_id AND r.response IS NULL
     RETURNING r.order_id
 ), closed AS (
@@ -148,18 +206,27 @@ WITH answered AS (
 )
 SELECT order_id FROM answered
 """
+)
 
-_INSERT_OPEN_CLAIMS = b"""
+_INSERT_OPEN_CLAIMS = (
+    b"""
 INSERT INTO open_claims (order_id, received_at)
-SELECT * FROM unnest(%b::text[], %b::timestamptz[])
+SELECT o, t FROM """
+    + rows_from("o text, t timestamptz")
+    + b"""
 ON CONFLICT DO NOTHING
 """
+)
 
-_MARK_PUBLISHED = b"""
+_MARK_PUBLISHED = (
+    b"""
 UPDATE execution_events AS e SET published_at = x.at
-FROM unnest(%b::text[], %b::int[], %b::timestamptz[]) AS x(execution_id, sequence, at)
+FROM """
+    + rows_from("execution_id text, sequence int, at timestamptz")
+    + b"""
 WHERE e.execution_id = x.execution_id AND e.sequence = x.sequence AND e.published_at IS NULL
 """
+)
 
 # Leaves the maintenance columns (0002) alone: only set_maintenance changes them.
 _UPSERT_BROKER = b"""
@@ -207,20 +274,32 @@ def to_json(value: Any) -> str:
     return encode(value).decode()
 
 
-def columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows to one list per column: the parameters of an `unnest` statement."""
-    return [list(column) for column in zip(*rows, strict=True)]
+_rows_encoder = msgspec.json.Encoder()
 
 
-def returned(cur: psycopg.Cursor[Any], statement: bytes, rows: Sequence[tuple[Any, ...]]) -> set[Any]:
-    """Run a set-based statement; the first column of the rows it returned."""
-    cur.execute(statement, columns(rows))
-    return {row[0] for row in cur.fetchall()}
+def json_rows(rows: Sequence[tuple[Any, ...]]) -> Jsonb:
+    """The parameter of a `rows_from` statement: the rows as one JSON array (Decimal as exact
+    strings, datetimes as RFC 3339, bytes as base64, `msgspec.Raw` embedded as JSON)."""
+    return Jsonb(rows, dumps=_rows_encoder.encode)
 
 
-def write(cur: psycopg.Cursor[Any], statement: bytes, rows: Sequence[tuple[Any, ...]]) -> None:
+def raw_json(value: Any) -> msgspec.Raw:
+    """`value` encoded once, to be embedded as JSON in `json_rows` (a jsonb column)."""
+    return msgspec.Raw(encode(value))
+
+
+async def returned(
+    cur: psycopg.AsyncCursor[Any], statement: bytes, rows: Sequence[tuple[Any, ...]]
+) -> set[Any]:
+    """Run a `rows_from` statement; the first column of the rows it returned."""
+    await cur.execute(statement, (json_rows(rows),))
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def write(cur: psycopg.AsyncCursor[Any], statement: bytes, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Run a `rows_from` statement, unless there are no rows."""
     if rows:
-        cur.execute(statement, columns(rows))
+        await cur.execute(statement, (json_rows(rows),))
 
 
 def last_per_key(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -284,9 +363,9 @@ class UpsertBrokers(WriteOp[None]):
             ConnectionStatus(record.status)  # ValueError if not one
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
         records = sorted((r for op in ops for r in op.records), key=lambda r: r.broker_id)
-        conn.cursor().executemany(_UPSERT_BROKER, [_broker_values(r) for r in records])
+        await conn.cursor().executemany(_UPSERT_BROKER, [_broker_values(r) for r in records])
         return [None] * len(ops)
 
 
@@ -317,17 +396,17 @@ class Claim(WriteOp[ClaimResult]):
             raise ValueError(f"{claim!r}: the event must belong to the claim's execution")
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[ClaimResult]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[ClaimResult]:
         # The statement inserts in order_id order (then batch order): two processes claiming
         # overlapping orders lock them in the same order and wait instead of deadlocking, and of
         # two claims of one order in this batch the first wins.
         cur = conn.cursor()
-        inserted = returned(cur, _INSERT_ROUTED, [_routed_values(op.claim) for op in ops])
+        inserted = await returned(cur, _INSERT_ROUTED, [_routed_values(op.claim) for op in ops])
         fresh = set(inserted)  # claims whose rows this statement wrote
         missing = sorted({op.claim.order_id for op in ops if op.claim.routing_id not in inserted})
         if missing:  # a rerun after a broken COMMIT that went through: the row is ours already
             ours = {op.claim.routing_id for op in ops}
-            for row in cur.execute(SELECT_CLAIMS, (missing,)):
+            for row in await (await cur.execute(SELECT_CLAIMS, (missing,))).fetchall():
                 if row[4] in ours:
                     inserted.add(row[4])
         claimed = []
@@ -336,17 +415,19 @@ class Claim(WriteOp[ClaimResult]):
             inserted.discard(op.claim.routing_id)  # a repeated routing id wins once
             claimed.append(won_it)
         won = [op.claim for op, c in zip(ops, claimed, strict=True) if c and op.claim.routing_id in fresh]
-        write(cur, _INSERT_OPEN_CLAIMS, [(c.order_id, c.received_at) for c in won if c.response is None])
-        write(
+        await write(
+            cur, _INSERT_OPEN_CLAIMS, [(c.order_id, c.received_at) for c in won if c.response is None]
+        )
+        await write(
             cur,
             _INSERT_EXECUTIONS,
             [_execution_values(c.execution, c.asset_class or "") for c in won if c.execution is not None],
         )
-        write(cur, _INSERT_EVENTS, [_event_values(c.event) for c in won if c.event is not None])
+        await write(cur, _INSERT_EVENTS, [_event_values(c.event) for c in won if c.event is not None])
         stored: dict[str, ClaimResult] = {}
         lost = sorted({op.claim.order_id for op, c in zip(ops, claimed, strict=True) if not c})
         if lost:
-            for row in cur.execute(SELECT_CLAIMS, (lost,)):
+            for row in await (await cur.execute(SELECT_CLAIMS, (lost,))).fetchall():
                 stored[row[0]] = claim_result(row)
         results: list[ClaimResult] = []
         for op, won_it in zip(ops, claimed, strict=True):
@@ -360,11 +441,12 @@ class Claim(WriteOp[ClaimResult]):
 
 
 def _routed_values(c: OrderClaim) -> tuple[Any, ...]:
-    response = to_json(c.response) if c.response is not None else None
+    response = raw_json(c.response) if c.response is not None else None
     responded_at = c.response.timestamp if c.response is not None else None
+    decision = msgspec.Raw(c.decision.encode()) if c.decision is not None else None
     return (
-        c.order_id, c.routing_id, c.request_hash, to_json(c.request), response, c.arrival_price,
-        c.received_at, responded_at, c.decision, c.chosen_broker, c.owner,
+        c.order_id, c.routing_id, c.request_hash, raw_json(c.request), response, c.arrival_price,
+        c.received_at, responded_at, decision, c.chosen_broker, c.owner,
     )  # fmt: skip
 
 
@@ -386,10 +468,13 @@ class StartAttempt(WriteOp[None]):
             raise ValueError(f"{self.event!r} does not belong to {self.execution!r}")
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
         cur = conn.cursor()
         order_ids = sorted({op.execution.order_id for op in ops})
-        claimed = {row[0]: (row[1], row[2]) for row in cur.execute(_SELECT_CLAIMED, (order_ids,))}
+        claimed = {
+            row[0]: (row[1], row[2])
+            for row in await (await cur.execute(_SELECT_CLAIMED, (order_ids,))).fetchall()
+        }
         for op in ops:  # checked first: the foreign key would fail the statement, unexplained
             order_id = op.execution.order_id
             if order_id not in claimed:
@@ -397,31 +482,35 @@ class StartAttempt(WriteOp[None]):
             owner, answered = claimed[order_id]
             if op.owner is not None and (owner != op.owner or answered):
                 raise ClaimTakenOver(order_id, owner, answered)
-        inserted = returned(
+        inserted = await returned(
             cur, _INSERT_ATTEMPTS, [_execution_values(op.execution, op.asset_class) for op in ops]
         )
         for op in ops:
             if op.execution.id not in inserted:
-                problem = _in_the_way(cur, op.execution)
-                if not problem.existing == op.execution.id == _ours(cur, op.execution):
+                problem = await _in_the_way(cur, op.execution)
+                if not problem.existing == op.execution.id == await _ours(cur, op.execution):
                     raise problem
                 # else: a rerun after a broken COMMIT that went through; the row is this one
             inserted.discard(op.execution.id)  # the same execution twice in a batch: once
-        write(cur, _INSERT_EVENTS, [_event_values(op.event) for op in ops if op.event is not None])
+        await write(cur, _INSERT_EVENTS, [_event_values(op.event) for op in ops if op.event is not None])
         return [None] * len(ops)
 
 
-def _ours(cur: psycopg.Cursor[Any], o: BrokerOrder) -> str | None:
+async def _ours(cur: psycopg.AsyncCursor[Any], o: BrokerOrder) -> str | None:
     """`o.id` if the stored row with that id is this very attempt (same order, attempt number,
     broker and client order id), else None."""
-    row = cur.execute(_SELECT_SAME_ATTEMPT, (o.id, o.order_id, o.attempt, o.broker_id, o.client_order_id))
-    found = row.fetchone()
+    row = await cur.execute(
+        _SELECT_SAME_ATTEMPT, (o.id, o.order_id, o.attempt, o.broker_id, o.client_order_id)
+    )
+    found = await row.fetchone()
     return None if found is None else str(found[0])
 
 
-def _in_the_way(cur: psycopg.Cursor[Any], o: BrokerOrder) -> DuplicateAttempt:
+async def _in_the_way(cur: psycopg.AsyncCursor[Any], o: BrokerOrder) -> DuplicateAttempt:
     """Why `o` was not inserted (rows inserted earlier in this transaction included)."""
-    rows = cur.execute(_SELECT_IN_THE_WAY, (o.id, o.order_id, o.attempt, o.client_order_id)).fetchall()
+    rows = await (
+        await cur.execute(_SELECT_IN_THE_WAY, (o.id, o.order_id, o.attempt, o.client_order_id))
+    ).fetchall()
 
     def refused(existing: str, message: str) -> DuplicateAttempt:
         return DuplicateAttempt(message, order_id=o.order_id, attempt=o.attempt, existing=existing)
@@ -465,16 +554,18 @@ class SaveTransition(WriteOp[None]):
             raise ValueError(f"{self.event!r} does not belong to {o!r}")
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
         cur = conn.cursor()
         # Two transitions of one execution in a batch: the later one is the state to keep.
         updates = last_per_key(_update_values(op.order) for op in ops)
-        found = returned(cur, _UPDATE_EXECUTIONS, updates)
+        found = await returned(cur, _UPDATE_EXECUTIONS, updates)
         for op in ops:
             if op.order.id not in found:
                 raise LookupError(f"execution {op.order.id} does not exist")
-        write(cur, _INSERT_FILLS, [_fill_values(op.order.id, op.fill) for op in ops if op.fill is not None])
-        write(cur, _INSERT_EVENTS, [_event_values(op.event) for op in ops if op.event is not None])
+        await write(
+            cur, _INSERT_FILLS, [_fill_values(op.order.id, op.fill) for op in ops if op.fill is not None]
+        )
+        await write(cur, _INSERT_EVENTS, [_event_values(op.event) for op in ops if op.event is not None])
         return [None] * len(ops)
 
 
@@ -485,15 +576,15 @@ def _update_values(o: BrokerOrder) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _set_responses(
-    cur: psycopg.Cursor[Any], responses: Sequence[tuple[str, OrderRoutingResponse]]
+async def _set_responses(
+    cur: psycopg.AsyncCursor[Any], responses: Sequence[tuple[str, OrderRoutingResponse]]
 ) -> set[str]:
     """Store each order's response unless one is stored (of two for one order, the first wins);
     the order ids whose response this call stored."""
     if not responses:
         return set()
-    rows = {order_id: (order_id, to_json(r), r.timestamp) for order_id, r in reversed(responses)}
-    return returned(cur, _SET_RESPONSES, list(rows.values()))
+    rows = {order_id: (order_id, raw_json(r), r.timestamp) for order_id, r in reversed(responses)}
+    return await returned(cur, _SET_RESPONSES, list(rows.values()))
 
 
 def _fill_values(execution_id: str, f: OrderFill) -> tuple[Any, ...]:
@@ -510,8 +601,8 @@ class SaveResponse(WriteOp[bool]):
     phase: ClassVar[int] = 20
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[bool]:
-        stored = _set_responses(conn.cursor(), [(op.order_id, op.response) for op in ops])
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[bool]:
+        stored = await _set_responses(conn.cursor(), [(op.order_id, op.response) for op in ops])
         results = []
         for op in ops:
             results.append(op.order_id in stored)
@@ -526,7 +617,7 @@ class MarkPublished(WriteOp[None]):
     phase: ClassVar[int] = 30
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
         rows = sorted((execution_id, sequence, op.at) for op in ops for execution_id, sequence in op.keys)
-        write(conn.cursor(), _MARK_PUBLISHED, rows)
+        await write(conn.cursor(), _MARK_PUBLISHED, rows)
         return [None] * len(ops)

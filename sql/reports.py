@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import msgspec
 import psycopg
 
-from sql.ops import columns
+from sql.ops import json_rows, rows_from
+from sql.trio_pg import TrioConnection
 from sql.writer import WriteOp
 
 if TYPE_CHECKING:
@@ -82,7 +83,8 @@ class PeerRow(msgspec.Struct, frozen=True, array_like=True):
     execution_start: datetime
 
 
-_INSERT_REPORTS = b"""
+_INSERT_REPORTS = (
+    b"""
 INSERT INTO execution_reports
     (id, order_id, broker_order_id, broker_id, symbol, side, quantity, filled_quantity,
      average_price, benchmark_price, benchmark_type, slippage_bps, market_impact_bps,
@@ -93,17 +95,18 @@ INSERT INTO execution_reports
 SELECT i, o, i, b, s, sd, q, fq, ap, bp, bt, sl, mi, tc, es, ee,
        GREATEST(0, (EXTRACT(EPOCH FROM ee - es) * 1000)::bigint), qs, rk, rc::jsonb, ca,
        ac, ot, st, sb, en, fe, ar, acb, ep, bm::jsonb, sf::jsonb, un::jsonb, mw
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[],
-            %b::numeric[], %b::numeric[], %b::numeric[], %b::text[], %b::float8[], %b::float8[],
-            %b::float8[], %b::timestamptz[], %b::timestamptz[], %b::float8[], %b::int[],
-            %b::text[], %b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::smallint[],
-            %b::numeric[], %b::numeric[], %b::numeric[], %b::float8[], %b::numeric[], %b::text[],
-            %b::text[], %b::text[], %b::bytea[])
-     AS x(i, o, b, s, sd, q, fq, ap, bp, bt, sl, mi, tc, es, ee, qs, rk, rc, ca, ac, ot, st, sb,
-          en, fe, ar, acb, ep, bm, sf, un, mw)
+FROM """
+    + rows_from(
+        "i text, o text, b text, s text, sd text, q numeric, fq numeric, ap numeric, bp numeric, "
+        "bt text, sl float8, mi float8, tc float8, es timestamptz, ee timestamptz, qs float8, "
+        "rk int, rc text, ca timestamptz, ac text, ot text, st text, sb smallint, en numeric, "
+        "fe numeric, ar numeric, acb float8, ep numeric, bm text, sf text, un text, mw bytea"
+    )
+    + b"""
 ON CONFLICT (broker_order_id) DO NOTHING
 RETURNING id
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +119,14 @@ class SaveReport(WriteOp[bool]):
     phase: ClassVar[int] = 30  # after the transitions of the same batch (the foreign keys)
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[bool]:
+    async def run_batch(cls, conn: TrioConnection, ops: Sequence[Self]) -> Sequence[bool]:
         rows = [_report_values(op.report) for op in ops]
         cur = conn.cursor()
         replaced = [op.report.execution_id for op in ops if op.replace]
         if replaced:
-            cur.execute(b"DELETE FROM execution_reports WHERE broker_order_id = ANY(%s)", (replaced,))
-        cur.execute(_INSERT_REPORTS, columns(rows))
-        inserted = {row[0] for row in cur.fetchall()}
+            await cur.execute(b"DELETE FROM execution_reports WHERE broker_order_id = ANY(%s)", (replaced,))
+        await cur.execute(_INSERT_REPORTS, (json_rows(rows),))
+        inserted = {row[0] for row in await cur.fetchall()}
         results = []
         for op in ops:
             results.append(op.report.execution_id in inserted)
@@ -153,9 +156,9 @@ class SaveClose(WriteOp[None]):
     phase: ClassVar[int] = 30
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+    async def run_batch(cls, conn: TrioConnection, ops: Sequence[Self]) -> Sequence[None]:
         last = {(op.symbol, op.trade_date): op for op in ops}  # a correction in the batch wins
-        conn.cursor().executemany(
+        await conn.cursor().executemany(
             b"INSERT INTO market_closes (symbol, trade_date, price, received_at) VALUES (%s, %s, %s, %s)"
             b" ON CONFLICT (symbol, trade_date) DO UPDATE"
             b" SET price = EXCLUDED.price, received_at = EXCLUDED.received_at",

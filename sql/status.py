@@ -12,30 +12,32 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
-import psycopg
-
 from api.contracts import LatencyStats
 from api.enums import ConnectionStatus
-from sql.ops import returned, to_json
+from sql.ops import raw_json, returned, rows_from
 from sql.records import StatusChange
+from sql.trio_pg import TrioConnection
 from sql.writer import WriteOp
 
 __all__ = ["PruneStatusHistory", "RecordStatus", "SetMaintenance", "UpdateBrokerRuntime"]
 
-Conn = psycopg.Connection[Any]
+Conn = TrioConnection
 
 # Rows of unknown brokers are skipped by the join (and reported by the op) instead of failing
 # the batch on the foreign key. WITH ORDINALITY: ids follow the order of submission, which
 # orders two changes of one broker at the same instant.
-_INSERT_TRANSITIONS = b"""
+_INSERT_TRANSITIONS = (
+    b"""
 INSERT INTO broker_status_transitions (broker_id, status, at, reason)
 SELECT x.broker_id, x.status, x.at, x.reason
-FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[]) WITH ORDINALITY
-     AS x(broker_id, status, at, reason, n)
+FROM """
+    + rows_from("broker_id text, status text, at timestamptz, reason text")
+    + b"""
 JOIN broker_connections b ON b.broker_id = x.broker_id
 ORDER BY x.n
 RETURNING broker_id
 """
+)
 
 # A repeated "on" keeps the start of the maintenance under way (and takes the new reason).
 _SET_MAINTENANCE = b"""
@@ -52,15 +54,18 @@ WHERE broker_id = %(broker_id)s
 RETURNING broker_id
 """
 
-_UPDATE_RUNTIME = b"""
+_UPDATE_RUNTIME = (
+    b"""
 UPDATE broker_connections AS b
-SET status = x.status, latency_stats = x.latency_stats::jsonb,
+SET status = x.status, latency_stats = x.latency_stats,
     last_connected_at = COALESCE(x.last_connected_at, b.last_connected_at), updated_at = now()
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[])
-     AS x(broker_id, status, latency_stats, last_connected_at)
+FROM """
+    + rows_from("broker_id text, status text, latency_stats jsonb, last_connected_at timestamptz")
+    + b"""
 WHERE b.broker_id = x.broker_id
 RETURNING b.broker_id
 """
+)
 
 # Keeps each broker's last change before the cut-off: it is the status from the cut-off on. The
 # keepers are found per broker by a backward index scan (few brokers), so the cost is linear in
@@ -100,9 +105,9 @@ class RecordStatus(WriteOp[None]):
         ConnectionStatus(self.change.status)  # ValueError if not one
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
         rows = [(c.broker_id, str(c.status), c.at, c.reason) for c in (op.change for op in ops)]
-        known = returned(conn.cursor(), _INSERT_TRANSITIONS, rows)
+        known = await returned(conn.cursor(), _INSERT_TRANSITIONS, rows)
         for op in ops:
             if op.change.broker_id not in known:
                 raise _unknown(op.change.broker_id)
@@ -118,13 +123,13 @@ class SetMaintenance(WriteOp[None]):
     phase: ClassVar[int] = 5
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
         # One statement per op, in submission order (an executemany in pipeline mode): whether
         # a maintenance is under way depends on the ops before. Operator actions: few, rare.
         cur = conn.cursor()
         params = [{"broker_id": op.broker_id, "on": op.on, "reason": op.reason, "at": op.at} for op in ops]
-        cur.executemany(_SET_MAINTENANCE, params, returning=True)
-        found = {row[0] for result in cur.results() for row in result.fetchall()}
+        await cur.executemany(_SET_MAINTENANCE, params, returning=True)
+        found = {row[0] async for result in cur.results() for row in await result.fetchall()}
         for op in ops:
             if op.broker_id not in found:
                 raise _unknown(op.broker_id)
@@ -143,7 +148,7 @@ class UpdateBrokerRuntime(WriteOp[None]):
         ConnectionStatus(self.status)  # ValueError if not one
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
         # Two updates of one broker in a batch: the later one is the state to keep, except that
         # a last_connected_at given by the earlier one survives a later None.
         rows: dict[str, tuple[Any, ...]] = {}
@@ -152,8 +157,8 @@ class UpdateBrokerRuntime(WriteOp[None]):
             connected = op.last_connected_at
             if connected is None and earlier is not None:
                 connected = earlier[3]
-            rows[op.broker_id] = (op.broker_id, str(op.status), to_json(op.latency_stats), connected)
-        found = returned(conn.cursor(), _UPDATE_RUNTIME, sorted(rows.values(), key=lambda row: row[0]))
+            rows[op.broker_id] = (op.broker_id, str(op.status), raw_json(op.latency_stats), connected)
+        found = await returned(conn.cursor(), _UPDATE_RUNTIME, sorted(rows.values(), key=lambda row: row[0]))
         for op in ops:
             if op.broker_id not in found:
                 raise _unknown(op.broker_id)
@@ -166,11 +171,11 @@ class PruneStatusHistory(WriteOp[int]):
     phase: ClassVar[int] = 6  # after the changes recorded in the same batch
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
         cur = conn.cursor()
         deleted = []
         for op in ops:
-            row = cur.execute(_PRUNE, {"before": op.before}).fetchone()
+            row = await (await cur.execute(_PRUNE, {"before": op.before})).fetchone()
             assert row is not None
             deleted.append(int(row[0]))
         return deleted

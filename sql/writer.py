@@ -2,7 +2,8 @@
 
     submit(ops) ──> queue ──> writer task: take the first submission, drain every other one
     already queued (up to `max_batch` ops), hand them to a free lane, which runs them all in
-    ONE transaction in a worker thread, commits, and wakes each caller with its own results.
+    ONE transaction (psycopg driven by Trio itself: `sql.trio_pg`), commits, and wakes each caller
+    with its own results.
 
 One commit (one fsync) then carries every write that arrived while the previous one was in
 flight: throughput grows with load while each caller still returns only after its own writes
@@ -33,14 +34,19 @@ Cancellation: a caller cancelled before the writer takes its submission writes n
 taken, the submission is committed or rolled back regardless: the cancelled caller waits
 (shielded, bounded by `timeout`) for that outcome before `Cancelled` propagates, so no write is
 left half-known inside this process. Every wait is bounded: `timeout` for callers, the server's
-`statement_timeout` and TCP timeouts for the thread.
+`statement_timeout` and TCP timeouts for the connection.
+
+No thread: the lanes' connections are `sql.trio_pg.TrioConnection`s, so a batch's Python work
+runs in the Trio thread between the loop's other tasks instead of contending for the GIL with it
+(which made every system call of the Trio thread wait for the interpreter's switch interval).
+A batch interrupted mid-protocol (the writer stopping) leaves its connection to be closed.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -49,6 +55,8 @@ import trio
 from psycopg.conninfo import conninfo_to_dict
 
 from api.errors import Unavailable
+from sql import trio_pg
+from sql.trio_pg import TrioConnection
 
 __all__ = [
     "DatabaseUnavailable",
@@ -81,7 +89,7 @@ class WriteOp(Generic[R]):
     phase: ClassVar[int] = 0
 
     @classmethod
-    def run_batch(cls, conn: psycopg.Connection[Any], ops: Sequence[Self]) -> Sequence[R]:
+    async def run_batch(cls, conn: TrioConnection, ops: Sequence[Self]) -> Sequence[R]:
         raise NotImplementedError
 
 
@@ -158,10 +166,14 @@ def connection_kwargs(conninfo: str, *, statement_timeout: float) -> dict[str, A
 def configure_session(conn: psycopg.Connection[Any], *, statement_timeout: float) -> None:
     """UTC session time zone (timestamps come back in UTC; a naive one would be read as UTC) and
     a server-side bound on each statement."""
-    conn.execute(
-        b"SELECT set_config('TimeZone', 'UTC', false), set_config('statement_timeout', %s, false)",
-        (f"{max(1, int(statement_timeout * 1000))}ms",),
-    )
+    conn.execute(_CONFIGURE, (_statement_timeout(statement_timeout),))
+
+
+_CONFIGURE = b"SELECT set_config('TimeZone', 'UTC', false), set_config('statement_timeout', %s, false)"
+
+
+def _statement_timeout(seconds: float) -> str:
+    return f"{max(1, int(seconds * 1000))}ms"
 
 
 def connect(conninfo: str, *, statement_timeout: float) -> psycopg.Connection[Any]:
@@ -251,7 +263,9 @@ class GroupWriter:
                 await trio.sleep(delay * (0.5 + random.random()))
                 delay = min(PROBE_MAX_S, delay * 2)
                 try:
-                    await trio.to_thread.run_sync(self._reconnect, lane, limiter=lane.limiter)
+                    async with lane.lock:
+                        await lane.drop()
+                        await lane.usable(self._connect)
                 except psycopg.Error as exc:
                     self._outage_error = repr(exc)
                     continue
@@ -260,10 +274,6 @@ class GroupWriter:
                 log.warning("database available again")
         finally:
             self._probing = False
-
-    def _reconnect(self, lane: _Lane) -> None:
-        lane.drop()
-        lane.usable(self._connect)
 
     # --- caller side ----------------------------------------------------------------------
 
@@ -314,7 +324,7 @@ class GroupWriter:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, report started, then commit batches until `close()` (or cancellation)."""
         for lane in self._lanes:
-            lane.conn = await trio.to_thread.run_sync(self._connect, limiter=lane.limiter)
+            lane.conn = await self._connect()
         self._running = True
         try:
             task_status.started()
@@ -325,7 +335,7 @@ class GroupWriter:
             self._receive.close()
             with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
                 for lane in self._lanes:
-                    await trio.to_thread.run_sync(lane.drop, abandon_on_cancel=True)
+                    await lane.drop()
             self._stopped.set()
 
     def close(self) -> None:
@@ -392,15 +402,22 @@ class GroupWriter:
         return batch
 
     async def _commit(self, batch: list[_Submission], lane: _Lane) -> None:
+        """Run `batch` to its end even if the writer is being stopped (a taken submission is
+        committed or rolled back, never left half-known), bounded by `timeout`."""
+        done = None
         try:
-            outcomes, fell_back, lost = await trio.to_thread.run_sync(
-                self._run_batch, batch, lane, limiter=lane.limiter
-            )
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + self._timeout):
+                async with lane.lock:
+                    done = await self._run_batch(batch, lane)
         except BaseException as exc:  # a bug in this module: never leave a caller waiting
             for sub in batch:
                 sub.error = exc if isinstance(exc, Exception) else WriterClosed("the writer failed")
                 sub.done.set()
             raise
+        if done is None:  # past the deadline, mid-protocol: the lane's connection is closed next time
+            self._fail(batch, WriteTimeout(f"write not confirmed within {self._timeout}s: outcome unknown"))
+            return
+        outcomes, fell_back, lost = done
         if lost is not None:
             self.report_lost(lost)
         stats = self.stats
@@ -432,26 +449,26 @@ class GroupWriter:
             sub.error = WriterClosed("the writer stopped before this write was taken")
             sub.done.set()
 
-    # --- worker thread --------------------------------------------------------------------
+    # --- one batch on one lane -----------------------------------------------------------
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        return connect(self._conninfo, statement_timeout=self._statement_timeout)
+    async def _connect(self) -> TrioConnection:
+        return await connect_trio(self._conninfo, statement_timeout=self._statement_timeout)
 
-    def _run_batch(
+    async def _run_batch(
         self, batch: list[_Submission], lane: _Lane
     ) -> tuple[list[tuple[list[Any], BaseException | None]], bool, str | None]:
         """Outcomes per submission, whether the batch fell back to one submission at a time,
         and why the database is unavailable (None: it is not)."""
         for attempt in (1, 2):
             try:
-                conn = lane.usable(self._connect)
+                conn = await lane.usable(self._connect)
             except psycopg.Error as exc:
                 return self._unavailable(batch, exc)
             try:
-                return [(results, None) for results in _transact(conn, batch)], False, None
+                return [(results, None) for results in await _transact(conn, batch)], False, None
             except Exception as exc:
                 if connection_failed(exc, conn):
-                    lane.drop()
+                    await lane.drop()
                     if attempt == 1:  # every op is idempotent: once more on a fresh connection
                         self.stats.retries += 1
                         continue
@@ -466,12 +483,12 @@ class GroupWriter:
                 outcomes.append(([], DatabaseUnavailable(lost)))
                 continue
             try:
-                conn = lane.usable(self._connect)
-                outcomes.append((_transact(conn, [sub])[0], None))
+                conn = await lane.usable(self._connect)
+                outcomes.append(((await _transact(conn, [sub]))[0], None))
             except Exception as exc:
                 broken = lane.conn is None or connection_failed(exc, lane.conn)
                 if isinstance(exc, psycopg.Error) and broken:
-                    lane.drop()
+                    await lane.drop()
                     lost = repr(exc)
                     outcomes.append(([], DatabaseUnavailable(lost)))
                 else:
@@ -486,12 +503,14 @@ class GroupWriter:
         return [([], DatabaseUnavailable(detail)) for _ in batch], False, detail
 
 
-def connection_failed(exc: BaseException, conn: psycopg.Connection[Any] | None = None) -> bool:
+def connection_failed(
+    exc: BaseException, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any] | None = None
+) -> bool:
     """The failure is the connection's (or the server's going away), not the statements': worth
     one more try on a fresh connection. Client-side errors carry no SQLSTATE; the server's own
     "going away" states are class 08 (connection exception) and 57P01-57P03 (shutdown, crash,
     starting up). A deadlock or a statement timeout is the statements' and is not retried here."""
-    if conn is not None and (conn.broken or conn.closed):
+    if conn is not None and (conn.broken or conn.closed or getattr(conn, "interrupted", False)):
         return True
     if isinstance(exc, psycopg.InterfaceError):
         return True
@@ -502,31 +521,42 @@ def connection_failed(exc: BaseException, conn: psycopg.Connection[Any] | None =
 
 
 class _Lane:
-    """One connection of the writer and the limiter that keeps its thread use to one."""
+    """One connection of the writer and the lock that keeps it to one task at a time."""
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.conn: psycopg.Connection[Any] | None = None
-        self.limiter = trio.CapacityLimiter(1)
+        self.conn: TrioConnection | None = None
+        self.lock = trio.Lock()
 
     def __repr__(self) -> str:
         return f"<_Lane {self.index} {'connected' if self.conn is not None else 'idle'}>"
 
-    def usable(self, connect: Any) -> psycopg.Connection[Any]:
-        if self.conn is None or self.conn.closed or self.conn.broken:
-            self.drop()
-            self.conn = connect()
-        return self.conn
+    async def usable(self, connect: Callable[[], Awaitable[TrioConnection]]) -> TrioConnection:
+        conn = self.conn
+        if conn is None or conn.closed or conn.broken or conn.interrupted:
+            await self.drop()
+            self.conn = conn = await connect()
+        return conn
 
-    def drop(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            finally:
-                self.conn = None
+    async def drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with trio.CancelScope(shield=True):
+                await trio_pg.close(conn)
 
 
-def _transact(conn: psycopg.Connection[Any], batch: Sequence[_Submission]) -> list[list[Any]]:
+async def connect_trio(conninfo: str, *, statement_timeout: float) -> TrioConnection:
+    """`connect`, as a `TrioConnection`."""
+    conn = await trio_pg.connect(conninfo, **connection_kwargs(conninfo, statement_timeout=statement_timeout))
+    try:
+        await conn.execute(_CONFIGURE, (_statement_timeout(statement_timeout),))
+    except BaseException:
+        await trio_pg.close(conn)
+        raise
+    return conn
+
+
+async def _transact(conn: TrioConnection, batch: Sequence[_Submission]) -> list[list[Any]]:
     """Run every op of `batch` in one transaction (pipeline mode); results per submission."""
     groups: dict[type[WriteOp[Any]], list[tuple[int, int, WriteOp[Any]]]] = {}
     for s, sub in enumerate(batch):
@@ -534,9 +564,9 @@ def _transact(conn: psycopg.Connection[Any], batch: Sequence[_Submission]) -> li
             groups.setdefault(type(op), []).append((s, o, op))
     results: list[list[Any]] = [[None] * len(sub.ops) for sub in batch]
     ordered = sorted(groups.items(), key=lambda item: item[0].phase)  # stable: ties keep arrival order
-    with conn.pipeline(), conn.transaction():
+    async with conn.pipeline(), conn.transaction():
         for cls, items in ordered:
-            out = cls.run_batch(conn, [op for _, _, op in items])
+            out = await cls.run_batch(conn, [op for _, _, op in items])
             if len(out) != len(items):
                 raise RuntimeError(f"{cls.__name__}.run_batch: {len(out)} results for {len(items)} ops")
             for (s, o, _), result in zip(items, out, strict=True):

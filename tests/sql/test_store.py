@@ -474,16 +474,20 @@ async def test_views_refresh_and_idle_broker_has_performance_row(
 # --- reruns after a broken COMMIT ----------------------------------------------------------------
 
 
-def _run_twice(url: str, ops: list[Any]) -> tuple[Any, Any]:
+async def _run_twice(url: str, ops: list[Any]) -> tuple[Any, Any]:
     """Each op batch in its own committed transaction, twice: what the writer does when the
     connection broke after a COMMIT that in fact went through."""
-    from sql.writer import connect
+    from sql.trio_pg import close
+    from sql.writer import connect_trio
 
-    with connect(url, statement_timeout=10) as conn:
+    conn = await connect_trio(url, statement_timeout=10)
+    try:
         outcomes = []
         for _ in range(2):
-            with conn.transaction():
-                outcomes.append(type(ops[0]).run_batch(conn, ops))
+            async with conn.transaction():
+                outcomes.append(await type(ops[0]).run_batch(conn, ops))
+    finally:
+        await close(conn)
     return outcomes[0], outcomes[1]
 
 
@@ -494,7 +498,7 @@ async def test_a_rerun_claim_is_still_claimed_and_writes_nothing_twice(
 
     claim = order_claim(new_id(), broker_id)
     assert claim.execution is not None
-    first, again = await trio.to_thread.run_sync(_run_twice, migrated_database_url, [Claim(claim)])
+    first, again = await _run_twice(migrated_database_url, [Claim(claim)])
     assert (
         first == again == [ClaimResult(True, claim.request_hash, None, claim.execution.id, claim.routing_id)]
     )
@@ -509,7 +513,7 @@ async def test_a_rerun_attempt_is_not_a_duplicate(
 
     first = await claimed(store, broker_id)
     second = execution(first.order_id, broker_id, at=T0 + timedelta(seconds=1), attempt=2)
-    await trio.to_thread.run_sync(_run_twice, migrated_database_url, [StartAttempt(second, "EQUITY", None)])
+    await _run_twice(migrated_database_url, [StartAttempt(second, "EQUITY", None)])
     assert [o.id for o in await store.load_attempts(first.order_id)] == [first.id, second.id]
     other = msgspec.structs.replace(second, broker_id="someone-else")
     with pytest.raises(DuplicateAttempt):  # the same number for another broker is still refused

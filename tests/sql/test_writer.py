@@ -11,9 +11,10 @@ import trio
 import trio.testing
 from psycopg import errors
 
+from sql.trio_pg import TrioConnection
 from sql.writer import DatabaseUnavailable, GroupWriter, WriteOp, WriterClosed
 
-Conn = psycopg.Connection[Any]
+Conn = TrioConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,28 +26,28 @@ class Insert(WriteOp[int]):
     value: int
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
         cur = conn.cursor()
-        cur.executemany(
+        await cur.executemany(
             f"INSERT INTO {ops[0].table} (value) VALUES (%s) RETURNING value * 2".encode(),
             [(op.value,) for op in ops],
             returning=True,
         )
-        return [row[0] for row in (result.fetchone() for result in cur.results()) if row is not None]
+        rows = [await result.fetchone() async for result in cur.results()]
+        return [row[0] for row in rows if row is not None]
 
 
 @dataclass(frozen=True, slots=True)
 class Sleep(WriteOp[int]):
-    """Keeps the writer's thread busy; returns the writer connection's backend pid."""
+    """Keeps the writer's connection busy; returns its backend pid."""
 
     seconds: float
     phase: ClassVar[int] = -1
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
-        row = conn.execute(
-            b"SELECT pg_backend_pid(), pg_sleep(%s)", (max(op.seconds for op in ops),)
-        ).fetchone()
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
+        cur = await conn.execute(b"SELECT pg_backend_pid(), pg_sleep(%s)", (max(op.seconds for op in ops),))
+        row = await cur.fetchone()
         assert row is not None
         return [row[0]] * len(ops)
 
@@ -59,10 +60,10 @@ class Count(WriteOp[int]):
     phase: ClassVar[int] = 5
 
     @classmethod
-    def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
         counts = []
         for op in ops:
-            row = conn.execute(f"SELECT count(*) FROM {op.table}".encode()).fetchone()
+            row = await (await conn.execute(f"SELECT count(*) FROM {op.table}".encode())).fetchone()
             assert row is not None
             counts.append(row[0])
         return counts
@@ -127,7 +128,7 @@ async def test_a_failing_op_fails_alone(writer: GroupWriter, table: str, migrate
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(hold_writer)
-        await trio.sleep(0.1)  # the writer's thread is busy: everything below queues up together
+        await trio.sleep(0.1)  # the writer's lane is busy: everything below queues up together
         ops = [Insert(table, i) for i in range(20)] + [Insert(table, -1), Insert(table, -2)]
         outcomes = await submit_all(writer, ops)
     assert isinstance(outcomes[20], errors.CheckViolation)
@@ -210,7 +211,7 @@ async def test_stopped_writer_fails_what_it_did_not_take(migrated_database_url: 
             callers.start_soon(one, i, Insert(table, i))
         await trio.testing.wait_all_tasks_blocked()
         service.cancel_scope.cancel()  # the writer dies with work queued
-    assert isinstance(outcomes[0], int)  # in the thread when cancelled: completed
+    assert isinstance(outcomes[0], int)  # taken by the writer when cancelled: completed
     assert all(isinstance(outcomes[i], WriterClosed) for i in range(1, 6))
     assert await values_in(migrated_database_url, table) == set()
 
@@ -248,14 +249,14 @@ async def test_unreachable_database_fails_fast_then_recovers(migrated_database_u
         real_connect = writer._connect
         refused = True
 
-        def connect() -> Any:
+        async def connect() -> Any:
             if refused:
                 raise psycopg.OperationalError("connection refused (test)")
-            return real_connect()
+            return await real_connect()
 
         writer._connect = connect  # type: ignore[method-assign]
         for lane in writer._lanes:
-            lane.drop()
+            await lane.drop()
         with pytest.raises(DatabaseUnavailable):
             await writer.submit([Insert(table, 1)])
         assert not writer.available
