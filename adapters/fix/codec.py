@@ -1,9 +1,11 @@
 """FIX framing: bytes on the wire <-> messages. Pure: no sockets, no clocks.
 
-Encoding uses simplefix, which places 8/9/35 first and computes BodyLength (9) and CheckSum (10).
-Decoding is ours: simplefix's parser splits tag=value pairs but checks neither BodyLength nor
-CheckSum, so `FrameDecoder` cuts frames by BodyLength and verifies both before simplefix sees
-the bytes:
+Encoding writes 8/9/35 first, then the header and body fields, and computes BodyLength (9) and
+CheckSum (10): byte for byte what simplefix's `FixMessage.encode` writes, without its per-field
+objects. Decoding is ours: `FrameDecoder` cuts frames by BodyLength and verifies it and the
+CheckSum; `parse_frame` then splits the fields at SOH and `=` (simplefix's parser, which walks
+the bytes one at a time in Python, is kept for the frames the split does not take: a raw data
+field such as RawData (96) may contain SOH, and anything malformed gets simplefix's verdict):
 
 - a frame whose CheckSum is wrong, whose BodyLength does not land on `10=nnn<SOH>`, or whose
   fields do not parse is *garbled*: it is consumed and reported as `GarbledMessage`, and the
@@ -21,7 +23,6 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 import simplefix
 
@@ -45,6 +46,7 @@ _BEGIN = b"8=FIX"
 _LENGTH = re.compile(rb"8=[^\x01]{1,16}\x019=(\d{1,9})\x01")
 _TRAILER = re.compile(rb"10=(\d{3})\x01")
 _TRAILER_SIZE = 7  # b"10=nnn\x01"
+_CANONICAL_TIME = re.compile(r"[0-9]{8}-[0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 Field = tuple[int, str]
 
@@ -112,13 +114,21 @@ class FrameDecoder:
         del self._buffer[: len(_BEGIN)]
 
 
+#: Length tags of simplefix's raw data fields (whose values may hold SOH): such frames are parsed
+#: by simplefix.
+_RAW_LENGTH_TAGS = frozenset(length for length, _ in simplefix.data.RAW_DATA)
+#: Tags simplefix's encoder places itself (or drops from the fields given).
+_FRAMING_TAGS = frozenset({8, 9, 35, 10})
+
+
 class Message:
     """One decoded FIX message, read-only, with typed accessors."""
 
-    __slots__ = ("_fix", "msg_type", "raw", "seq")
+    __slots__ = ("_pairs", "_values", "msg_type", "raw", "seq")
 
-    def __init__(self, fix: Any, raw: bytes) -> None:
-        self._fix = fix
+    def __init__(self, pairs: list[tuple[int, bytes]], raw: bytes) -> None:
+        self._pairs = pairs
+        self._values = dict(reversed(pairs))  # the first occurrence of a repeated tag wins
         self.raw = raw
         self.msg_type = self.text(Tag.MSG_TYPE) or ""
         seq = self.integer(Tag.MSG_SEQ_NUM)
@@ -128,8 +138,8 @@ class Message:
         return f"<Message 35={self.msg_type} 34={self.seq}>"
 
     def text(self, tag: int) -> str | None:
-        value = self._fix.get(tag)
-        return None if value is None else bytes(value).decode("utf-8", errors="replace")
+        value = self._values.get(tag)
+        return None if value is None else value.decode("utf-8", errors="replace")
 
     def require(self, tag: int) -> str:
         value = self.text(tag)
@@ -171,17 +181,20 @@ class Message:
 
     def fields(self) -> list[Field]:
         """Every tag=value pair, in wire order."""
-        return [(int(tag), bytes(value).decode("utf-8", errors="replace")) for tag, value in self._fix.pairs]
+        return [(tag, value.decode("utf-8", errors="replace")) for tag, value in self._pairs]
 
 
 def parse_frame(frame: bytes) -> Message:
     """Decode one validated frame (see FrameDecoder). Raises GarbledMessage if its fields do
     not parse or it is not FIX.4.4 with a MsgType and a MsgSeqNum."""
-    parser = simplefix.FixParser()
-    parser.append_buffer(frame)
     try:
-        fix = parser.get_message()
-        message = None if fix is None else Message(fix, frame)
+        pairs = _split_fields(frame)
+        if pairs is None:
+            parser = simplefix.FixParser()
+            parser.append_buffer(frame)
+            fix = parser.get_message()
+            pairs = None if fix is None else [(int(tag), bytes(value)) for tag, value in fix.pairs]
+        message = None if pairs is None else Message(pairs, frame)
         if message is not None and message.text(Tag.BEGIN_STRING) != BEGIN_STRING:
             raise GarbledMessage(f"BeginString {message.text(Tag.BEGIN_STRING)!r}, expected {BEGIN_STRING}")
         if message is None or not message.msg_type or message.seq < 1:
@@ -191,18 +204,31 @@ def parse_frame(frame: bytes) -> Message:
     return message
 
 
+def _split_fields(frame: bytes) -> list[tuple[int, bytes]] | None:
+    """The frame's (tag, value) pairs split at SOH and `=`, or None when simplefix must parse it:
+    a raw data length tag, a field without `=`, a tag that is not a number, an empty value."""
+    pairs: list[tuple[int, bytes]] = []
+    for item in frame[:-1].split(SOH):
+        tag, equals, value = item.partition(b"=")
+        if not equals or not value or not tag.isdigit():
+            return None
+        number = int(tag)
+        if number in _RAW_LENGTH_TAGS:
+            return None
+        pairs.append((number, value))
+    return pairs
+
+
 def encode_message(msg_type: str, header: Iterable[Field], body: Iterable[Field]) -> bytes:
     """The wire bytes of one message: 8, 9 and 35 first, then `header`, then `body`, then the
-    CheckSum. Values must already be strings in FIX format."""
-    fix = simplefix.FixMessage()
-    fix.append_pair(Tag.BEGIN_STRING, BEGIN_STRING, header=True)
-    fix.append_pair(Tag.MSG_TYPE, msg_type, header=True)
-    for tag, value in header:
-        fix.append_pair(tag, value, header=True)
-    for tag, value in body:
-        fix.append_pair(tag, value)
-    raw: bytes = fix.encode()
-    return raw
+    CheckSum. Values must already be strings in FIX format (8, 9, 35 and 10 among them are
+    ignored, as simplefix does)."""
+    content = "".join(
+        [f"35={msg_type}\x01"]
+        + [f"{int(tag)}={value}\x01" for tag, value in (*header, *body) if tag not in _FRAMING_TAGS]
+    ).encode()
+    data = b"8=" + BEGIN_STRING.encode() + b"\x019=" + str(len(content)).encode() + b"\x01" + content
+    return data + b"10=" + f"{sum(data) % 256:03d}".encode() + b"\x01"
 
 
 def session_header(
@@ -233,7 +259,13 @@ def parse_timestamp(value: str) -> datetime:
     """A UTCTimestamp (seconds, milliseconds, micro- or nanoseconds) as an aware datetime."""
     date_time, _, fraction = value.partition(".")
     try:
-        at = datetime.strptime(date_time, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+        if _CANONICAL_TIME.fullmatch(date_time):  # what strptime reads, without its cost
+            d = date_time
+            at = datetime(
+                int(d[0:4]), int(d[4:6]), int(d[6:8]), int(d[9:11]), int(d[12:14]), int(d[15:17]), tzinfo=UTC
+            )
+        else:
+            at = datetime.strptime(date_time, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(f"not a UTCTimestamp: {value!r}") from None
     if fraction:
