@@ -21,13 +21,22 @@ waits under the caller's cancel scope (and `answer_s`):
   it holds with (`nursery.recovery`): after a sequence reset it is the only record left of fills
   whose reports the broker discarded.
 
-Events. Every ExecutionReport that reports a change is recorded in PostgreSQL once per ExecID
-(`FixStore.record_execution`) before its events are emitted, so an ExecID is emitted at most once
-per session, across restarts too (a resend or a broker repeating itself is dropped). Events
-wait in an unbounded internal queue (the receive loop never blocks on a slow consumer) that a
-task of `run` forwards into `events`; those still queued when `run` ends, or whose report was
-recorded just before the connection or the database failed, are lost from the stream but not
-from the record: `fills_since` answers from it (what the daemon asks after a reconnect).
+Events. The session hands over received application messages in batches. Every
+ExecutionReport of a batch that reports a change is recorded in PostgreSQL once per ExecID (with
+the session's inbound mark when it asks) in one commit (`FixStore.record_executions`) before
+any event of the batch is emitted, in order, so an ExecID is emitted at most once per session,
+across restarts too (a resend or a broker repeating itself is dropped), and a crash before the
+commit costs a resend of the batch, not a report. The requests waiting for a report (a submit
+for its New, a cancel for its Canceled) are answered as soon as the batch is parsed, before
+that commit: the answer is the broker's, and the daemon's record of the order does not depend on
+ours (a crash in between leaves the report unrecorded, behind the session's inbound mark: the
+broker sends it again at the next logon); what reads the record (`open_orders`, `fills_since`,
+a cancel's status check) waits for the commits in flight, so it sees what was answered.
+
+Events wait in an unbounded internal queue (the receive loop never blocks on a slow consumer)
+that a task of `run` forwards into `events`; those still queued when `run` ends, or whose report
+was recorded just before the connection or the database failed, are lost from the stream but
+not from the record: `fills_since` answers from it (what the daemon asks after a reconnect).
 
 `open_orders` and `fills_since` answer from that record, not from OrderMassStatusRequest: FIX
 delivers every ExecutionReport in sequence (gaps are resent), so once the session is logged on
@@ -41,7 +50,7 @@ import logging
 import math
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -72,8 +81,15 @@ from adapters.fix.orders import (
     snapshot_of,
 )
 from adapters.fix.requests import CancelWait, KnownOrder, Pending, QueryWait
-from adapters.fix.session import FixSession, SentReference
-from adapters.fix.store import DuplicateNewOrder, FixStore, StoreUnavailable
+from adapters.fix.session import FixSession, Rejection, SentReference
+from adapters.fix.store import (
+    DuplicateNewOrder,
+    FixStore,
+    InboundMark,
+    InboundReport,
+    RecordedExecution,
+    StoreUnavailable,
+)
 from adapters.fix.tags import ExecType, MsgType, OrdStatus, Tag
 from api.enums import BrokerOrderStatus
 from api.events import AnyBrokerEvent, OrderFilled
@@ -120,6 +136,8 @@ class FixBroker:
         self._cancels: dict[str, CancelWait] = {}  # by the cancel's own ClOrdID
         self._cancel_orders: OrderedDict[str, str] = OrderedDict()  # cancel ClOrdID -> the order's
         self._queries: dict[str, QueryWait] = {}  # by OrdStatusReqID
+        self._recording = 0  # batches whose reports are being committed (answered already)
+        self._recorded = trio.Event()  # set whenever `_recording` drops to 0
         self._ids = itertools.count(1)
         self._token = secrets.token_hex(3)
 
@@ -296,6 +314,7 @@ class FixBroker:
         once the session is in sync. Raises DeniedLocally when not logged on, OutcomeUnknown
         while a resend is still in progress after `sync_s`."""
         await self._in_sync()
+        await self._reports_committed()
         try:
             return await self._store.open_orders()
         except StoreUnavailable as exc:
@@ -305,6 +324,7 @@ class FixBroker:
         """Every fill received at or after `since` (TransactTime), oldest first, each ExecID
         once, once the session is in sync (same errors as `open_orders`)."""
         await self._in_sync()
+        await self._reports_committed()
         try:
             return await self._store.fills_since(since)
         except StoreUnavailable as exc:
@@ -312,11 +332,58 @@ class FixBroker:
 
     # --- the session's Application ----------------------------------------------------------
 
-    async def on_application_message(self, message: Message) -> None:
+    async def on_application_messages(
+        self, messages: Sequence[Message], mark: InboundMark | None
+    ) -> list[Rejection]:
+        """Answer the requests waiting for the batch's ExecutionReports at once; record the
+        reports (and `mark`, if any) in one commit; then emit their events and act on the other
+        messages, in order (module docstring). Malformed ones are returned for the session to
+        reject."""
+        received_at = self._clock()
+        rejections: list[Rejection] = []
+        parsed: list[tuple[Message, ExecutionReport | None, str]] = []
+        to_record: list[InboundReport] = []
+        for message in messages:
+            if message.msg_type != MsgType.EXECUTION_REPORT:
+                parsed.append((message, None, ""))
+                continue
+            try:
+                report = parse_execution_report(message, received_at=received_at)
+            except ValueError as exc:
+                rejections.append(Rejection(message, str(exc)))
+                continue
+            client_order_id = self._order_of(report)
+            if not report.answers_status_request:
+                to_record.append(InboundReport(report, client_order_id, self.config.fill_venue, received_at))
+                # The answer is the broker's, whatever becomes of our record of it: a submit
+                # does not wait for the commit (the events do).
+                self._note(client_order_id, report)
+                self._settle_submit(client_order_id, report)
+                self._settle_cancels(client_order_id, report)
+            parsed.append((message, report, client_order_id))
+        self._recording += 1
+        try:
+            recorded = iter(await self._store.record_executions(to_record, mark))
+        finally:
+            self._recording -= 1
+            if not self._recording:
+                self._recorded.set()
+                self._recorded = trio.Event()
+        for message, handled, client_order_id in parsed:
+            if handled is None:
+                try:
+                    self._on_other(message)
+                except ValueError as exc:
+                    rejections.append(Rejection(message, str(exc)))
+            elif handled.answers_status_request:
+                self._on_status_answer(handled, client_order_id)
+            else:
+                self._on_recorded(handled, client_order_id, next(recorded))
+        return rejections
+
+    def _on_other(self, message: Message) -> None:
         msg_type = message.msg_type
-        if msg_type == MsgType.EXECUTION_REPORT:
-            await self._on_execution_report(message)
-        elif msg_type == MsgType.ORDER_CANCEL_REJECT:
+        if msg_type == MsgType.ORDER_CANCEL_REJECT:
             self._on_cancel_reject(message)
         elif msg_type == MsgType.BUSINESS_MESSAGE_REJECT:
             self._on_business_reject(message)
@@ -329,31 +396,26 @@ class FixBroker:
 
     # --- internals -----------------------------------------------------------------------
 
-    async def _on_execution_report(self, message: Message) -> None:
-        received_at = self._clock()
-        report = parse_execution_report(message, received_at=received_at)
-        client_order_id = self._order_of(report)
-        if report.answers_status_request:
-            answered = self._answer_query(report, client_order_id)
-            if not report.unknown_order:
-                self._note(client_order_id, report)
-            elif not answered:  # a late answer: the query gave up (OutcomeUnknown) already
-                log.info(
-                    "unknown-order answer with no status request waiting",
-                    extra={"broker_id": self.broker_id, "client_order_id": client_order_id},
-                )
-            return
-        recorded = await self._store.record_execution(
-            report, client_order_id=client_order_id, venue=self.config.fill_venue, received_at=received_at
-        )
+    def _on_status_answer(self, report: ExecutionReport, client_order_id: str) -> None:
+        answered = self._answer_query(report, client_order_id)
+        if not report.unknown_order:
+            self._note(client_order_id, report)
+        elif not answered:  # a late answer: the query gave up (OutcomeUnknown) already
+            log.info(
+                "unknown-order answer with no status request waiting",
+                extra={"broker_id": self.broker_id, "client_order_id": client_order_id},
+            )
+
+    def _on_recorded(
+        self, report: ExecutionReport, client_order_id: str, recorded: RecordedExecution
+    ) -> None:
+        """A report that reports a change, once recorded: settle what waits for it, emit its
+        events unless its ExecID was seen before."""
         if not recorded.fee_priced:
             log.error(
                 "commission of a fill could not be priced; recorded as 0",
                 extra={"broker_id": self.broker_id, "exec_id": report.exec_id, "comm_type": report.comm_type},
             )
-        self._note(client_order_id, report)
-        self._settle_submit(client_order_id, report)
-        self._settle_cancels(client_order_id, report)
         if not recorded.new:
             log.info(
                 "duplicate ExecID ignored", extra={"broker_id": self.broker_id, "exec_id": report.exec_id}
@@ -460,6 +522,12 @@ class FixBroker:
             raise DeniedLocally(f"{self.broker_id}: not logged on")
         return session
 
+    async def _reports_committed(self) -> None:
+        """Until the reports received so far are recorded (each commit is bounded by the store's
+        timeout): what a request answered before that commit sees in the record afterwards."""
+        while self._recording:
+            await self._recorded.wait()
+
     async def _in_sync(self) -> None:
         session = self._logged_on()
         if not await session.wait_in_sync(self.config.timeouts.sync_s):
@@ -498,6 +566,7 @@ class FixBroker:
         known = self._orders.get(client_order_id)
         if known is not None and known.status is not None:
             return known.status
+        await self._reports_committed()
         latest = await self._store.latest_state(client_order_id)
         return None if latest is None else latest.status
 

@@ -10,19 +10,35 @@ until the connection ends, and always ends by raising `ConnectionLost` (EOF, soc
 counterparty Logout, silence after a TestRequest, a fatal sequence error): the adapter's
 supervisor reconnects. `logout` is the orderly end on our side.
 
-Sending. `send` holds one lock from numbering to the last byte written, so MsgSeqNums reach the
-wire in order. The number (and an application message's bytes) is committed to PostgreSQL
-before anything is written; that section is shielded from the caller's cancellation (bounded by
-the store and send timeouts), so a cancelled caller never leaves a number half-used. A store
-failure there leaves the numbers in doubt: the session closes (the reconnect reloads them) and
-the caller gets `StoreUnavailable`, with nothing written.
+Sending (group commit). `send` queues the message and waits until it is on the wire. Whoever
+finds the wire free takes every message queued so far (a burst: what arrived while the previous
+burst was being written), numbers them consecutively, commits all their numbers and the
+application messages' bytes to PostgreSQL in one statement (`FixStore.record_outgoing`), and only
+then writes them, in order, in one write; the others wait for their message's outcome. So every
+message is durable before any byte of it is sent, numbers reach the wire in order and are never
+reused, and a burst costs one commit. Once a message is taken into a burst, its caller's
+cancellation no longer stops it (the burst is shielded, bounded by the store and send timeouts):
+a number is never left half-used; a caller cancelled while still queued takes its message out,
+and nothing is sent. A store failure leaves the numbers in doubt: the session closes (the
+reconnect reloads them) and every message of the burst fails with `StoreUnavailable`, none
+written. A NewOrderSingle whose ClOrdID was already recorded fails alone (`DuplicateNewOrder`),
+and the rest of its burst is numbered again without it.
 
-Receiving. Each message is checked (CompIDs), sequenced (`InboundSequencer`), processed, then
-the next expected number is committed: a crash in between costs a resend, not a message. When
-processing stops early (the counterparty's Logout, a failure), the number is committed up to
-the last message fully processed, so the next logon asks for nothing that was processed.
-Garbled frames are dropped without touching the numbers (FIX); the gap they leave is recovered
-with a ResendRequest when the next good message arrives.
+Receiving (batches). Every complete message already received is taken at once (up to
+`_BATCH_MAX`). Each is checked (CompIDs) and sequenced (`InboundSequencer`); consecutive
+application messages are handed to the `Application` together, which records what they change
+in one commit (`FixStore.record_executions`) before acting on them; session messages between
+them are processed in order, after the application messages before them. The next expected
+number (the mark) is committed only after the messages before it were processed and their
+effects committed, and at most every `_MARK_INTERVAL_S` while traffic flows (with a batch's
+reports when due, else on its own), so inbound batches rarely touch the session's row that
+outbound bursts update: a crash costs a resend of what was processed since the last mark (the
+ExecIDs already recorded are recognised and dropped), never a message. When the session ends
+(the counterparty's Logout, a failure, our logout), the mark is committed up to the last message
+fully processed, so the next logon asks for as little as possible. At logon it is set exactly
+(it goes down when the counterparty started its numbers again). Garbled frames are dropped
+without touching the numbers (FIX); the gap they leave is recovered with a ResendRequest when
+the next good message arrives.
 
 Liveness. A Heartbeat goes out after `HeartBtInt` seconds without sending anything; after
 `HeartBtInt + heartbeat_grace_s` without receiving anything a TestRequest goes out, and if
@@ -38,6 +54,7 @@ import os
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
 
@@ -56,7 +73,14 @@ from adapters.fix.codec import (
 from adapters.fix.config import FixConfig
 from adapters.fix.resend import GapFill, Resend, encode_answer, plan_resend
 from adapters.fix.sequencer import InboundSequencer
-from adapters.fix.store import FixStore, SessionNumbers, StoreUnavailable
+from adapters.fix.store import (
+    DuplicateNewOrder,
+    FixStore,
+    InboundMark,
+    OutgoingRecord,
+    SessionNumbers,
+    StoreUnavailable,
+)
 from adapters.fix.tags import (
     ADMIN_MSG_TYPES,
     REJECT_COMP_ID_PROBLEM,
@@ -65,7 +89,7 @@ from adapters.fix.tags import (
     Tag,
 )
 
-__all__ = ["Application", "FixSession", "SentReference"]
+__all__ = ["Application", "FixSession", "InboundMark", "Rejection", "SentReference"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +98,11 @@ Clock = Callable[[], datetime]
 
 #: How many of our recent messages a Reject (45=RefSeqNum) can still be traced back to.
 _REFERENCES_KEPT = 10_000
+#: At most this many received messages are processed as one batch.
+_BATCH_MAX = 1024
+#: The next expected inbound number is committed at least this often while it moves (and at
+#: once when the session ends); in between, a crash costs a resend of what was processed since.
+_MARK_INTERVAL_S = 1.0
 
 
 class SentReference(NamedTuple):
@@ -83,12 +112,42 @@ class SentReference(NamedTuple):
     key: str | None  # the ClOrdID (or request id) it was about
 
 
+class Rejection(NamedTuple):
+    """A received application message that is malformed, and why (answered with a Reject)."""
+
+    message: Message
+    text: str
+
+
+@dataclass(eq=False)
+class _Outgoing:
+    """A message waiting in `send` for its burst to be committed and written."""
+
+    msg_type: str
+    body: Sequence[Field]
+    reference: str | None
+    client_order_id: str | None
+    taken: bool = False  # in a burst: it goes out (or fails) whatever its caller does now
+    seq: int = 0
+    error: Exception | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+    def finish(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.done.set()
+
+
 class Application(Protocol):
     """Where the session hands what is not session-level."""
 
-    async def on_application_message(self, message: Message) -> None:
-        """One in-sequence application message. Raise ValueError if it is malformed: the session
-        answers with a Reject and moves on."""
+    async def on_application_messages(
+        self, messages: Sequence[Message], mark: InboundMark | None
+    ) -> list[Rejection]:
+        """In-sequence application messages, in order. Commit what they change, and `mark`
+        (unless None: the next expected number once they are processed) in the same
+        transaction (`FixStore.record_executions`), before acting on any of them; raise
+        (StoreUnavailable) if that fails: nothing of the batch counts as processed. Returns the
+        malformed ones, which the session answers with a Reject."""
 
     async def on_session_reject(self, reference: SentReference | None, text: str) -> None:
         """The counterparty rejected one of our messages at the session level (35=3)."""
@@ -114,9 +173,13 @@ class FixSession:
         self._epoch = numbers.epoch
         self._next_out = numbers.next_out
         self._sequencer = InboundSequencer(numbers.next_in)
-        self._persisted_in = numbers.next_in
+        self._persisted_in = numbers.next_in  # the inbound mark last committed
+        self._processed_in = numbers.next_in  # the inbound mark once what was processed counts
+        self._persisted_at = trio.current_time()
         self._decoder = FrameDecoder()
-        self._send_lock = trio.Lock()
+        self._outgoing: list[_Outgoing] = []  # queued for the next burst
+        self._wire_busy = False  # a burst (or a resend answer) is being committed / written
+        self._wire_free = trio.Event()  # set whenever the wire is released
         now = trio.current_time()
         self._last_sent = now
         self._last_received = now
@@ -189,10 +252,11 @@ class FixSession:
                 nursery.start_soon(self._send_heartbeats)
                 nursery.start_soon(self._watch_silence)
                 nursery.start_soon(self._watch_resend)
+                nursery.start_soon(self._keep_mark)
                 while True:
-                    message = await self._receive()
-                    await self._on_message(message)
+                    await self._on_messages(await self._receive_batch())
         except Exception as exc:  # not on cancellation: `logout` still needs the connection
+            await self._persist_processed()
             await self._close(_first_reason(exc))
             raise ConnectionLost(f"FIX session ended: {self._closed}") from exc
 
@@ -206,10 +270,11 @@ class FixSession:
             with trio.move_on_after(self._config.timeouts.logout_s):
                 await self.send(MsgType.LOGOUT, [(Tag.TEXT, text)] if text else [])
                 while not self._logout_received.is_set():
-                    await self._on_message(await self._receive())
+                    await self._on_messages(await self._receive_batch())
         except Exception as exc:
             log.info("logout incomplete", extra={"session": self._config.session_id, "error": repr(exc)})
         finally:
+            await self._persist_processed()
             await self._close("logged out")
 
     # --- sending -------------------------------------------------------------------------
@@ -222,37 +287,138 @@ class FixSession:
         reference: str | None = None,
         client_order_id: str | None = None,
     ) -> int:
-        """Number, persist, then write one message; returns its MsgSeqNum. `reference` (the
-        message's own ClOrdID or request id) is what a Reject of it reports; `client_order_id`
-        (the order it is about) is stored with an application message.
+        """Number, persist, then write one message (in a burst: module docstring); returns its
+        MsgSeqNum. `reference` (the message's own ClOrdID or request id) is what a Reject of it
+        reports; `client_order_id` (the order it is about) is stored with an application message.
         Raises DeniedLocally (the session is closed: nothing sent), ConnectionLost (the write
         failed: it may or may not have arrived), StoreUnavailable (nothing written; the session
         closes), DuplicateNewOrder (nothing written)."""
-        async with self._send_lock:
-            if self._closed is not None:
-                raise DeniedLocally(f"session closed: {self._closed}")
-            timeouts = self._config.timeouts
+        if self._closed is not None:
+            raise DeniedLocally(f"session closed: {self._closed}")
+        item = _Outgoing(msg_type, body, reference, client_order_id)
+        self._outgoing.append(item)
+        try:
+            while not item.done.is_set():
+                if self._wire_busy:
+                    await self._wire_free.wait()
+                else:
+                    await self._flush_burst()
+        except trio.Cancelled:
+            if not item.taken:
+                self._outgoing.remove(item)
+                raise
+            with trio.CancelScope(shield=True):  # its burst is bounded by the store and send timeouts
+                await item.done.wait()
+            # the cancellation reaches the caller at its next checkpoint
+        if item.error is not None:
+            raise item.error
+        return item.seq
+
+    async def _flush_burst(self) -> None:
+        """Take the wire and every queued message; number, commit, write them (shielded)."""
+        self._take_wire()
+        try:
             with trio.CancelScope(shield=True):
-                seq = self._next_out
-                now = self._clock()
-                raw = encode_message(msg_type, self._header(seq, now), body)
-                admin = msg_type in ADMIN_MSG_TYPES
-                try:
-                    await self._store.record_outgoing(
-                        self._epoch,
+                burst, self._outgoing = self._outgoing, []
+                for item in burst:
+                    item.taken = True
+                await self._send_burst(burst)
+        finally:
+            self._release_wire()
+
+    async def _send_burst(self, burst: list[_Outgoing]) -> None:
+        while burst:
+            if self._closed is not None:
+                error = DeniedLocally(f"session closed: {self._closed}")
+                for item in burst:
+                    item.finish(error)
+                return
+            burst = self._drop_repeated(burst)
+            now = self._clock()
+            header_time = format_timestamp(now)
+            config = self._config
+            raws: list[bytes] = []
+            records: list[OutgoingRecord] = []
+            for seq, item in enumerate(burst, start=self._next_out):
+                item.seq = seq
+                header = session_header(config.sender_comp_id, config.target_comp_id, seq, header_time)
+                raw = encode_message(item.msg_type, header, item.body)
+                raws.append(raw)
+                admin = item.msg_type in ADMIN_MSG_TYPES
+                records.append(
+                    OutgoingRecord(
                         seq,
-                        msg_type=msg_type,
-                        raw=None if admin else raw,
-                        client_order_id=None if admin else client_order_id,
-                        sent_at=now,
+                        item.msg_type,
+                        None if admin else raw,
+                        None if admin else item.client_order_id,
+                        now,
                     )
-                except StoreUnavailable as exc:
-                    await self._close(f"sequence store failed: {exc}")
-                    raise
-                self._next_out = seq + 1
-                self._remember(seq, SentReference(msg_type, reference))
-                await self._write(raw, timeouts.send_s)
-            return seq
+                )
+            try:
+                refused = await self._store.record_outgoing(self._epoch, records)
+            except StoreUnavailable as exc:
+                await self._close(f"sequence store failed: {exc}")
+                for item in burst:
+                    item.finish(exc)
+                return
+            if refused:
+                burst = self._drop_refused(burst, set(refused))
+                continue
+            self._next_out += len(burst)
+            for item in burst:
+                self._remember(item.seq, SentReference(item.msg_type, item.reference))
+            try:
+                await self._write(b"".join(raws), self._config.timeouts.send_s)
+            except ConnectionLost as exc:
+                for item in burst:
+                    item.finish(exc)
+                return
+            for item in burst:
+                item.finish()
+            return
+
+    def _drop_repeated(self, burst: list[_Outgoing]) -> list[_Outgoing]:
+        """A second NewOrderSingle of one ClOrdID in the same burst fails (the first goes)."""
+        seen: set[str | None] = set()
+        kept = []
+        for item in burst:
+            if item.msg_type == MsgType.NEW_ORDER_SINGLE:
+                if item.client_order_id in seen:
+                    item.finish(DuplicateNewOrder(f"ClOrdID {item.client_order_id} twice in one burst"))
+                    continue
+                seen.add(item.client_order_id)
+            kept.append(item)
+        return kept
+
+    def _drop_refused(self, burst: list[_Outgoing], refused: set[str]) -> list[_Outgoing]:
+        """Fail the NewOrderSingles whose ClOrdID was already recorded; the rest go again."""
+        kept = []
+        for item in burst:
+            if item.msg_type == MsgType.NEW_ORDER_SINGLE and item.client_order_id in refused:
+                item.finish(
+                    DuplicateNewOrder(
+                        f"a NewOrderSingle with ClOrdID {item.client_order_id} was already sent"
+                        f" on {self._config.session_id}"
+                    )
+                )
+            else:
+                kept.append(item)
+        return kept
+
+    def _take_wire(self) -> None:
+        assert not self._wire_busy
+        self._wire_busy = True
+
+    def _release_wire(self) -> None:
+        self._wire_busy = False
+        self._wire_free.set()
+        self._wire_free = trio.Event()
+
+    async def _wait_for_wire(self) -> None:
+        """Take the wire once it is free (to write a resend answer between bursts)."""
+        while self._wire_busy:
+            await self._wire_free.wait()
+        self._take_wire()
 
     def reference(self, seq: int) -> SentReference | None:
         """What we sent as MsgSeqNum `seq` (recent messages of this connection only)."""
@@ -336,18 +502,9 @@ class FixSession:
     async def _receive(self) -> Message:
         """The next well-formed message (garbled frames are logged and dropped)."""
         while True:
-            try:
-                frame = self._decoder.next_frame()
-                if frame is not None:
-                    message = parse_frame(frame)
-                    self._last_received = trio.current_time()
-                    return message
-            except GarbledMessage as exc:
-                log.warning(
-                    "garbled FIX message dropped",
-                    extra={"session": self._config.session_id, "error": str(exc)},
-                )
-                continue
+            message = self._buffered()
+            if message is not None:
+                return message
             try:
                 data = await self._stream.receive_some(65536)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -356,44 +513,115 @@ class FixSession:
                 raise ConnectionLost("the counterparty closed the connection")
             self._decoder.feed(data)
 
-    async def _on_message(self, message: Message) -> None:
-        problem = self._comp_id_problem(message)
-        if problem is not None:
-            await self._send_reject(message, problem, REJECT_COMP_ID_PROBLEM)
-            await self._fail(problem)
-        if message.msg_type == MsgType.LOGON:
-            await self._fail("Logon received on a session already logged on")
-        verdict = self._sequencer.receive(message)
-        if verdict.duplicate:
-            log.debug("duplicate ignored", extra={"session": self._config.session_id, "seq": message.seq})
-            return
-        if verdict.fatal is not None:
-            await self._fail(verdict.fatal)
-        if verdict.reject is not None:
-            await self._send_reject(message, verdict.reject, REJECT_VALUE_INCORRECT)
-            return
-        if verdict.resend_from is not None:
-            await self._send_resend_request(verdict.resend_from)
-        through: int | None = None  # the expected number once the messages done so far count
+    async def _receive_batch(self) -> list[Message]:
+        """The next message, and every one after it already received (at most `_BATCH_MAX`)."""
+        batch = [await self._receive()]
+        while len(batch) < _BATCH_MAX and (message := self._buffered()) is not None:
+            batch.append(message)
+        return batch
+
+    def _buffered(self) -> Message | None:
+        """The next well-formed message already received, or None."""
+        while True:
+            try:
+                frame = self._decoder.next_frame()
+                if frame is None:
+                    return None
+                message = parse_frame(frame)
+            except GarbledMessage as exc:
+                log.warning(
+                    "garbled FIX message dropped",
+                    extra={"session": self._config.session_id, "error": str(exc)},
+                )
+                continue
+            self._last_received = trio.current_time()
+            return message
+
+    async def _on_messages(self, messages: Sequence[Message]) -> None:
+        """Check, sequence and process a batch (module docstring): consecutive application
+        messages go to the application together; session messages in order between them."""
+        run: list[Message] = []  # in-sequence application messages not handed over yet
+        run_mark = 0  # the expected number once `run` is processed
+        done: int | None = None  # the expected number once everything handled so far counts
         ended: str | None = None
+
+        async def hand_over() -> None:
+            nonlocal done
+            if not run:
+                return
+            batch = run.copy()
+            run.clear()
+            due = self._mark_due()
+            rejections = await self._application.on_application_messages(
+                batch, InboundMark(self._epoch, run_mark) if due else None
+            )
+            done = run_mark
+            if due:
+                self._marked(run_mark)
+            for rejection in rejections:
+                log.warning(
+                    "malformed application message rejected",
+                    extra={
+                        "session": self._config.session_id,
+                        "seq": rejection.message.seq,
+                        "error": rejection.text,
+                    },
+                )
+                await self._send_reject(rejection.message, rejection.text, REJECT_VALUE_INCORRECT)
+
         try:
-            for ready, mark in zip(verdict.process, verdict.through, strict=True):
-                ended = await self._process(ready)
-                through = mark
+            for message in messages:
+                problem = self._comp_id_problem(message)
+                if problem is not None:
+                    await hand_over()
+                    await self._send_reject(message, problem, REJECT_COMP_ID_PROBLEM)
+                    await self._fail(problem)
+                if message.msg_type == MsgType.LOGON:
+                    await hand_over()
+                    await self._fail("Logon received on a session already logged on")
+                verdict = self._sequencer.receive(message)
+                if verdict.duplicate:
+                    log.debug(
+                        "duplicate ignored", extra={"session": self._config.session_id, "seq": message.seq}
+                    )
+                    continue
+                if verdict.fatal is not None:
+                    await hand_over()
+                    await self._fail(verdict.fatal)
+                if verdict.reject is not None:
+                    await hand_over()
+                    await self._send_reject(message, verdict.reject, REJECT_VALUE_INCORRECT)
+                    continue
+                if verdict.resend_from is not None:
+                    await self._send_resend_request(verdict.resend_from)
+                for ready, mark in zip(verdict.process, verdict.through, strict=True):
+                    if ready.msg_type not in ADMIN_MSG_TYPES:
+                        run.append(ready)
+                        run_mark = mark
+                        continue
+                    await hand_over()
+                    ended = await self._process(ready)
+                    done = mark
+                    if ended is not None:
+                        break
                 if ended is not None:
                     break
+            await hand_over()
         except Exception:
-            if through is not None:
-                await self._persist_after_failure(through)
+            if done is not None:
+                self._processed_in = done
+                await self._persist_after_failure(done)
             raise
-        if through is not None:
-            await self._persist_through(through)
+        if done is not None:
+            self._processed_in = done
+            if ended is not None or self._mark_due():
+                await self._persist_through(done)
         self._notify()
         if ended is not None:
             raise ConnectionLost(ended)
 
     async def _process(self, message: Message) -> str | None:
-        """Handle one in-sequence message. Returns why the session ends after it (the
+        """Handle one in-sequence session message. Returns why the session ends after it (the
         counterparty logged out), else None."""
         msg_type = message.msg_type
         if msg_type == MsgType.HEARTBEAT:
@@ -428,24 +656,31 @@ class FixSession:
                 return f"logged out by the counterparty: {text}"
         elif msg_type == MsgType.LOGON:
             pass  # a Logon numbered above the expected one comes back here after the gap fill
-        else:
-            try:
-                await self._application.on_application_message(message)
-            except ValueError as exc:
-                log.warning(
-                    "malformed application message rejected",
-                    extra={"session": self._config.session_id, "seq": message.seq, "error": str(exc)},
-                )
-                await self._send_reject(message, str(exc), REJECT_VALUE_INCORRECT)
         return None
 
     async def _persist_next_in(self) -> None:
-        await self._persist_through(self._sequencer.next_in)
+        """At logon: set the number exactly (it goes down when the counterparty reset)."""
+        next_in = self._sequencer.next_in
+        await self._store.set_next_in(self._epoch, next_in)
+        self._processed_in = next_in
+        self._marked(next_in, exact=True)
 
     async def _persist_through(self, next_in: int) -> None:
-        if next_in != self._persisted_in:
-            await self._store.set_next_in(self._epoch, next_in)
-            self._persisted_in = next_in
+        if next_in > self._persisted_in:
+            await self._store.record_executions([], InboundMark(self._epoch, next_in))
+            self._marked(next_in)
+
+    def _mark_due(self) -> bool:
+        return trio.current_time() - self._persisted_at >= _MARK_INTERVAL_S
+
+    def _marked(self, next_in: int, *, exact: bool = False) -> None:
+        self._persisted_in = next_in if exact else max(self._persisted_in, next_in)
+        self._persisted_at = trio.current_time()
+
+    async def _persist_processed(self) -> None:
+        """The session ends: commit the mark of what was processed (best effort, briefly)."""
+        with trio.move_on_after(min(1.0, self._config.timeouts.store_s)):
+            await self._persist_after_failure(self._processed_in)
 
     async def _persist_after_failure(self, next_in: int) -> None:
         """Processing failed after some messages were processed: commit their numbers (best
@@ -468,7 +703,8 @@ class FixSession:
                 request, "ResendRequest without BeginSeqNo and EndSeqNo", REJECT_VALUE_INCORRECT
             )
             return
-        async with self._send_lock:
+        await self._wait_for_wire()
+        try:
             if self._closed is not None:
                 raise ConnectionLost(f"session closed: {self._closed}")
             last = self._next_out - 1 if end == 0 or end >= self._next_out else end
@@ -501,6 +737,8 @@ class FixSession:
                     sending_time=sending_time,
                 )
                 await self._write(raw, self._config.timeouts.send_s)
+        finally:
+            self._release_wire()
 
     async def _send_resend_request(self, begin: int) -> None:
         log.info("inbound gap: ResendRequest", extra={"session": self._config.session_id, "begin": begin})
@@ -559,11 +797,14 @@ class FixSession:
                     await self._send_resend_request(begin)
                 since = now
 
-    # --- internals -----------------------------------------------------------------------
+    async def _keep_mark(self) -> None:
+        """Commit the inbound mark when it has not been for `_MARK_INTERVAL_S` (quiet spells)."""
+        while True:
+            await trio.sleep(_MARK_INTERVAL_S)
+            if self._processed_in > self._persisted_in and self._mark_due():
+                await self._persist_through(self._processed_in)
 
-    def _header(self, seq: int, now: datetime) -> list[Field]:
-        config = self._config
-        return session_header(config.sender_comp_id, config.target_comp_id, seq, format_timestamp(now))
+    # --- internals -----------------------------------------------------------------------
 
     def _comp_id_problem(self, message: Message) -> str | None:
         sender, target = message.text(Tag.SENDER_COMP_ID), message.text(Tag.TARGET_COMP_ID)

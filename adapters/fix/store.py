@@ -2,47 +2,58 @@
 messages we sent, the execution reports we received.
 
 Guarantees:
-- `record_outgoing` commits the message's MsgSeqNum (next_out_seq = seq + 1, only if it still
-  was `seq`: a second process driving the same session gets `SessionConflict` instead of reusing
-  numbers) together with the message itself, before the caller writes a byte to the socket.
-  A second NewOrderSingle with an already recorded ClOrdID is refused (`DuplicateNewOrder`) in
-  that same transaction: nothing is committed, nothing may be sent.
-- `record_execution` stores a report once per ExecID; it says whether the report was new.
+- `record_outgoing` commits, in one statement (one commit), a burst of consecutive MsgSeqNums as
+  used (next_out_seq = last + 1, only if it still was the first: a second process driving the
+  same session gets `SessionConflict` instead of reusing numbers) together with the application
+  messages among them, before the caller writes a byte of any of them to the socket: each
+  message is durable before it is sent, as QuickFIX's store makes it, one commit for the burst.
+  A NewOrderSingle whose ClOrdID is already recorded (a second submit of the order) makes the
+  whole statement commit nothing; its ClOrdID is returned, and the caller sends none of the
+  burst until it has dropped that message and recorded the rest again.
+- `record_executions` stores a batch of reports once per ExecID, and (when given) the next
+  expected inbound MsgSeqNum with them, in one commit; it says which reports were new. It runs
+  on a connection of its own, so that an inbound batch commits while an outbound burst does
+  (they touch different rows: only the mark updates the session's row, and the caller gives one
+  rarely). A mark only ever raises next_in_seq; `set_next_in` sets it exactly.
 
 - `claim_session` holds a PostgreSQL advisory lock on the session for as long as `run` lasts:
   a second process (another daemon of the same desk) cannot drive the same FIX session.
 
-Every call runs on one dedicated connection in a worker thread (one at a time), bounded by
-`timeout`: trio's deadline on our side, `statement_timeout` and libpq's TCP timeouts on the
-server's. A call that times out or is cancelled abandons its thread and the connection with it
-(the next call reconnects), and raises `StoreUnavailable`/`Cancelled`: the outcome of that write
-is unknown to this process, so the session built on it must be torn down and reloaded.
+Every call runs on one of two dedicated connections (`connection.DedicatedConnection`: a worker
+thread, one call at a time per connection), bounded by `timeout`: trio's deadline on our side,
+`statement_timeout` and libpq's TCP timeouts on the server's. A call that times out or is
+cancelled abandons its thread and the connection with it (the next call reconnects), and raises
+`StoreUnavailable`/`Cancelled`: the outcome of that write is unknown to this process, so the
+session built on it must be torn down and reloaded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import psycopg
-import trio
 
 from adapters.base import BrokerOrderSnapshot
 from adapters.fix.config import CommissionReporting, FixConfig
+from adapters.fix.connection import Connection, DedicatedConnection, StoreUnavailable
 from adapters.fix.orders import ExecutionReport, fill_fee, order_status
+from adapters.fix.queries import FINAL_ORDERS, LATEST_STATE, RECORD_EXECUTIONS, RECORD_OUTGOING
 from adapters.fix.resend import StoredMessage
 from adapters.fix.tags import FILL_EXEC_TYPES, MsgType
 from api.enums import BrokerOrderStatus
 from api.events import OrderFilled
-from sql.writer import connect as connect_database
 
 __all__ = [
     "DuplicateNewOrder",
     "FixStore",
+    "InboundMark",
+    "InboundReport",
+    "OutgoingRecord",
     "RecordedExecution",
     "SessionConflict",
     "SessionNumbers",
@@ -51,14 +62,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
-Connection = psycopg.Connection[Any]
 
 _FILL_TYPES = tuple(sorted(t.value for t in FILL_EXEC_TYPES))
 _OPEN = (BrokerOrderStatus.ACCEPTED, BrokerOrderStatus.PARTIALLY_FILLED)
-
-
-class StoreUnavailable(Exception):
-    """The database did not answer in time or failed: the outcome of the call is unknown."""
 
 
 class SessionConflict(StoreUnavailable):
@@ -77,20 +83,37 @@ class SessionNumbers(msgspec.Struct, frozen=True):
     next_in: int
 
 
+class OutgoingRecord(NamedTuple):
+    """One message of a burst for `record_outgoing`: `raw` None for a session message (only its
+    number is committed; it is never resent)."""
+
+    seq: int
+    msg_type: str
+    raw: bytes | None
+    client_order_id: str | None
+    sent_at: datetime
+
+
+class InboundMark(NamedTuple):
+    """The next expected inbound MsgSeqNum once a batch is processed, in the session's epoch."""
+
+    epoch: int
+    next_in: int
+
+
+class InboundReport(NamedTuple):
+    """One ExecutionReport to record (`record_executions`)."""
+
+    report: ExecutionReport
+    client_order_id: str  # our order's ClOrdID
+    venue: str  # the fill's venue when the report has no LastMkt
+    received_at: datetime
+
+
 class RecordedExecution(msgspec.Struct, frozen=True):
     new: bool  # False: this ExecID was recorded before (a duplicate)
     fee: Decimal  # what the fill cost (0 when not a fill or nothing reported)
     fee_priced: bool = True  # False: a CommType we cannot price (recorded as 0)
-
-
-#: The client order ids of the session whose latest report leaves them final (2 filled,
-#: 4 canceled, 8 rejected, C expired).
-_FINAL_ORDERS = (
-    b"SELECT client_order_id FROM ("
-    b" SELECT DISTINCT ON (client_order_id) client_order_id, ord_status"
-    b" FROM fix_executions WHERE session_id = %(s)s ORDER BY client_order_id, id DESC"
-    b") latest WHERE ord_status IN ('2', '4', '8', 'C')"
-)
 
 
 class FixStore:
@@ -102,16 +125,18 @@ class FixStore:
         self._sender = config.sender_comp_id
         self._target = config.target_comp_id
         self._reporting = config.commission_reporting
-        self._timeout = config.timeouts.store_s
         self._retention = timedelta(days=config.retention_days)
-        self._conn: Connection | None = None
-        self._claimed = False  # we hold the session's advisory lock (on `_conn`)
-        self._generation = 0
-        self._limiter = trio.CapacityLimiter(1)
+        timeout = config.timeouts.store_s
+        self._claimed = False  # we hold the session's advisory lock (on the main connection)
+        #: Everything but the inbound reports; holds the session's advisory lock.
+        self._main = DedicatedConnection(
+            database_url, label=self._session_id, timeout=timeout, on_connect=self._relock
+        )
+        #: `record_executions` only, so that inbound batches commit while a burst does.
+        self._inbound = DedicatedConnection(database_url, label=self._session_id, timeout=timeout)
 
     def __repr__(self) -> str:
-        state = "connected" if self._conn is not None else "idle"
-        return f"<FixStore {self._session_id} {state}>"
+        return f"<FixStore {self._session_id} claimed={self._claimed}>"
 
     @property
     def session_id(self) -> str:
@@ -146,12 +171,12 @@ class FixStore:
             params = {"s": self._session_id, "b": before}
             sent = conn.execute(
                 b"DELETE FROM fix_outbound_messages m WHERE m.session_id = %(s)s AND m.sent_at < %(b)s"
-                b" AND (m.msg_type <> 'D' OR m.client_order_id IN (" + _FINAL_ORDERS + b"))",
+                b" AND (m.msg_type <> 'D' OR m.client_order_id IN (" + FINAL_ORDERS + b"))",
                 params,
             ).rowcount
             reports = conn.execute(
                 b"DELETE FROM fix_executions e WHERE e.session_id = %(s)s AND e.received_at < %(b)s"
-                b" AND e.client_order_id IN (" + _FINAL_ORDERS + b")",
+                b" AND e.client_order_id IN (" + FINAL_ORDERS + b")",
                 params,
             ).rowcount
             return sent, reports
@@ -211,47 +236,52 @@ class FixStore:
 
         return await self._run(work)
 
-    async def record_outgoing(
-        self,
-        numbers_epoch: int,
-        seq: int,
-        *,
-        msg_type: str,
-        raw: bytes | None,
-        client_order_id: str | None,
-        sent_at: datetime,
-    ) -> None:
-        """Commit MsgSeqNum `seq` as used (next_out_seq = seq + 1) and, unless `raw` is None
-        (session messages), the message itself. Raises SessionConflict, DuplicateNewOrder,
-        StoreUnavailable."""
+    async def record_outgoing(self, numbers_epoch: int, burst: Sequence[OutgoingRecord]) -> list[str]:
+        """Commit the burst's MsgSeqNums (consecutive, the first being next_out_seq) as used and
+        its application messages, in one commit. Returns [] once committed; else the ClOrdIDs of
+        its NewOrderSingles already recorded, with nothing committed. Raises SessionConflict
+        (next_out_seq is no longer the burst's first number), StoreUnavailable."""
+        if not burst:
+            return []
+        first = burst[0].seq
+        stored = [m for m in burst if m.raw is not None]
+        new_orders = [m.client_order_id for m in stored if m.msg_type == MsgType.NEW_ORDER_SINGLE]
+        params = {
+            "s": self._session_id,
+            "e": numbers_epoch,
+            "first": first,
+            "next": first + len(burst),
+            "new_orders": new_orders,
+            "seqs": [m.seq for m in stored],
+            "types": [m.msg_type for m in stored],
+            "raws": [m.raw for m in stored],
+            "orders": [m.client_order_id for m in stored],
+            "times": [m.sent_at for m in stored],
+        }
 
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> list[str]:
             try:
-                with conn.transaction():
-                    updated = conn.execute(
-                        b"UPDATE fix_sessions SET next_out_seq = %s, updated_at = now()"
-                        b" WHERE session_id = %s AND epoch = %s AND next_out_seq = %s",
-                        (seq + 1, self._session_id, numbers_epoch, seq),
-                    ).rowcount
-                    if updated != 1:
-                        raise SessionConflict(
-                            f"{self._session_id}: next_out_seq is no longer {seq} (epoch {numbers_epoch})"
-                        )
-                    if raw is not None:
-                        conn.execute(
-                            b"INSERT INTO fix_outbound_messages"
-                            b" (session_id, epoch, seq, msg_type, raw, client_order_id, sent_at)"
-                            b" VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                            (self._session_id, numbers_epoch, seq, msg_type, raw, client_order_id, sent_at),
-                        )
-            except psycopg.errors.UniqueViolation as exc:
-                raise DuplicateNewOrder(
-                    f"a NewOrderSingle with ClOrdID {client_order_id} was already sent on {self._session_id}"
+                row = conn.execute(RECORD_OUTGOING, params).fetchone()
+            except psycopg.errors.UniqueViolation as exc:  # only a race with another writer
+                raise SessionConflict(
+                    f"{self._session_id}: a message number or ClOrdID was taken: {exc}"
                 ) from exc
+            assert row is not None
+            updated, inserted, duplicates = row
+            if duplicates:
+                return list(duplicates)
+            if updated != 1 or inserted != len(stored):
+                raise SessionConflict(
+                    f"{self._session_id}: next_out_seq is no longer {first} (epoch {numbers_epoch})"
+                )
+            return []
 
-        await self._run(work)
+        return await self._run(work)
 
     async def set_next_in(self, numbers_epoch: int, next_in: int) -> None:
+        """Set the next expected inbound number, even below the one recorded (the counterparty
+        started its numbers again); `record_executions` only ever raises it."""
+
         def work(conn: Connection) -> None:
             updated = conn.execute(
                 b"UPDATE fix_sessions SET next_in_seq = %s, updated_at = now()"
@@ -294,62 +324,92 @@ class FixStore:
 
     # --- executions ----------------------------------------------------------------------
 
-    async def record_execution(
-        self, report: ExecutionReport, *, client_order_id: str, venue: str, received_at: datetime
-    ) -> RecordedExecution:
-        """Store a report once per ExecID, with the fee of its fill (see `orders.fill_fee`)."""
-        reporting = self._reporting
+    async def record_executions(
+        self, reports: Sequence[InboundReport], mark: InboundMark | None
+    ) -> list[RecordedExecution]:
+        """Store the reports once per ExecID, with the fee of each fill (see `orders.fill_fee`),
+        and the next expected inbound number (`mark`, unless None), in one commit. One result
+        per report, in order: `new` False for an ExecID recorded before (or earlier in the
+        batch). Raises SessionConflict when the mark's epoch is no longer current (the reports
+        are committed), StoreUnavailable."""
+        if not reports and mark is None:
+            return []
+        if self._reporting is CommissionReporting.CUMULATIVE:
+            return await self._inbound.run(lambda conn: self._record_cumulative(conn, reports, mark))
+        fees = [fill_fee(item.report, None, self._reporting) for item in reports]
+        params = self._execution_params(reports, fees, mark)
 
-        def work(conn: Connection) -> RecordedExecution:
-            with conn.transaction():
+        def work(conn: Connection) -> list[RecordedExecution]:
+            row = conn.execute(RECORD_EXECUTIONS, params).fetchone()
+            assert row is not None
+            self._check_mark(row[0], mark)
+            return _recorded(reports, fees, set(row[1]))
+
+        return await self._inbound.run(work)
+
+    def _record_cumulative(
+        self, conn: Connection, reports: Sequence[InboundReport], mark: InboundMark | None
+    ) -> list[RecordedExecution]:
+        """Cumulative commissions: each fill's fee is the increase over the order's previous
+        recorded commission, so the reports go in one at a time (one transaction)."""
+        results: list[RecordedExecution] = []
+        with conn.transaction():
+            for item in reports:
                 previous: Decimal | None = None
-                if reporting is CommissionReporting.CUMULATIVE and report.is_fill:
+                if item.report.is_fill:
                     row = conn.execute(
                         b"SELECT commission FROM fix_executions WHERE session_id = %s"
                         b" AND client_order_id = %s AND commission IS NOT NULL AND exec_type = ANY(%s)"
                         b" ORDER BY id DESC LIMIT 1",
-                        (self._session_id, client_order_id, list(_FILL_TYPES)),
+                        (self._session_id, item.client_order_id, list(_FILL_TYPES)),
                     ).fetchone()
                     previous = None if row is None else row[0]
-                fee = fill_fee(report, previous, reporting)
-                inserted = conn.execute(
-                    b"INSERT INTO fix_executions (session_id, exec_id, client_order_id, broker_order_id,"
-                    b" exec_type, ord_status, last_qty, last_px, cum_qty, avg_px, commission, fee, venue,"
-                    b" text, msg_seq_num, transact_time, received_at)"
-                    b" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                    b" ON CONFLICT (session_id, exec_id) DO NOTHING RETURNING id",
-                    (
-                        self._session_id,
-                        report.exec_id,
-                        client_order_id,
-                        report.order_id,
-                        report.exec_type,
-                        report.ord_status,
-                        report.last_qty,
-                        report.last_px,
-                        report.cum_qty,
-                        report.avg_px,
-                        report.commission,
-                        Decimal(0) if fee is None else fee,
-                        report.last_mkt or venue,
-                        report.text,
-                        report.seq,
-                        report.transact_time,
-                        received_at,
-                    ),
-                ).fetchone()
-            return RecordedExecution(
-                new=inserted is not None, fee=Decimal(0) if fee is None else fee, fee_priced=fee is not None
-            )
+                fee = fill_fee(item.report, previous, self._reporting)
+                row = conn.execute(RECORD_EXECUTIONS, self._execution_params([item], [fee], None)).fetchone()
+                assert row is not None
+                results += _recorded([item], [fee], set(row[1]))
+            if mark is not None:
+                row = conn.execute(RECORD_EXECUTIONS, self._execution_params([], [], mark)).fetchone()
+                assert row is not None
+                self._check_mark(row[0], mark)
+        return results
 
-        return await self._run(work)
+    def _execution_params(
+        self, reports: Sequence[InboundReport], fees: Sequence[Decimal | None], mark: InboundMark | None
+    ) -> dict[str, Any]:
+        rs = [item.report for item in reports]
+        return {
+            "s": self._session_id,
+            "e": None if mark is None else mark.epoch,
+            "n": None if mark is None else mark.next_in,
+            "exec_ids": [r.exec_id for r in rs],
+            "orders": [item.client_order_id for item in reports],
+            "broker_orders": [r.order_id for r in rs],
+            "exec_types": [r.exec_type for r in rs],
+            "statuses": [r.ord_status for r in rs],
+            "last_qtys": [r.last_qty for r in rs],
+            "last_pxs": [r.last_px for r in rs],
+            "cum_qtys": [r.cum_qty for r in rs],
+            "avg_pxs": [r.avg_px for r in rs],
+            "commissions": [r.commission for r in rs],
+            "fees": [Decimal(0) if fee is None else fee for fee in fees],
+            "venues": [item.report.last_mkt or item.venue for item in reports],
+            "texts": [r.text for r in rs],
+            "seqs": [r.seq for r in rs],
+            "transact_times": [r.transact_time for r in rs],
+            "received": [item.received_at for item in reports],
+        }
+
+    def _check_mark(self, updated: int, mark: InboundMark | None) -> None:
+        if mark is not None and updated != 1:
+            raise SessionConflict(f"{self._session_id}: epoch {mark.epoch} is no longer current")
 
     async def latest_state(self, client_order_id: str) -> BrokerOrderSnapshot | None:
         """The order's state as of the latest report recorded for it, or None."""
 
         def work(conn: Connection) -> BrokerOrderSnapshot | None:
             row = conn.execute(
-                _LATEST_STATE % b"AND client_order_id = %s",
+                LATEST_STATE % b"AND client_order_id = %s",
                 (self._session_id, self._session_id, client_order_id),
             ).fetchone()
             return None if row is None else _snapshot(row)
@@ -361,7 +421,7 @@ class FixStore:
 
         def work(conn: Connection) -> list[BrokerOrderSnapshot]:
             rows = conn.execute(
-                _LATEST_STATE % b"" + b" WHERE latest.ord_status NOT IN ('2', '4', '8', 'C')",
+                LATEST_STATE % b"" + b" WHERE latest.ord_status NOT IN ('2', '4', '8', 'C')",
                 (self._session_id, self._session_id),
             ).fetchall()
             snapshots = [_snapshot(row) for row in rows]
@@ -395,75 +455,21 @@ class FixStore:
 
         return await self._run(work)
 
-    # --- the connection ------------------------------------------------------------------
+    # --- the connections ----------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close the connection (waiting for a call in flight, bounded by `timeout`)."""
-        self._claimed = False  # closing the connection releases the lock
-        with trio.move_on_after(self._timeout) as scope:
-            async with self._limiter:
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    await trio.to_thread.run_sync(conn.close)
-        if scope.cancelled_caught:
-            self._discard()
+        """Close both connections (waiting for calls in flight, bounded by `timeout`)."""
+        self._claimed = False  # closing the main connection releases the lock
+        await self._main.aclose()
+        await self._inbound.aclose()
 
     async def _run(self, work: Callable[[Connection], R]) -> R:
-        generation = self._generation
+        return await self._main.run(work)
 
-        def call() -> R:
-            conn = self._connection()
-            try:
-                return work(conn)
-            finally:
-                if self._generation != generation:  # abandoned meanwhile: nobody else will close it
-                    conn.close()
-
-        try:
-            with trio.fail_after(self._timeout):
-                return await trio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._limiter)
-        except trio.TooSlowError:
-            self._discard()
-            raise StoreUnavailable(
-                f"{self._session_id}: no answer from PostgreSQL within {self._timeout}s"
-            ) from None
-        except trio.Cancelled:
-            self._discard()
-            raise
-        except psycopg.Error as exc:
-            raise StoreUnavailable(f"{self._session_id}: PostgreSQL failed: {exc}") from exc
-
-    def _connection(self) -> Connection:
-        """The open connection (worker thread only), reconnecting when it is gone or broken."""
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            conn = connect_database(self._url, statement_timeout=self._timeout)
-            if self._claimed:  # the lock went with the old connection: take it again
-                try:
-                    self._lock(conn)
-                except BaseException:
-                    conn.close()
-                    raise
-            self._conn = conn
-        return conn
-
-    def _discard(self) -> None:
-        """Forget the connection an abandoned thread still uses; that thread closes it."""
-        self._generation += 1
-        self._conn = None
-
-
-#: Each order's latest report (one row per order; `%b` narrows the orders), with the last
-#: OrderID the broker gave it when that report has none. Parameters: session id twice.
-_LATEST_STATE = (
-    b"SELECT latest.client_order_id, COALESCE(latest.broker_order_id,"
-    b" (SELECT b.broker_order_id FROM fix_executions b WHERE b.session_id = %%s"
-    b" AND b.client_order_id = latest.client_order_id AND b.broker_order_id IS NOT NULL"
-    b" ORDER BY b.id DESC LIMIT 1)), latest.ord_status, latest.cum_qty, latest.avg_px"
-    b" FROM (SELECT DISTINCT ON (client_order_id) client_order_id, broker_order_id, ord_status,"
-    b" cum_qty, avg_px FROM fix_executions WHERE session_id = %%s %b"
-    b" ORDER BY client_order_id, id DESC) latest"
-)
+    def _relock(self, conn: Connection) -> None:
+        """A new main connection: the lock went with the old one, take it again."""
+        if self._claimed:
+            self._lock(conn)
 
 
 def _snapshot(row: tuple[Any, ...]) -> BrokerOrderSnapshot:
@@ -475,6 +481,21 @@ def _snapshot(row: tuple[Any, ...]) -> BrokerOrderSnapshot:
         filled_quantity=cum_qty,
         average_price=avg_px if avg_px and cum_qty > 0 else None,
     )
+
+
+def _recorded(
+    reports: Sequence[InboundReport], fees: Sequence[Decimal | None], inserted: set[str]
+) -> list[RecordedExecution]:
+    """Results in report order; an ExecID twice in one batch is new only the first time."""
+    results = []
+    for item, fee in zip(reports, fees, strict=True):
+        exec_id = item.report.exec_id
+        new = exec_id in inserted
+        inserted.discard(exec_id)
+        results.append(
+            RecordedExecution(new=new, fee=Decimal(0) if fee is None else fee, fee_priced=fee is not None)
+        )
+    return results
 
 
 def _stored(row: tuple[Any, ...]) -> StoredMessage:

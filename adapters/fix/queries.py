@@ -1,0 +1,73 @@
+"""The SQL of the FIX store (`store`), one constant per statement, with what each guarantees.
+Tables: migration 0005_fix_sessions."""
+
+from __future__ import annotations
+
+__all__ = ["FINAL_ORDERS", "LATEST_STATE", "RECORD_EXECUTIONS", "RECORD_OUTGOING"]
+
+#: The client order ids of the session whose latest report leaves them final (2 filled,
+#: 4 canceled, 8 rejected, C expired).
+FINAL_ORDERS = (
+    b"SELECT client_order_id FROM ("
+    b" SELECT DISTINCT ON (client_order_id) client_order_id, ord_status"
+    b" FROM fix_executions WHERE session_id = %(s)s ORDER BY client_order_id, id DESC"
+    b") latest WHERE ord_status IN ('2', '4', '8', 'C')"
+)
+
+
+#: A burst of outgoing numbers and its stored messages, in one statement: nothing is written when
+#: a NewOrderSingle's ClOrdID is already recorded (`dup`) or next_out_seq moved (`guard` empty).
+RECORD_OUTGOING = (
+    b"WITH dup AS (SELECT client_order_id FROM fix_outbound_messages WHERE session_id = %(s)s"
+    b" AND msg_type = 'D' AND client_order_id = ANY(%(new_orders)s::varchar[])),"
+    b" guard AS (UPDATE fix_sessions SET next_out_seq = %(next)s, updated_at = now()"
+    b" WHERE session_id = %(s)s AND epoch = %(e)s AND next_out_seq = %(first)s"
+    b" AND NOT EXISTS (SELECT 1 FROM dup) RETURNING session_id),"
+    b" stored AS (INSERT INTO fix_outbound_messages"
+    b" (session_id, epoch, seq, msg_type, raw, client_order_id, sent_at)"
+    b" SELECT guard.session_id, %(e)s, m.seq, m.msg_type, m.raw, m.client_order_id, m.sent_at"
+    b" FROM guard, unnest(%(seqs)s::bigint[], %(types)s::text[], %(raws)s::bytea[],"
+    b" %(orders)s::text[], %(times)s::timestamptz[]) AS m(seq, msg_type, raw, client_order_id, sent_at)"
+    b" RETURNING 1)"
+    b" SELECT (SELECT count(*) FROM guard), (SELECT count(*) FROM stored),"
+    b" ARRAY(SELECT client_order_id FROM dup)"
+)
+
+_EXECUTION_COLUMNS = (
+    b"session_id, exec_id, client_order_id, broker_order_id, exec_type, ord_status, last_qty,"
+    b" last_px, cum_qty, avg_px, commission, fee, venue, text, msg_seq_num, transact_time, received_at"
+)
+
+#: A batch of reports (in arrival order: `id` keeps it) and the next inbound number, in one
+#: statement. The `mark` only raises next_in_seq (two connections may carry marks: the later
+#: commit of an older mark must not move it back), and is skipped when %(n)s is NULL.
+RECORD_EXECUTIONS = (
+    b"WITH mark AS (UPDATE fix_sessions SET next_in_seq = GREATEST(next_in_seq, %(n)s), updated_at = now()"
+    b" WHERE %(n)s::bigint IS NOT NULL AND session_id = %(s)s AND epoch = %(e)s RETURNING 1),"
+    b" stored AS (INSERT INTO fix_executions (" + _EXECUTION_COLUMNS + b")"
+    b" SELECT %(s)s, m.exec_id, m.client_order_id, m.broker_order_id, m.exec_type, m.ord_status,"
+    b" m.last_qty, m.last_px, m.cum_qty, m.avg_px, m.commission, m.fee, m.venue, m.text, m.seq,"
+    b" m.transact_time, m.received_at"
+    b" FROM unnest(%(exec_ids)s::text[], %(orders)s::text[], %(broker_orders)s::text[],"
+    b" %(exec_types)s::text[], %(statuses)s::text[], %(last_qtys)s::numeric[], %(last_pxs)s::numeric[],"
+    b" %(cum_qtys)s::numeric[], %(avg_pxs)s::numeric[], %(commissions)s::numeric[], %(fees)s::numeric[],"
+    b" %(venues)s::text[], %(texts)s::text[], %(seqs)s::bigint[], %(transact_times)s::timestamptz[],"
+    b" %(received)s::timestamptz[]) WITH ORDINALITY AS m(exec_id, client_order_id, broker_order_id,"
+    b" exec_type, ord_status, last_qty, last_px, cum_qty, avg_px, commission, fee, venue, text, seq,"
+    b" transact_time, received_at, ord)"
+    b" ORDER BY m.ord ON CONFLICT (session_id, exec_id) DO NOTHING RETURNING exec_id)"
+    b" SELECT (SELECT count(*) FROM mark), ARRAY(SELECT exec_id FROM stored)"
+)
+
+
+#: Each order's latest report (one row per order; `%b` narrows the orders), with the last
+#: OrderID the broker gave it when that report has none. Parameters: session id twice.
+LATEST_STATE = (
+    b"SELECT latest.client_order_id, COALESCE(latest.broker_order_id,"
+    b" (SELECT b.broker_order_id FROM fix_executions b WHERE b.session_id = %%s"
+    b" AND b.client_order_id = latest.client_order_id AND b.broker_order_id IS NOT NULL"
+    b" ORDER BY b.id DESC LIMIT 1)), latest.ord_status, latest.cum_qty, latest.avg_px"
+    b" FROM (SELECT DISTINCT ON (client_order_id) client_order_id, broker_order_id, ord_status,"
+    b" cum_qty, avg_px FROM fix_executions WHERE session_id = %%s %b"
+    b" ORDER BY client_order_id, id DESC) latest"
+)
