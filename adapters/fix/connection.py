@@ -1,7 +1,9 @@
-"""One dedicated PostgreSQL connection of the FIX store, used from worker threads, one call at a
-time.
+"""The FIX store's dedicated PostgreSQL connections: `DedicatedConnection` (a sync connection used
+from worker threads) and `TrioLane` (a connection driven by Trio itself, `sql.trio_pg`: no
+thread, so the hot statements never contend for the GIL with the Trio thread). Each is used one
+call at a time.
 
-Guarantees: every call is bounded by `timeout` (trio's deadline on our side; the store sets
+Guarantees (both): every call is bounded by `timeout` (trio's deadline on our side; the store sets
 `statement_timeout` and libpq's TCP timeouts on the server's). A call that times out or is
 cancelled abandons its thread and the connection with it (the next call reconnects; the
 abandoned thread closes the old one when it returns) and raises `StoreUnavailable` or
@@ -12,15 +14,18 @@ may raise: the new connection is closed and the call fails) has set it up.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
 import trio
 
+from sql import trio_pg
+from sql.trio_pg import TrioConnection
 from sql.writer import connect as connect_database
+from sql.writer import connect_trio
 
-__all__ = ["Connection", "DedicatedConnection", "StoreUnavailable"]
+__all__ = ["Connection", "DedicatedConnection", "StoreUnavailable", "TrioConnection", "TrioLane"]
 
 R = TypeVar("R")
 Connection = psycopg.Connection[Any]
@@ -106,3 +111,54 @@ class DedicatedConnection:
         """Forget the connection an abandoned thread still uses; that thread closes it."""
         self._generation += 1
         self._conn = None
+
+
+class TrioLane:
+    """One `TrioConnection`, one call at a time (module docstring). A call interrupted between
+    two protocol steps (its deadline, a cancellation) closes the connection: the next call
+    reconnects."""
+
+    def __init__(self, url: str, *, label: str, timeout: float) -> None:
+        self._url = url
+        self._label = label
+        self._timeout = timeout
+        self._conn: TrioConnection | None = None
+        self._lock = trio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<TrioLane {self._label} {'open' if self._conn is not None else 'idle'}>"
+
+    async def run(self, work: Callable[[TrioConnection], Awaitable[R]]) -> R:
+        async with self._lock:
+            try:
+                with trio.fail_after(self._timeout):
+                    conn = self._conn
+                    if conn is None or conn.closed or conn.broken or conn.interrupted:
+                        await self._drop()
+                        conn = self._conn = await connect_trio(self._url, statement_timeout=self._timeout)
+                    return await work(conn)
+            except trio.TooSlowError:
+                await self._drop()
+                raise StoreUnavailable(
+                    f"{self._label}: no answer from PostgreSQL in {self._timeout}s"
+                ) from None
+            except psycopg.Error as exc:
+                if self._conn is not None and (self._conn.broken or self._conn.interrupted):
+                    await self._drop()
+                raise StoreUnavailable(f"{self._label}: PostgreSQL failed: {exc}") from exc
+            except BaseException:
+                if self._conn is not None and self._conn.interrupted:
+                    await self._drop()
+                raise
+
+    async def aclose(self) -> None:
+        """Close the connection (waiting for a call in flight, bounded by `timeout`)."""
+        with trio.move_on_after(self._timeout):
+            async with self._lock:
+                await self._drop()
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(self._timeout):
+                await trio_pg.close(conn)

@@ -19,8 +19,10 @@ Guarantees:
 - `claim_session` holds a PostgreSQL advisory lock on the session for as long as `run` lasts:
   a second process (another daemon of the same desk) cannot drive the same FIX session.
 
-Every call runs on one of two dedicated connections (`connection.DedicatedConnection`: a worker
-thread, one call at a time per connection), bounded by `timeout`: trio's deadline on our side,
+Every call runs on a dedicated connection, one call at a time per connection: `record_outgoing`
+and `record_executions` each on a `connection.TrioLane` (driven by Trio itself, no thread),
+everything else on the `connection.DedicatedConnection` that holds the lock (a worker thread);
+each call is bounded by `timeout`: trio's deadline on our side,
 `statement_timeout` and libpq's TCP timeouts on the server's. A call that times out or is
 cancelled abandons its thread and the connection with it (the next call reconnects), and raises
 `StoreUnavailable`/`Cancelled`: the outcome of that write is unknown to this process, so the
@@ -40,9 +42,15 @@ import psycopg
 
 from adapters.base import BrokerOrderSnapshot
 from adapters.fix.config import CommissionReporting, FixConfig
-from adapters.fix.connection import Connection, DedicatedConnection, StoreUnavailable
+from adapters.fix.connection import (
+    Connection,
+    DedicatedConnection,
+    StoreUnavailable,
+    TrioConnection,
+    TrioLane,
+)
 from adapters.fix.orders import ExecutionReport, fill_fee, order_status
-from adapters.fix.queries import FINAL_ORDERS, LATEST_STATE, RECORD_EXECUTIONS, RECORD_OUTGOING
+from adapters.fix.queries import FINAL_ORDERS, LATEST_STATE, RECORD_EXECUTIONS, RECORD_OUTGOING, json_rows
 from adapters.fix.resend import StoredMessage
 from adapters.fix.tags import FILL_EXEC_TYPES, MsgType
 from api.enums import BrokerOrderStatus
@@ -132,8 +140,10 @@ class FixStore:
         self._main = DedicatedConnection(
             database_url, label=self._session_id, timeout=timeout, on_connect=self._relock
         )
-        #: `record_executions` only, so that inbound batches commit while a burst does.
-        self._inbound = DedicatedConnection(database_url, label=self._session_id, timeout=timeout)
+        #: `record_outgoing` and `record_executions`, each on its own connection driven by Trio
+        #: (no thread), so that an inbound batch commits while an outbound burst does.
+        self._outbound = TrioLane(database_url, label=self._session_id, timeout=timeout)
+        self._inbound = TrioLane(database_url, label=self._session_id, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"<FixStore {self._session_id} claimed={self._claimed}>"
@@ -252,16 +262,13 @@ class FixStore:
             "first": first,
             "next": first + len(burst),
             "new_orders": new_orders,
-            "seqs": [m.seq for m in stored],
-            "types": [m.msg_type for m in stored],
-            "raws": [m.raw for m in stored],
-            "orders": [m.client_order_id for m in stored],
-            "times": [m.sent_at for m in stored],
+            "rows": json_rows([(m.seq, m.msg_type, m.raw, m.client_order_id, m.sent_at) for m in stored]),
         }
 
-        def work(conn: Connection) -> list[str]:
+        async def work(conn: TrioConnection) -> list[str]:
             try:
-                row = conn.execute(RECORD_OUTGOING, params).fetchone()
+                cursor = await conn.execute(RECORD_OUTGOING, params)
+                row = await cursor.fetchone()
             except psycopg.errors.UniqueViolation as exc:  # only a race with another writer
                 raise SessionConflict(
                     f"{self._session_id}: a message number or ClOrdID was taken: {exc}"
@@ -276,7 +283,7 @@ class FixStore:
                 )
             return []
 
-        return await self._run(work)
+        return await self._outbound.run(work)
 
     async def set_next_in(self, numbers_epoch: int, next_in: int) -> None:
         """Set the next expected inbound number, even below the one recorded (the counterparty
@@ -339,37 +346,40 @@ class FixStore:
         fees = [fill_fee(item.report, None, self._reporting) for item in reports]
         params = self._execution_params(reports, fees, mark)
 
-        def work(conn: Connection) -> list[RecordedExecution]:
-            row = conn.execute(RECORD_EXECUTIONS, params).fetchone()
+        async def work(conn: TrioConnection) -> list[RecordedExecution]:
+            row = await (await conn.execute(RECORD_EXECUTIONS, params)).fetchone()
             assert row is not None
             self._check_mark(row[0], mark)
             return _recorded(reports, fees, set(row[1]))
 
         return await self._inbound.run(work)
 
-    def _record_cumulative(
-        self, conn: Connection, reports: Sequence[InboundReport], mark: InboundMark | None
+    async def _record_cumulative(
+        self, conn: TrioConnection, reports: Sequence[InboundReport], mark: InboundMark | None
     ) -> list[RecordedExecution]:
         """Cumulative commissions: each fill's fee is the increase over the order's previous
         recorded commission, so the reports go in one at a time (one transaction)."""
         results: list[RecordedExecution] = []
-        with conn.transaction():
+        async with conn.transaction():
             for item in reports:
                 previous: Decimal | None = None
                 if item.report.is_fill:
-                    row = conn.execute(
+                    cursor = await conn.execute(
                         b"SELECT commission FROM fix_executions WHERE session_id = %s"
                         b" AND client_order_id = %s AND commission IS NOT NULL AND exec_type = ANY(%s)"
                         b" ORDER BY id DESC LIMIT 1",
                         (self._session_id, item.client_order_id, list(_FILL_TYPES)),
-                    ).fetchone()
+                    )
+                    row = await cursor.fetchone()
                     previous = None if row is None else row[0]
                 fee = fill_fee(item.report, previous, self._reporting)
-                row = conn.execute(RECORD_EXECUTIONS, self._execution_params([item], [fee], None)).fetchone()
+                cursor = await conn.execute(RECORD_EXECUTIONS, self._execution_params([item], [fee], None))
+                row = await cursor.fetchone()
                 assert row is not None
                 results += _recorded([item], [fee], set(row[1]))
             if mark is not None:
-                row = conn.execute(RECORD_EXECUTIONS, self._execution_params([], [], mark)).fetchone()
+                cursor = await conn.execute(RECORD_EXECUTIONS, self._execution_params([], [], mark))
+                row = await cursor.fetchone()
                 assert row is not None
                 self._check_mark(row[0], mark)
         return results
@@ -377,27 +387,34 @@ class FixStore:
     def _execution_params(
         self, reports: Sequence[InboundReport], fees: Sequence[Decimal | None], mark: InboundMark | None
     ) -> dict[str, Any]:
-        rs = [item.report for item in reports]
+        rows = []
+        for item, fee in zip(reports, fees, strict=True):
+            r = item.report
+            rows.append(
+                (
+                    r.exec_id,
+                    item.client_order_id,
+                    r.order_id,
+                    r.exec_type,
+                    r.ord_status,
+                    r.last_qty,
+                    r.last_px,
+                    r.cum_qty,
+                    r.avg_px,
+                    r.commission,
+                    Decimal(0) if fee is None else fee,
+                    r.last_mkt or item.venue,
+                    r.text,
+                    r.seq,
+                    r.transact_time,
+                    item.received_at,
+                )
+            )
         return {
             "s": self._session_id,
             "e": None if mark is None else mark.epoch,
             "n": None if mark is None else mark.next_in,
-            "exec_ids": [r.exec_id for r in rs],
-            "orders": [item.client_order_id for item in reports],
-            "broker_orders": [r.order_id for r in rs],
-            "exec_types": [r.exec_type for r in rs],
-            "statuses": [r.ord_status for r in rs],
-            "last_qtys": [r.last_qty for r in rs],
-            "last_pxs": [r.last_px for r in rs],
-            "cum_qtys": [r.cum_qty for r in rs],
-            "avg_pxs": [r.avg_px for r in rs],
-            "commissions": [r.commission for r in rs],
-            "fees": [Decimal(0) if fee is None else fee for fee in fees],
-            "venues": [item.report.last_mkt or item.venue for item in reports],
-            "texts": [r.text for r in rs],
-            "seqs": [r.seq for r in rs],
-            "transact_times": [r.transact_time for r in rs],
-            "received": [item.received_at for item in reports],
+            "rows": json_rows(rows),
         }
 
     def _check_mark(self, updated: int, mark: InboundMark | None) -> None:
@@ -461,6 +478,7 @@ class FixStore:
         """Close both connections (waiting for calls in flight, bounded by `timeout`)."""
         self._claimed = False  # closing the main connection releases the lock
         await self._main.aclose()
+        await self._outbound.aclose()
         await self._inbound.aclose()
 
     async def _run(self, work: Callable[[Connection], R]) -> R:
