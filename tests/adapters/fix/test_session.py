@@ -6,15 +6,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import msgspec
 import psycopg
 import pytest
 import trio
+import trio.testing
 
 from adapters.base import AuthenticationFailed, ConnectionLost, OutcomeUnknown, SubmitRequest
 from adapters.fix import FixBroker, build_fix_broker
+from adapters.fix.store import OutgoingRecord
 from api.enums import AssetClass, BrokerOrderStatus, OrderType, Side, TimeInForce
 from api.events import AnyBrokerEvent, OrderFilled
 from tests.support.fix_acceptor import FixAcceptor, fix_config_for, run_until_lost, running
@@ -434,3 +437,103 @@ async def test_logon_prunes_what_the_retention_no_longer_keeps(
         ).fetchall()
     assert kept == {"PR-OPEN"}  # the open order's reports stay, whatever their age
     assert old == [("D", "PR-OPEN")]  # and its NewOrderSingle: it can still be asked about
+
+
+# --- group commit: bursts out, batches in ----------------------------------------------------
+
+
+async def test_concurrent_orders_share_commits_and_each_is_stored_before_it_is_sent(
+    acceptor: FixAcceptor, adapter: FixBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = adapter._store
+    record_outgoing = store.record_outgoing
+    bursts: list[list[int]] = []
+
+    async def recording(epoch: int, burst: list[OutgoingRecord]) -> list[str]:
+        seqs = [m.seq for m in burst]
+        assert not {m.seq for m in acceptor.received} & set(seqs), "on the wire before it was stored"
+        refused = await record_outgoing(epoch, burst)
+        bursts.append(seqs)
+        return refused
+
+    monkeypatch.setattr(store, "record_outgoing", recording)
+    async with running(adapter):
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(adapter.submit, limit_order(f"burst-{i}"))
+        session = adapter.session
+        assert session is not None
+        await acceptor.wait_for(lambda: acceptor.next_in == session.next_out)
+    numbered = [seq for burst in bursts for seq in burst]
+    assert numbered == list(range(numbered[0], numbered[0] + len(numbered)))  # in order, none reused
+    assert len(bursts) < 40 and max(len(b) for b in bursts) > 1  # shared commits
+    new_orders = acceptor.received_of("D")
+    assert sorted(m.get(11) for m in new_orders) == sorted(f"burst-{i}" for i in range(40))
+    assert all(m.seq in numbered for m in new_orders) and acceptor.errors == []
+
+
+async def test_a_sender_cancelled_while_queued_sends_nothing(
+    acceptor: FixAcceptor, adapter: FixBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = adapter._store
+    record_outgoing = store.record_outgoing
+    hold, holding = trio.Event(), trio.Event()
+
+    async def held(epoch: int, burst: list[OutgoingRecord]) -> list[str]:
+        if any(m.client_order_id == "held-1" for m in burst):
+            holding.set()
+            await hold.wait()
+        return await record_outgoing(epoch, burst)
+
+    monkeypatch.setattr(store, "record_outgoing", held)
+    async with running(adapter), trio.open_nursery() as nursery:
+        nursery.start_soon(adapter.submit, limit_order("held-1"))
+        await holding.wait()  # the first burst holds the wire
+        with trio.move_on_after(0.1) as scope:
+            await adapter.submit(limit_order("queued-1"))  # queued behind it, then cancelled
+        assert scope.cancelled_caught
+        hold.set()
+        session = adapter.session
+        assert session is not None
+        await adapter.heartbeat()
+        await acceptor.wait_for(lambda: acceptor.next_in == session.next_out)
+    assert [m.get(11) for m in acceptor.received_of("D")] == ["held-1"]
+    assert acceptor.errors == []  # no number skipped or reused on the wire
+
+
+async def test_reports_lost_with_the_mark_behind_them_are_resent_and_recognised(
+    acceptor: FixAcceptor, adapter: FixBroker, migrated_database_url: str
+) -> None:
+    """A crash after the reports were recorded but before the inbound mark was committed (the
+    mark is committed at most every second while traffic flows): the next logon asks for them
+    again, and each ExecID is recognised, none emitted twice."""
+    send, _ = trio.open_memory_channel[AnyBrokerEvent](100)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_until_lost, adapter, send)
+        await adapter.submit(limit_order("lag-1"))
+        await acceptor.fill("lag-1", D(4), D(99))
+        await acceptor.fill("lag-1", D(6), D(98))
+        await acceptor.wait_for(
+            lambda: adapter.session is not None and adapter.session.next_in == acceptor.next_out
+        )
+        await adapter.open_orders()  # the reports are recorded
+        await acceptor.disconnect()
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        conn.execute(  # as if the process died before it committed the mark: back to the logon
+            "UPDATE fix_sessions SET next_in_seq = 2 WHERE session_id = %s", (adapter.config.session_id,)
+        )
+    restarted = build_fix_broker(adapter.config, migrated_database_url)
+    try:
+        async with running(restarted) as events:
+            session = restarted.session
+            assert session is not None
+            await acceptor.wait_for(lambda: session.in_sync and session.next_in == acceptor.next_out)
+            await restarted.heartbeat()
+            await trio.testing.wait_all_tasks_blocked()
+            assert events.statistics().current_buffer_used == 0  # every report seen before
+            fills = await restarted.fills_since(datetime(2000, 1, 1, tzinfo=UTC))
+            assert [f.quantity for f in fills if f.client_order_id == "lag-1"] == [D(4), D(6)]
+    finally:
+        await restarted.aclose()
+    assert acceptor.received_of("2"), "the restarted session asked for the reports again"
+    assert acceptor.errors == []
