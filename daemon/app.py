@@ -41,7 +41,7 @@ from api.codec import to_builtins
 from api.enums import ConnectionStatus
 from api.events import AnyBrokerEvent
 from api.rest import create_app
-from daemon import credentials, servers
+from daemon import collector, credentials, servers
 from daemon.brokers import BrokerSetupError, build_handles
 from daemon.bus import NatsBus
 from daemon.config import Config
@@ -295,6 +295,7 @@ async def _serve(
             _write_runtime(config.state_dir, endpoints)
             notifier.ready(f"serving {len(handles)} brokers; NATS {nats_url}; REST {rest_url or 'off'}")
             root.start_soon(notifier.run_watchdog, lambda: bus.is_connected and not shutdown.is_set())
+            collector.settle()  # after start-up: what is alive now lives as long as the daemon
             if on_ready is not None:
                 on_ready(endpoints)
             log.info(
