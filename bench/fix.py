@@ -16,16 +16,21 @@ session on that acceptor and no simulated broker.
   to its own session of the acceptor, sends NewOrderSingles pipelined with at most `--concurrent`
   (64) in flight, one `write` per order as QuickFIX does, and counts an order done when both its
   ExecutionReports (New and Fill) are in.
+- **FIX adapter alone**: `adapters.fix.FixBroker` with its PostgreSQL store, in a process of
+  its own (`python bench/fix.py adapter ...`), logged on to a third session of the acceptor:
+  `--concurrent` tasks call `submit` (ack: it returned) and wait for the order's `OrderFilled`
+  event. The FIX session layer and its store, without the daemon's order path.
 - **daemon**: `--concurrent` requesters send RouteOrder over NATS (nats-py, as an OMS does); an
   order is answered (ACCEPTED) once the broker's New is in; its fill is seen when the execution
   update `COMPLETED` is published (a core subscription to the execution subjects).
 
-The two alternate in `--rounds` blocks each (bare, daemon, bare, daemon, ...) after a warm-up of
-each, so a change of load on the shared cores hits both alike. Figures: orders/s, p50/p99 of
-order -> ack and order -> fill, and the daemon as % of bare; per order: CPU of each process,
+The three alternate in `--rounds` blocks each (bare, adapter, daemon, bare, ...) after a warm-up
+of each, so a change of load on the shared cores hits them alike. Figures: orders/s, p50/p99 of
+order -> ack and order -> fill, adapter and daemon as % of bare; per order: CPU of each process,
 PostgreSQL write transactions and WAL. Every reply is checked (exit status 1 otherwise).
 
-Internal: `python bench/fix.py acceptor SENDER:TARGET ...` is the acceptor's process.
+Internal: `python bench/fix.py acceptor SENDER:TARGET ...` is the acceptor's process,
+`python bench/fix.py adapter DATABASE_URL PORT` the adapter's.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ COMPLETED_SUBJECT = f"trading.broker.v1.executions.{BROKER_ID}.COMPLETED.*"
 SYMBOLS = ("AAPL", "MSFT", "SPY")
 BARE_SESSION = ("BAREBENCH", "BROKERA")  # SenderCompID, TargetCompID of the bare client
 DAEMON_SESSION = ("BISBENCH", "BROKERB")  # ... of the daemon
+ADAPTER_SESSION = ("ADAPTERBENCH", "BROKERC")  # ... of the FIX adapter on its own
+ADAPTER_READY = "adapter-ready"
+SCRIPT = str(Path(__file__).resolve())
 REQUEST_TIMEOUT = 10.0  # one RouteOrder / one logon
 BLOCK_TIMEOUT_PER_ORDER = 0.05  # a block fails after max(60 s, this x orders)
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -118,7 +126,7 @@ def _acceptor_main(sessions: Sequence[str]) -> None:
 def start_acceptor(stack: BenchStack, timeout: float = 30.0) -> tuple[int, dict[str, int]]:
     """The acceptor's process (stopped by `stack.close()`); (pid, ports by session)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    sessions = [f"{s}:{t}" for s, t in (BARE_SESSION, DAEMON_SESSION)]
+    sessions = [f"{s}:{t}" for s, t in (BARE_SESSION, DAEMON_SESSION, ADAPTER_SESSION)]
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "acceptor", *sessions],
         cwd=REPO,
@@ -138,6 +146,174 @@ def start_acceptor(stack: BenchStack, timeout: float = 30.0) -> tuple[int, dict[
         if not line and proc.poll() is not None:
             break
     raise RuntimeError("the FIX acceptor did not start")
+
+
+# --- the FIX adapter on its own (its process) ---------------------------------------------------
+
+
+def _adapter_main(database_url: str, port: int) -> None:
+    """`adapters.fix.FixBroker` with its PostgreSQL store, logged on to the acceptor, and nothing
+    else of the daemon. Prints ADAPTER_READY, then for every line on stdin (JSON: order ids and
+    orders in flight) submits those MARKET orders and prints one JSON line: per order the
+    seconds to the ack (submit returned) and to the fill (its OrderFilled event), and the
+    block's times. Ends (Logout) when stdin closes."""
+    import math
+    from decimal import Decimal
+
+    import trio
+
+    from adapters.base import SubmitRequest
+    from adapters.fix import FixConfig, build_fix_broker
+    from api.contracts import CommissionStructure
+    from api.enums import AssetClass, BrokerFeature, OrderType, Side, TimeInForce
+    from api.events import AnyBrokerEvent, OrderFilled
+
+    sender, target = ADAPTER_SESSION
+    config = FixConfig(
+        broker_id="fix-adapter",
+        name="FIX adapter alone",
+        host="127.0.0.1",
+        port=port,
+        sender_comp_id=sender,
+        target_comp_id=target,
+        commission=CommissionStructure(base_rate=Decimal("0.0002")),
+        account="ACC-BENCH",
+        heartbeat_interval=30,
+        asset_classes=(AssetClass.EQUITY,),
+        features=(BrokerFeature.MARKET_ORDERS, BrokerFeature.LIMIT_ORDERS),
+    )
+    broker = build_fix_broker(config, database_url)
+    filled: dict[str, float] = {}
+    fill_waiters: dict[str, trio.Event] = {}
+
+    async def watch(events: trio.MemoryReceiveChannel[AnyBrokerEvent]) -> None:
+        async for event in events:
+            if isinstance(event, OrderFilled):
+                filled.setdefault(event.client_order_id, time.perf_counter())
+                waiter = fill_waiters.pop(event.client_order_id, None)
+                if waiter is not None:
+                    waiter.set()
+
+    async def block(order_ids: list[str], in_flight: int) -> dict[str, Any]:
+        slots = trio.Semaphore(in_flight)
+        times: dict[str, list[float]] = {}
+        failures: Counter[str] = Counter()
+
+        async def one(i: int, order_id: str) -> None:
+            try:
+                request = SubmitRequest(
+                    client_order_id=order_id,
+                    account_id="ACC-BENCH",
+                    symbol=SYMBOLS[i % len(SYMBOLS)],
+                    asset_class=AssetClass.EQUITY,
+                    side=Side.BUY if i % 2 == 0 else Side.SELL,
+                    order_type=OrderType.MARKET,
+                    quantity=Decimal(10),
+                    time_in_force=TimeInForce.DAY,
+                )
+                fill_waiters[order_id] = trio.Event()
+                sent = time.perf_counter()
+                await broker.submit(request)
+                acked = time.perf_counter()
+                if order_id not in filled:
+                    with trio.fail_after(REQUEST_TIMEOUT):
+                        await fill_waiters[order_id].wait()
+                times[order_id] = [sent, acked, filled.pop(order_id)]
+            except Exception as exc:
+                failures[type(exc).__name__] += 1
+            finally:
+                fill_waiters.pop(order_id, None)
+                slots.release()
+
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for i, order_id in enumerate(order_ids):
+                await slots.acquire()
+                nursery.start_soon(one, i, order_id)
+        done = list(times.values())
+        return {
+            "acks": [ack - sent for sent, ack, _ in done],
+            "fills": [fill - sent for sent, _, fill in done],
+            "elapsed_ack": max((ack for _, ack, _ in done), default=started) - started,
+            "elapsed_fill": max((fill for _, _, fill in done), default=started) - started,
+            "failures": dict(failures),
+        }
+
+    async def main() -> None:
+        send, receive = trio.open_memory_channel[AnyBrokerEvent](math.inf)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch, receive)
+                await nursery.start(broker.run, send)
+                print(ADAPTER_READY, flush=True)
+                stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+                buffer = b""
+                while chunk := await stdin.receive_some():
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        command = json.loads(line)
+                        result = await block(command["ids"], command["in_flight"])
+                        print(json.dumps(result), flush=True)
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await broker.aclose()
+
+    trio.run(main)
+
+
+class AdapterClient:
+    """Drives `_adapter_main` in its own process: one JSON line per block each way."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, database_url: str, port: int, timeout: float = 30.0) -> AdapterClient:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            SCRIPT,
+            "adapter",
+            database_url,
+            str(port),
+            cwd=REPO,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        if line.decode().strip() != ADAPTER_READY:
+            proc.kill()
+            raise RuntimeError(f"the FIX adapter process did not log on: {line!r}")
+        return cls(proc)
+
+    async def block(self, order_ids: Sequence[str], in_flight: int) -> Block:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"ids": list(order_ids), "in_flight": in_flight}).encode() + b"\n")
+        await self.proc.stdin.drain()
+        timeout = max(60.0, BLOCK_TIMEOUT_PER_ORDER * len(order_ids))
+        result = json.loads(await asyncio.wait_for(self.proc.stdout.readline(), timeout))
+        block = Block("adapter", count=len(order_ids), acks=result["acks"], fills=result["fills"])
+        block.elapsed_ack, block.elapsed_fill = result["elapsed_ack"], result["elapsed_fill"]
+        block.failures.update(result["failures"])
+        missing = len(order_ids) - len(block.acks) - sum(block.failures.values())
+        if missing:
+            block.failures["no answer"] += missing
+        return block
+
+    async def close(self, timeout: float = 10.0) -> None:
+        if self.proc.returncode is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # the process logs out and ends
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
 
 
 # --- the daemon ---------------------------------------------------------------------------------
@@ -551,13 +727,15 @@ async def measure(
     nc = await nats.connect(stack.nats_url, name="bench-fix-client")
     daemon = DaemonClient(nc)
     await daemon.subscribe()
-    meter = Meter(pids, probe)
-    blocks: dict[str, list[Block]] = {"bare": [], "daemon": []}
+    adapter = await AdapterClient.start(stack.database_url, ports[":".join(ADAPTER_SESSION)])
+    meter = Meter({**pids, "adapter": adapter.proc.pid}, probe)
+    blocks: dict[str, list[Block]] = {"bare": [], "adapter": [], "daemon": []}
+    targets = (("bare", bare.block), ("adapter", adapter.block), ("daemon", daemon.block))
     profiler = None
     try:
         await wait_logged_on(nc)
         # Warm-up (not in the figures): connections, cached plans, the daemon's routing state.
-        for target, runner in (("bare", bare.block), ("daemon", daemon.block)):
+        for target, runner in targets:
             ids = [f"w{run}-{target[0]}-{i:06d}" for i in range(settings.warmup)]
             warm = await runner(ids, settings.in_flight)
             if warm.failures:
@@ -567,14 +745,14 @@ async def measure(
             await asyncio.sleep(1.0)  # let py-spy attach
         per_block = max(1, settings.orders // settings.rounds)
         for round_no in range(settings.rounds):
-            for target, runner in (("bare", bare.block), ("daemon", daemon.block)):
+            for target, runner in targets:
                 ids = [f"m{run}-{target[0]}{round_no}-{i:06d}" for i in range(per_block)]
                 meter.start()
                 block = await runner(ids, settings.in_flight)
                 meter.stop(block)
                 blocks[target].append(block)
                 print(
-                    f"  round {round_no + 1} {target:<6} {block.count / block.elapsed_fill:8,.0f} orders/s"
+                    f"  round {round_no + 1} {target:<7} {block.count / block.elapsed_fill:8,.0f} orders/s"
                     + (f"  FAILURES {dict(block.failures)}" if block.failures else ""),
                     flush=True,
                 )
@@ -584,6 +762,7 @@ async def measure(
         if profiler is not None:
             stop_profiler(profiler, settings.profile)
         await bare.close()
+        await adapter.close()
         await nc.close()
     return blocks
 
@@ -653,7 +832,8 @@ class Summary:
 
 
 def report(blocks: dict[str, list[Block]], settings: Settings) -> int:
-    bare, daemon = Summary.of(blocks["bare"]), Summary.of(blocks["daemon"])
+    bare, adapter, daemon = (Summary.of(blocks[t]) for t in ("bare", "adapter", "daemon"))
+    summaries = (bare, adapter, daemon)
 
     def ms(values: list[float], q: float) -> str:
         return f"{percentile(values, q) * 1e3:,.2f}"
@@ -661,27 +841,38 @@ def report(blocks: dict[str, list[Block]], settings: Settings) -> int:
     def pct(a: float, b: float) -> str:
         return f"{100 * a / b:.1f} %" if b else "-"
 
+    def rate_row(label: str, rate: Callable[[Summary], float]) -> list[str]:
+        return [
+            label,
+            *(f"{rate(x):,.0f}" for x in summaries),
+            pct(rate(adapter), rate(bare)),
+            pct(rate(daemon), rate(bare)),
+        ]
+
+    def latency_row(label: str, values: Callable[[Summary], list[float]], q: float) -> list[str]:
+        return [label, *(ms(values(x), q) for x in summaries), "", ""]
+
     rows = [
-        ["orders/s, to the last ack", f"{bare.rate_ack:,.0f}", f"{daemon.rate_ack:,.0f}",
-         pct(daemon.rate_ack, bare.rate_ack)],
-        ["orders/s, to the last fill", f"{bare.rate_fill:,.0f}", f"{daemon.rate_fill:,.0f}",
-         pct(daemon.rate_fill, bare.rate_fill)],
-        ["order -> ack p50 (ms)", ms(bare.acks, 50), ms(daemon.acks, 50), ""],
-        ["order -> ack p99 (ms)", ms(bare.acks, 99), ms(daemon.acks, 99), ""],
-        ["order -> fill p50 (ms)", ms(bare.fills, 50), ms(daemon.fills, 50), ""],
-        ["order -> fill p99 (ms)", ms(bare.fills, 99), ms(daemon.fills, 99), ""],
-        ["failures", str(sum(bare.failures.values())), str(sum(daemon.failures.values())), ""],
-    ]  # fmt: skip
+        rate_row("orders/s, to the last ack", lambda x: x.rate_ack),
+        rate_row("orders/s, to the last fill", lambda x: x.rate_fill),
+        latency_row("order -> ack p50 (ms)", lambda x: x.acks, 50),
+        latency_row("order -> ack p99 (ms)", lambda x: x.acks, 99),
+        latency_row("order -> fill p50 (ms)", lambda x: x.fills, 50),
+        latency_row("order -> fill p99 (ms)", lambda x: x.fills, 99),
+        ["failures", *(str(sum(x.failures.values())) for x in summaries), "", ""],
+    ]
     print()
     print(
         f"{bare.count:,} orders per target in {settings.rounds} alternating blocks, "
-        f"{settings.in_flight} in flight (ack: bare = ExecutionReport New, daemon = RouteOrder reply; "
-        "fill: bare = ExecutionReport Fill, daemon = COMPLETED update published):"
+        f"{settings.in_flight} in flight (ack: bare = ExecutionReport New, adapter = submit returned, "
+        "daemon = RouteOrder reply; fill: the ExecutionReport Fill, the adapter's OrderFilled event, "
+        "the daemon's COMPLETED update):"
     )
-    print_table(["figure", "bare FIX client", "daemon", "daemon / bare"], rows)
-    names = sorted({*bare.cpu, *daemon.cpu})
+    headers = ["figure", "bare FIX client", "FIX adapter alone", "daemon", "adapter / bare", "daemon / bare"]
+    print_table(headers, rows)
+    names = sorted({name for x in summaries for name in x.cpu})
     cpu_rows = []
-    for label, summary in (("bare", bare), ("daemon", daemon)):
+    for label, summary in zip(("bare", "adapter", "daemon"), summaries, strict=True):
         total = sum(summary.cpu.get(n, 0.0) for n in names)
         cpu_rows.append(
             [label]
@@ -693,12 +884,14 @@ def report(blocks: dict[str, list[Block]], settings: Settings) -> int:
     print_table(["target", *names, "total"], cpu_rows)
     print()
     print(
-        f"PostgreSQL per daemon order: {daemon.xids / daemon.count:.2f} write transactions, "
-        f"{daemon.wal / daemon.count:,.0f} B of WAL (whole database: the daemon's order path too); "
-        f"during the bare blocks: {bare.xids / bare.count:.2f} / {bare.wal / bare.count:,.0f} "
-        "(the daemon's background work)"
+        "PostgreSQL per order, whole database (write transactions, WAL bytes): "
+        + "; ".join(
+            f"{label} blocks {x.xids / x.count:.2f}, {x.wal / x.count:,.0f} B"
+            for label, x in zip(("bare", "adapter", "daemon"), summaries, strict=True)
+        )
+        + " (the bare blocks: the daemon's background work)"
     )
-    failures = bare.failures + daemon.failures
+    failures = bare.failures + adapter.failures + daemon.failures
     if failures:
         print("\nfailures:")
         for reason, count in failures.most_common(10):
@@ -774,6 +967,9 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "acceptor":
         _acceptor_main(sys.argv[2:])
+        sys.exit(0)
+    if len(sys.argv) == 4 and sys.argv[1] == "adapter":
+        _adapter_main(sys.argv[2], int(sys.argv[3]))
         sys.exit(0)
     try:
         sys.exit(main())
