@@ -46,10 +46,13 @@ def _json_rows(columns: str) -> bytes:
 #: A burst of outgoing numbers and its stored messages (rows: seq, msg_type, raw,
 #: client_order_id, sent_at), in one statement: nothing is written when a NewOrderSingle's
 #: ClOrdID is already recorded (`dup`; the ClOrdIDs of the burst's NewOrderSingles in
-#: %(new_orders)s) or next_out_seq is no longer the burst's first number (`guard` empty).
+#: %(new_orders)s) or next_out_seq is no longer the burst's first number (`guard` empty). `dup`
+#: probes the unique index once per ClOrdID (LATERAL ... LIMIT 1): a plain `= ANY(...)` was
+#: planned, on a table not analyzed yet, as a scan of every NewOrderSingle of the session.
 RECORD_OUTGOING = (
-    b"WITH dup AS (SELECT client_order_id FROM fix_outbound_messages WHERE session_id = %(s)s"
-    b" AND msg_type = 'D' AND client_order_id = ANY(%(new_orders)s::varchar[])),"
+    b"WITH dup AS (SELECT n.client_order_id FROM unnest(%(new_orders)s::varchar[]) AS n(client_order_id)"
+    b" CROSS JOIN LATERAL (SELECT 1 FROM fix_outbound_messages o WHERE o.session_id = %(s)s"
+    b" AND o.msg_type = 'D' AND o.client_order_id = n.client_order_id LIMIT 1) AS sent),"
     b" guard AS (UPDATE fix_sessions SET next_out_seq = %(next)s, updated_at = now()"
     b" WHERE session_id = %(s)s AND epoch = %(e)s AND next_out_seq = %(first)s"
     b" AND NOT EXISTS (SELECT 1 FROM dup) RETURNING session_id),"
