@@ -21,8 +21,10 @@ Semantics, per quote update of a symbol:
   order, as brokers charge it: the first fill pays at least the minimum, later fills only what
   the rates add beyond it, so an order's fees total max(minimum, rate x notional).
 
-Resting orders are kept sorted by price then arrival (stops by stop price), so a quote touches
-only the orders it makes marketable or triggers, however many rest away from the market.
+Resting orders are kept in price levels (stops by stop price), best level first, each level in
+arrival order, so a quote touches only the orders it makes marketable or triggers, however many
+rest away from the market; and a resting order costs its record and one list slot, however many
+share its price (~240 bytes, plus a broker order id the daemon holds anyway).
 
 Every method returns the broker events it produced, in order, for the driver to deliver.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Protocol
@@ -87,7 +90,9 @@ def order_problem(request: SubmitRequest) -> str | None:
 
 class WorkingOrder:
     """The venue's mutable record of one order. `bound` is the worst price it accepts (a market
-    buy: +inf, a market sell: -inf); `rank` orders it within its side of the book."""
+    buy: +inf, a market sell: -inf). Its place in the book follows from `bound` (or `stop`, until
+    triggered) and `seq`, so it stores nothing more for it: a resting order costs this record,
+    its broker order id and one slot in its price level (see `_Side`)."""
 
     __slots__ = (
         "bound",
@@ -98,10 +103,8 @@ class WorkingOrder:
         "is_buy",
         "notional",
         "quantity",
-        "rank",
         "rate_fees",
         "seq",
-        "side",
         "status",
         "stop",
         "symbol",
@@ -116,7 +119,6 @@ class WorkingOrder:
         self.fees = _ZERO  # charged so far
         self.seq = seq
         self.symbol = request.symbol
-        self.side = request.side
         self.is_buy = request.side is Side.BUY
         self.time_in_force = request.time_in_force
         self.quantity = request.quantity
@@ -127,7 +129,6 @@ class WorkingOrder:
             self.bound = limit
         self.stop = request.stop_price if request.order_type in _STOP_TYPES else None
         self.triggered = self.stop is None
-        self.rank = (_ZERO, seq)
         self.filled = _ZERO
         self.notional = _ZERO
         self.status = BrokerOrderStatus.ACCEPTED
@@ -137,6 +138,10 @@ class WorkingOrder:
             f"<WorkingOrder {self.client_order_id} {self.side} {self.symbol} bound={self.bound}"
             f" stop={self.stop} {self.filled}/{self.quantity} {self.time_in_force} {self.status}>"
         )
+
+    @property
+    def side(self) -> Side:
+        return Side.BUY if self.is_buy else Side.SELL
 
     @property
     def leaves(self) -> Decimal:
@@ -159,61 +164,129 @@ class WorkingOrder:
         )
 
 
-def _rank(order: WorkingOrder) -> tuple[Decimal, int]:
-    return order.rank
+def _seq(order: WorkingOrder) -> int:
+    return order.seq
+
+
+def _is_day(order: WorkingOrder) -> bool:
+    return order.time_in_force is TimeInForce.DAY
+
+
+class _Side:
+    """One side of one symbol's book: price levels, best first; in each level the orders in
+    arrival order. `prices` holds the levels' prices ascending; the best is the highest when
+    `descending` (bids, sell stops), else the lowest (offers, buy stops).
+
+    Orders at one price share one level: an order costs a list slot (8 bytes), not a sort key of
+    its own. Adding at the back of a level is an append; a stop that triggers into a level with
+    younger orders is inserted by arrival (`seq`); removing one order is a bisection by `seq`."""
+
+    __slots__ = ("descending", "levels", "prices")
+
+    def __init__(self, *, descending: bool) -> None:
+        self.descending = descending
+        self.prices: list[Decimal] = []
+        self.levels: dict[Decimal, list[WorkingOrder]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.prices)
+
+    def __len__(self) -> int:
+        return sum(len(level) for level in self.levels.values())
+
+    def add(self, price: Decimal, order: WorkingOrder) -> None:
+        level = self.levels.get(price)
+        if level is None:
+            self.levels[price] = [order]
+            bisect.insort(self.prices, price)
+        elif level[-1].seq < order.seq:
+            level.append(order)
+        else:  # an older order (a stop just triggered) keeps its arrival priority
+            bisect.insort(level, order, key=_seq)
+
+    def remove(self, price: Decimal, order: WorkingOrder) -> None:
+        level = self.levels[price]
+        index = bisect.bisect_left(level, order.seq, key=_seq)
+        assert level[index] is order, (order, level[index])
+        del level[index]
+        if not level:
+            self._drop(price)
+
+    def levels_reached(self, threshold: Decimal) -> list[Decimal]:
+        """The prices of the levels `threshold` reaches, best first: on a descending side those
+        at or above it, on an ascending one those at or below it."""
+        prices = self.prices
+        if self.descending:
+            return prices[bisect.bisect_left(prices, threshold) :][::-1]
+        return prices[: bisect.bisect_right(prices, threshold)]
+
+    def pop_level(self, price: Decimal) -> list[WorkingOrder]:
+        """Take the whole level at `price` out of the book; its orders in arrival order."""
+        level = self.levels[price]
+        self._drop(price)
+        return level
+
+    def keep(self, price: Decimal, level: list[WorkingOrder]) -> None:
+        """Replace the level at `price` by `level` (the same orders, fewer of them)."""
+        if level:
+            self.levels[price] = level
+        else:
+            self._drop(price)
+
+    def remove_where(self, leaves: Callable[[WorkingOrder], bool]) -> list[WorkingOrder]:
+        """Take out every order for which `leaves(order)`; returns them."""
+        gone: list[WorkingOrder] = []
+        for price, level in list(self.levels.items()):
+            if any(leaves(o) for o in level):
+                gone += (o for o in level if leaves(o))
+                self.keep(price, [o for o in level if not leaves(o)])
+        return gone
+
+    def _drop(self, price: Decimal) -> None:
+        del self.levels[price]
+        del self.prices[bisect.bisect_left(self.prices, price)]
 
 
 class _Book:
     """One symbol: its last quote (zeros until quoted), the allowance per order at it, and the
     resting orders.
-    `bids`/`offers` hold triggered orders, best bound first; `buy_stops` lowest stop first,
+    `bids`/`offers` hold triggered orders by bound, best first; `buy_stops` lowest stop first,
     `sell_stops` highest first; ties by arrival."""
 
     __slots__ = ("ask", "ask_available", "bid", "bid_available", "bids", "buy_stops", "offers", "sell_stops")
 
     def __init__(self) -> None:
         self.bid = self.ask = self.bid_available = self.ask_available = _ZERO
-        self.bids: list[WorkingOrder] = []
-        self.offers: list[WorkingOrder] = []
-        self.buy_stops: list[WorkingOrder] = []
-        self.sell_stops: list[WorkingOrder] = []
+        self.bids = _Side(descending=True)
+        self.offers = _Side(descending=False)
+        self.buy_stops = _Side(descending=False)
+        self.sell_stops = _Side(descending=True)
 
-    def lists(self) -> tuple[list[WorkingOrder], ...]:
+    def sides(self) -> tuple[_Side, ...]:
         return (self.bids, self.offers, self.buy_stops, self.sell_stops)
 
-    def rest(self, order: WorkingOrder) -> None:
+    def _place(self, order: WorkingOrder) -> tuple[_Side, Decimal]:
+        """The side and price level where `order` rests."""
         if order.triggered:
-            side = self.bids if order.is_buy else self.offers
-            order.rank = (-order.bound if order.is_buy else order.bound, order.seq)
-        else:
-            assert order.stop is not None
-            side = self.buy_stops if order.is_buy else self.sell_stops
-            order.rank = (order.stop if order.is_buy else -order.stop, order.seq)
-        bisect.insort(side, order, key=_rank)
+            return (self.bids if order.is_buy else self.offers), order.bound
+        assert order.stop is not None
+        return (self.buy_stops if order.is_buy else self.sell_stops), order.stop
+
+    def rest(self, order: WorkingOrder) -> None:
+        side, price = self._place(order)
+        side.add(price, order)
 
     def remove(self, order: WorkingOrder) -> None:
-        if order.triggered:
-            side = self.bids if order.is_buy else self.offers
-        else:
-            side = self.buy_stops if order.is_buy else self.sell_stops
-        index = bisect.bisect_left(side, order.rank, key=_rank)
-        assert side[index] is order, (order, side[index])
-        del side[index]
+        side, price = self._place(order)
+        side.remove(price, order)
 
     def trigger(self, buy_level: Decimal, sell_level: Decimal) -> list[WorkingOrder]:
         """Move the stops that `buy_level` (ask or print) / `sell_level` (bid or print) reach
         into the book (they keep their arrival priority); returns them."""
         fired: list[WorkingOrder] = []
-        for stops, is_buy, level in ((self.buy_stops, True, buy_level), (self.sell_stops, False, sell_level)):
-            count = 0
-            for order in stops:
-                assert order.stop is not None
-                if order.stop > level if is_buy else order.stop < level:
-                    break
-                count += 1
-            if count:
-                fired += stops[:count]
-                del stops[:count]
+        for stops, level in ((self.buy_stops, buy_level), (self.sell_stops, sell_level)):
+            for price in stops.levels_reached(level):
+                fired += stops.pop_level(price)
         for order in fired:
             order.triggered = True
             self.rest(order)
@@ -283,7 +356,7 @@ class MatchingEngine:
 
     @property
     def open_orders(self) -> int:
-        return sum(len(orders) for book in self._books.values() for orders in book.lists())
+        return sum(len(side) for book in self._books.values() for side in book.sides())
 
     def open_snapshots(self) -> list[BrokerOrderSnapshot]:
         """Every open order (accepted, partially filled, or a stop not yet triggered)."""
@@ -356,10 +429,9 @@ class MatchingEngine:
         """Expire every open DAY order (in arrival order); GTC orders keep resting."""
         expired: list[WorkingOrder] = []
         for book in self._books.values():
-            for orders in book.lists():
-                expired += (o for o in orders if o.time_in_force is TimeInForce.DAY)
-                orders[:] = [o for o in orders if o.time_in_force is not TimeInForce.DAY]
-        expired.sort(key=lambda o: o.seq)
+            for side in book.sides():
+                expired += side.remove_where(_is_day)
+        expired.sort(key=_seq)
         for order in expired:
             order.status = BrokerOrderStatus.EXPIRED
         return [
@@ -413,26 +485,23 @@ class MatchingEngine:
 
     def _match(
         self,
-        orders: list[WorkingOrder],
+        side: _Side,
         price: Decimal,
         available: Decimal,
         at: datetime,
         events: list[AnyBrokerEvent],
         only: set[int] | None = None,
     ) -> None:
-        """Fill the marketable prefix of one side of the book at `price`, each order up to
-        `available`; fully filled orders leave the book."""
+        """Fill the marketable levels of one side of the book at `price` (best first, each in
+        arrival order), each order up to `available`; fully filled orders leave the book."""
         if available <= 0:
             return
-        count = 0
-        for order in orders:
-            if order.bound < price if order.is_buy else order.bound > price:
-                break
-            count += 1
-            if only is None or order.seq in only:
-                self._fill(order, min(order.leaves, available), price, at, events)
-        if count:
-            orders[:count] = [o for o in orders[:count] if o.status is not BrokerOrderStatus.FILLED]
+        for level_price in side.levels_reached(price):
+            level = side.levels[level_price]
+            for order in level:
+                if only is None or order.seq in only:
+                    self._fill(order, min(order.leaves, available), price, at, events)
+            side.keep(level_price, [o for o in level if o.status is not BrokerOrderStatus.FILLED])
 
     def _fill(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
@@ -374,6 +375,30 @@ def test_cancel_keeps_other_resting_orders() -> None:
     assert fills(engine.on_quote(quote("98.98", "99.00"))) == [("b", D(10), D("99.00"))]
 
 
+def test_cancel_in_the_middle_of_a_crowded_price_level_keeps_the_others_in_arrival_order() -> None:
+    engine = make_engine()
+    engine.on_quote(quote("100.00", "100.02"))
+    for name in "abcde":
+        submit(engine, request(name, Side.SELL, OrderType.LIMIT, "10", price="101.00"))
+    engine.cancel("c", AT)
+    engine.cancel("a", AT)
+    assert engine.open_orders == 3
+    assert [f[0] for f in fills(engine.on_quote(quote("101.00", "101.02")))] == ["b", "d", "e"]
+    assert engine.open_orders == 0
+
+
+def test_a_triggered_stop_keeps_its_arrival_priority_within_its_price_level() -> None:
+    engine = make_engine()
+    engine.on_quote(quote("100.00", "100.02"))
+    submit(engine, request("stop", Side.BUY, OrderType.STOP_LIMIT, "10", price="100.01", stop="100.05"))
+    submit(engine, request("limit", Side.BUY, OrderType.LIMIT, "10", price="100.01"))
+    assert fills(engine.on_quote(quote("100.04", "100.06"))) == []  # triggers "stop": it rests at 100.01
+    order = engine.order("stop")
+    assert order is not None and order.triggered
+    events = engine.on_quote(quote("99.99", "100.01"))
+    assert [f[0] for f in fills(events)] == ["stop", "limit"]  # the older order first
+
+
 # --- fees and ids ----------------------------------------------------------------------
 
 
@@ -577,6 +602,30 @@ def test_orders_resting_away_from_the_market_cost_a_quote_nothing() -> None:
         engine.on_quote(quote("100.00", "100.02"))
     assert time.perf_counter() - start < 0.5
     assert engine.open_orders == 40_000
+
+
+def test_a_resting_order_costs_its_record_and_a_slot_in_its_price_level() -> None:
+    """Orders at one price share a level: no sort key, no copy of the price per order. What
+    remains is the record (~150 B), its broker order id and sequence number, and the index by
+    client order id (~300 B in all; it was ~440 B with a sort key per order)."""
+    engine = make_engine(session="1a2b3c4d")
+    engine.on_quote(quote("100.00", "100.02"))
+    requests = [
+        request(f"rest-{n:027d}", Side.BUY if n % 2 else Side.SELL, OrderType.LIMIT, "1", price=limit)
+        for n, limit in ((n, "50.00" if n % 2 else "150.00") for n in range(20_000))
+    ]
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        ids = [engine.submit(r, AT)[0] for r in requests]
+        per_order = (tracemalloc.get_traced_memory()[0] - before) / len(requests)
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    assert len(ids) == engine.open_orders == 20_000
+    assert per_order < 350, f"{per_order:.0f} bytes per resting order"
 
 
 # --- the engine against a naive model --------------------------------------------------
