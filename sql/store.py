@@ -189,17 +189,20 @@ class Store:
         self,
         transitions: Sequence[tuple[BrokerOrder, OrderFill | None, OutboxEvent | None]],
         response: tuple[str, OrderRoutingResponse] | None = None,
+        *,
+        urgent: bool = True,
     ) -> None:
         """Persist consecutive state changes (of one or more executions, in order: each row's
         mutable columns, its new fill stored once, its outbox event) and optionally an order's
         routing response (only if none is stored yet), atomically, in one submission. Raises
         LookupError if an execution row does not exist. Idempotent (a repeat changes nothing),
         so a caller that got `DatabaseUnavailable` may submit the same changes again, followed
-        by newer ones, once the database is back."""
+        by newer ones, once the database is back. `urgent=False`: no reply waits on it (it may
+        share the next commit, `sql.writer` "Lingering")."""
         ops: list[WriteOp[Any]] = [SaveTransition(order, fill, event) for order, fill, event in transitions]
         if response is not None:
             ops.append(SaveResponse(*response))
-        await self._writer.submit(ops)
+        await self._writer.submit(ops, urgent=urgent)
 
     async def save_response(self, order_id: str, response: OrderRoutingResponse) -> bool:
         """Store the order's routing response unless one is stored; True if this call stored it."""
@@ -209,7 +212,7 @@ class Store:
     async def mark_published(self, keys: Sequence[tuple[str, int]], at: datetime) -> None:
         """Mark outbox events (execution_id, sequence) published at `at` (first time only)."""
         if keys:
-            await self._writer.submit([MarkPublished(tuple(keys), at)])
+            await self._writer.submit([MarkPublished(tuple(keys), at)], urgent=False)
 
     async def upsert_brokers(self, records: Sequence[BrokerRecord]) -> None:
         """Insert or update brokers by broker_id: created_at, credentials and the maintenance
@@ -226,7 +229,7 @@ class Store:
         ValueError) to its history. Changes recorded with the same `at` keep their order of
         submission. LookupError for an unknown broker."""
         change = StatusChange(broker_id, ConnectionStatus(status), at, reason)
-        await self._writer.submit([RecordStatus(change)])
+        await self._writer.submit([RecordStatus(change)], urgent=False)
 
     async def prune_status_history(self, before: datetime) -> int:
         """Delete status changes older than `before`, except each broker's last one before it
@@ -251,7 +254,8 @@ class Store:
         """Write the broker's live figures back to broker_connections (status, latency_stats,
         last_connected_at unless None, updated_at). LookupError for an unknown broker."""
         await self._writer.submit(
-            [UpdateBrokerRuntime(broker_id, ConnectionStatus(status), latency_stats, last_connected_at)]
+            [UpdateBrokerRuntime(broker_id, ConnectionStatus(status), latency_stats, last_connected_at)],
+            urgent=False,
         )
 
     # --- daemon leases (sql.leases) ------------------------------------------------------
@@ -302,14 +306,16 @@ class Store:
     async def save_report(self, report: ReportRecord, *, replace: bool = False) -> bool:
         """Insert the execution's report unless it has one (`replace`: in place of it); True
         if this call wrote it."""
-        (inserted,) = await self._writer.submit([SaveReport(report, replace)])
+        (inserted,) = await self._writer.submit([SaveReport(report, replace)], urgent=False)
         return inserted
 
     async def save_reports(self, reports: Sequence[tuple[ReportRecord, bool]]) -> list[bool]:
         """`save_report` of many (`(record, replace)`, at most one per execution) in one
-        submission: one transaction, one `INSERT ... SELECT FROM unnest`; True for each report
+        submission: one transaction, one `INSERT ... SELECT`; True for each report
         this call wrote."""
-        return await self._writer.submit([SaveReport(record, replace) for record, replace in reports])
+        return await self._writer.submit(
+            [SaveReport(record, replace) for record, replace in reports], urgent=False
+        )
 
     async def save_close(self, symbol: str, trade_date: date, price: Decimal, received_at: datetime) -> None:
         await self._writer.submit([SaveClose(symbol, trade_date, price, received_at)])

@@ -300,3 +300,46 @@ async def test_lanes_commit_batches_side_by_side(migrated_database_url: str, tab
     assert results[0] != results[1]  # two connections (backend pids)
     assert {results[i] for i in range(2, 8)} == {2 * i for i in range(2, 8)}
     assert await values_in(migrated_database_url, table) == set(range(2, 8))
+
+
+# --- lingering ------------------------------------------------------------------------------------
+
+
+async def test_a_write_no_reply_waits_on_shares_the_next_urgent_commit(
+    migrated_database_url: str, table: str
+) -> None:
+    """A non-urgent submission lingers for company: an urgent one arriving meanwhile takes it
+    along in one transaction at once; the urgent one itself is never held back."""
+    writer = GroupWriter(migrated_database_url, timeout=10, linger=5.0)
+    async with trio.open_nursery() as service:
+        await service.start(writer.run)
+        results: dict[str, Any] = {}
+
+        async def deferrable() -> None:
+            results["late"] = await writer.submit([Insert(table, 1)], urgent=False)
+
+        async with trio.open_nursery() as callers:
+            callers.start_soon(deferrable)
+            await trio.testing.wait_all_tasks_blocked()
+            assert writer.stats.batches == 0  # lingering: nothing committed yet
+            started = trio.current_time()
+            results["urgent"] = await writer.submit([Insert(table, 2)])
+            assert trio.current_time() - started < 2.0  # not held for the 5 s linger
+        assert results == {"late": [2], "urgent": [4]}
+        assert writer.stats.batches == 1 and writer.stats.submissions == 2
+        await writer.aclose()
+        service.cancel_scope.cancel()
+
+
+async def test_a_lingering_write_alone_commits_after_the_linger(
+    migrated_database_url: str, table: str
+) -> None:
+    writer = GroupWriter(migrated_database_url, timeout=10, linger=0.2)
+    async with trio.open_nursery() as service:
+        await service.start(writer.run)
+        started = trio.current_time()
+        assert await writer.submit([Insert(table, 3)], urgent=False) == [6]
+        assert 0.2 <= trio.current_time() - started < 5.0
+        assert await values_in(migrated_database_url, table) == {3}
+        await writer.aclose()
+        service.cancel_scope.cancel()
