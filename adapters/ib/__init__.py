@@ -1,10 +1,24 @@
-"""Interactive Brokers (TWS / IB Gateway through ib_async) as a broker adapter: see `broker`."""
+"""Interactive Brokers (TWS / IB Gateway through ib_async) as a broker adapter: see `broker`.
 
-from adapters.ib.broker import IbBroker, build_ib_broker
-from adapters.ib.codes import LinkState
-from adapters.ib.config import IB_PACING, IbConfig
-from adapters.ib.ledger import FillLedger
-from adapters.ib.translate import IB_STATUSES, fill_id
+The names below are imported on first use (PEP 562), so importing `adapters.ib.config` (the
+daemon's configuration does, for every run) does not load the broker's client library.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "FillLedger": "ledger",
+    "IB_PACING": "config",
+    "IB_STATUSES": "translate",
+    "IbBroker": "broker",
+    "IbConfig": "config",
+    "LinkState": "codes",
+    "build_ib_broker": "broker",
+    "fill_id": "translate",
+}
 
 __all__ = [
     "IB_PACING",
@@ -16,3 +30,10 @@ __all__ = [
     "build_ib_broker",
     "fill_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
