@@ -131,10 +131,14 @@ class _Outgoing:
     seq: int = 0
     error: Exception | None = None
     done: trio.Event = field(default_factory=trio.Event)
+    #: Set when it is done, or when it is first in the queue as the wire frees: only that one
+    #: sender wakes to lead the next burst (not every sender waiting).
+    turn: trio.Event = field(default_factory=trio.Event)
 
     def finish(self, error: Exception | None = None) -> None:
         self.error = error
         self.done.set()
+        self.turn.set()
 
 
 class Application(Protocol):
@@ -300,12 +304,15 @@ class FixSession:
         try:
             while not item.done.is_set():
                 if self._wire_busy:
-                    await self._wire_free.wait()
+                    await item.turn.wait()
+                    if not item.done.is_set():
+                        item.turn = trio.Event()
                 else:
                     await self._flush_burst()
         except trio.Cancelled:
             if not item.taken:
                 self._outgoing.remove(item)
+                self._pass_turn()
                 raise
             with trio.CancelScope(shield=True):  # its burst is bounded by the store and send timeouts
                 await item.done.wait()
@@ -411,8 +418,14 @@ class FixSession:
 
     def _release_wire(self) -> None:
         self._wire_busy = False
-        self._wire_free.set()
+        self._wire_free.set()  # a resend answer waiting for the wire
         self._wire_free = trio.Event()
+        self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        """Wake the first queued sender to lead the next burst, if the wire is free."""
+        if not self._wire_busy and self._outgoing:
+            self._outgoing[0].turn.set()
 
     async def _wait_for_wire(self) -> None:
         """Take the wire once it is free (to write a resend answer between bursts)."""
