@@ -14,8 +14,9 @@ before the broker is called — the claim, the attempt and its client order id �
 the daemon dies before the deferred write, the claim is found unanswered and its attempt
 PENDING, and the daemon that takes it over (`nursery.orphans`) asks the broker by client order
 id and records the same outcome (ACCEPTED with the broker's order id); nothing is ever sent
-twice. A repeat of the order meanwhile waits for the stored answer (`ExecutionEngine.
-_answer_repeat`), and `LiveExecution.unsaved_response` tells the sweeper it is being answered.
+twice. A repeat of the order meanwhile gets the same answer, held in memory until it is
+written (`nursery.router`), and `LiveExecution.unsaved_response` tells the sweeper it is being
+answered.
 Later changes of the execution are written behind the deferred ones, in order: a durable
 `apply` writes everything still unsaved first, in the same submission.
 
@@ -26,17 +27,19 @@ anything that execution changes later. The flusher writes them, in order, as soo
 database is back, then publishes their updates. Every write is idempotent, so a change whose
 first write did commit is written again harmlessly. The buffer is bounded (`max_unsaved`
 changes): past it, further broker events are dropped — and only dropped because the broker
-still holds them: once the database is back, `on_overflow(since)` asks every broker again for
-what happened since the first drop (fills since, order status), the recovery every reconnect
-does. A crash during an outage loses only memory: the next start reloads the open executions
-and recovers the same way (fills by id are stored once).
+still holds them: once the database is back, the `dropped_events` hook asks every broker again
+for what happened since the first drop (fills since, order status), the recovery every reconnect
+does (`nursery.resync`). A crash during an outage loses only memory: the next start reloads the
+open executions and recovers the same way (fills by id are stored once).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import trio
 
@@ -62,6 +65,42 @@ Change = tuple[BrokerOrder, OrderFill | None, OutboxEvent | None]
 MAX_UNSAVED = 100_000
 
 
+class ZombieCanceller(Protocol):
+    """Cancels an order a broker took after we declared it absent (`nursery.cancels.Cancels`).
+    The applier runs it as a task of its own."""
+
+    async def cancel_zombie(self, live: LiveExecution) -> None: ...
+
+
+class ExecutionObserver(Protocol):
+    """Told what happened to executions (`nursery.post_trade.PostTrade`: routing statistics,
+    reports). Called inside `apply`, after the change is applied: quick, never blocking; an
+    exception is logged and does not stop the change's publication."""
+
+    def execution_finished(self, live: LiveExecution) -> None:
+        """Once, when `live` reaches a final status."""
+
+    def late_fill(self, live: LiveExecution) -> None:
+        """When a fill reaches `live` after it had ended (its report is stale)."""
+
+
+class DroppedEventsRecovery(Protocol):
+    """Asks every broker again for what happened since `since` (`ExecutionEngine`, through
+    `nursery.resync`): called once the database is back after broker events were dropped,
+    with the time of the first drop. Starts the work and returns."""
+
+    def recover_all_since(self, since: datetime) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApplierHooks:
+    """Whom the applier tells what, in place of callbacks: each a small protocol above."""
+
+    zombies: ZombieCanceller
+    after_execution: ExecutionObserver
+    dropped_events: DroppedEventsRecovery
+
+
 class EventApplier:
     def __init__(
         self,
@@ -70,10 +109,7 @@ class EventApplier:
         brokers: Mapping[str, BrokerHandle],
         publish: trio.MemorySendChannel[OutboxEvent],
         spawn: Spawn,
-        on_zombie: Callable[[LiveExecution], object],
-        on_finished: Callable[[LiveExecution], object] | None = None,
-        on_late_fill: Callable[[LiveExecution], object] | None = None,
-        on_overflow: Callable[[datetime], object] | None = None,
+        hooks: ApplierHooks,
         max_unsaved: int = MAX_UNSAVED,
     ) -> None:
         self._store = store
@@ -81,14 +117,7 @@ class EventApplier:
         self._brokers = brokers
         self._publish = publish
         self._spawn = spawn
-        self._on_zombie = on_zombie
-        #: Called once when an execution reaches a final status (routing statistics, reports).
-        self._on_finished = on_finished
-        #: Called when a fill reaches an execution that had already ended (its report is stale).
-        self._on_late_fill = on_late_fill
-        #: Called once the database is back after broker events were dropped, with the time of
-        #: the first drop: every broker is asked again for what happened since.
-        self._on_overflow = on_overflow
+        self._hooks = hooks
         self._max_unsaved = max_unsaved
         #: Drain / load tasks applying broker events right now (shutdown waits for zero).
         self.applying = 0
@@ -205,7 +234,7 @@ class EventApplier:
                         "client_order_id": order.client_order_id,
                     },
                 )
-                self._on_zombie(live)
+                self._spawn(self._hooks.zombies.cancel_zombie, live)
             changes: list[Transition] = []
             for event in events:
                 try:
@@ -243,16 +272,16 @@ class EventApplier:
             live.changed.set()
             live.changed = trio.Event()
             late_fill = was_final and any(t.fill is not None for t in changes)
-            if late_fill and self._on_late_fill is not None:
+            if late_fill:
                 try:
-                    self._on_late_fill(live)
+                    self._hooks.after_execution.late_fill(live)
                 except Exception:
                     log.exception("late-fill hook failed", extra={"execution_id": order.id})
             if order.status.is_final:
                 self._live.finished(live)
-                if not was_final and self._on_finished is not None:
+                if not was_final:
                     try:  # statistics and reports: never allowed to stop the publication below
-                        self._on_finished(live)
+                        self._hooks.after_execution.execution_finished(live)
                     except Exception:
                         log.exception("after-execution hook failed", extra={"execution_id": order.id})
 
@@ -344,8 +373,7 @@ class EventApplier:
                         "database back: recovering dropped broker events from the brokers",
                         extra={"since": since.isoformat(), "dropped": self.dropped},
                     )
-                    if self._on_overflow is not None:
-                        self._on_overflow(since)
+                    self._hooks.dropped_events.recover_all_since(since)
         finally:
             self._flushing = False
 

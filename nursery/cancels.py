@@ -3,13 +3,15 @@ made to fail over, and cancels of zombie orders.
 
 Cancels go by client order id and are idempotent at the broker, so they are retried with
 backoff until the broker answers; a refusal (already filled, unknown) is a final answer.
+Nothing here applies events: what the broker does with a cancel comes back on its stream.
+`Cancels` is the applier's `ZombieCanceller` (`nursery.applier.ApplierHooks`).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import trio
@@ -17,14 +19,11 @@ import trio
 from adapters.base import CancelRejected, OutcomeUnknown
 from api.contracts import CancelOrderRequest, CancelOrderResponse
 from api.enums import BrokerOrderStatus, CancellationStatus
-from api.events import AnyBrokerEvent, OrderAccepted
 from nursery.brokers import BrokerHandle
 from nursery.live import LiveBook, LiveExecution
 from sql.store import Store
 
 log = logging.getLogger(__name__)
-
-Apply = Callable[[LiveExecution, list[AnyBrokerEvent]], Awaitable[None]]
 
 
 class Cancels:
@@ -34,7 +33,6 @@ class Cancels:
         live: LiveBook,
         brokers: Mapping[str, BrokerHandle],
         *,
-        apply: Apply,
         spawn: Callable[..., None],
         attempt_deadline: Callable[[object], float],
         clock: Callable[[], datetime],
@@ -42,7 +40,6 @@ class Cancels:
         self._store = store
         self._live = live
         self._brokers = brokers
-        self._apply = apply
         self._spawn = spawn
         self._attempt_deadline = attempt_deadline
         self._clock = clock
@@ -145,14 +142,11 @@ class Cancels:
                 await trio.sleep(delay)
                 delay = min(5.0, delay * 2)
 
-    async def cancel_and_confirm(self, live: LiveExecution, broker_order_id: str, budget: float) -> bool:
-        """Cancel an order found at a broker after an unknown outcome and wait for the broker to
-        confirm it. True when it ended with nothing filled (safe to fail over); False when it
-        filled (partly) first or the cancel could not be confirmed in time: then it is adopted."""
-        if live.order.status is BrokerOrderStatus.PENDING:
-            await self._apply(
-                live, [OrderAccepted(live.order.client_order_id, self._clock(), broker_order_id)]
-            )
+    async def cancel_and_confirm(self, live: LiveExecution, budget: float) -> bool:
+        """Cancel an order found at a broker after an unknown outcome (the caller has recorded
+        it accepted) and wait for the broker to confirm it. True when it ended with nothing
+        filled (safe to fail over); False when it filled (partly) first or the cancel could not
+        be confirmed in time: then it is adopted."""
         handle = self._brokers[live.order.broker_id]
         with trio.move_on_after(budget):
             while not live.order.status.is_final:

@@ -1,0 +1,268 @@
+"""Routing one order: check it, choose its brokers, claim it once, and answer every repeat with
+the first answer.
+
+`OrderRouter.route` is RouteOrder behind the service facade (`nursery.engine`). Contract:
+
+- `orderId` is the idempotency key. The first request for an order id claims it in PostgreSQL
+  (one row, primary key) with the order, the routing decision, the chosen broker and the first
+  attempt's client order id — committed before any broker is called (write before send) — and
+  then `nursery.failover` places it. Every repeat (sequential, concurrent here, or through
+  another daemon on the same database) sends nothing and gets the first answer, byte for byte:
+  from memory while its write is still queued, else from the stored claim, polled while the
+  first request is still being routed. A repeat carrying a *different* order is refused (400
+  on `orderId`).
+- A repeat nobody answers (a crashed or dead daemon held it) is taken over through
+  `take_orphan` (the orphan sweeper's, when the daemon runs one) after
+  `REPEAT_TAKEOVER_AFTER_S`, and answered here; a repeat still unanswered after
+  `duplicate_wait` gets 503 (ask again, or GetExecution).
+- With no eligible broker the order is claimed with its REJECTED answer and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+import trio
+
+from api.contracts import FieldError, OrderRoutingRequest, OrderRoutingResponse
+from api.enums import AssetClass, RoutingStatus
+from api.errors import InvalidRequest, Unavailable
+from api.orders import BrokerOrder
+from nursery.brokers import BrokerHandle
+from nursery.failover import Failover, estimate_ms
+from nursery.identity import client_order_id, execution_id, request_hash
+from nursery.live import LiveBook, LiveExecution
+from routing.config import RoutingConfig
+from routing.decision import decision_of
+from routing.decision import encode as encode_decision
+from routing.impact import MarketStats
+from routing.select import select_broker
+from routing.stats import RoutingStats
+from sql.records import ClaimResult, OrderClaim
+from sql.store import Store
+
+__all__ = [
+    "REPEAT_POLL_FIRST_S",
+    "REPEAT_POLL_MAX_S",
+    "REPEAT_TAKEOVER_AFTER_S",
+    "MarketView",
+    "OrderRouter",
+]
+
+#: A repeated request polls the stored claim from this pause, doubling up to the max (s), and
+#: after this long asks whether the order is orphaned (`take_orphan`).
+REPEAT_POLL_FIRST_S = 0.01
+REPEAT_POLL_MAX_S = 0.5
+REPEAT_TAKEOVER_AFTER_S = 0.5
+
+
+class MarketView(Protocol):
+    def asset_class(self, symbol: str) -> AssetClass | None: ...
+
+    def mid(self, symbol: str) -> Decimal | None: ...
+
+    def stats(self, symbol: str) -> MarketStats | None: ...
+
+
+class OrderRouter:
+    def __init__(
+        self,
+        store: Store,
+        live: LiveBook,
+        brokers: Mapping[str, BrokerHandle],
+        market: MarketView,
+        failover: Failover,
+        *,
+        stats: RoutingStats,
+        routing: RoutingConfig,
+        attempt_deadline: Callable[[object], float],
+        duplicate_wait: float,
+        clock: Callable[[], datetime],
+        owner: str | None,
+    ) -> None:
+        self._store = store
+        self._live = live
+        self._brokers = brokers
+        self._market = market
+        self._failover = failover
+        self._stats = stats
+        self._routing_config = routing
+        self._attempt_deadline = attempt_deadline
+        self._duplicate_wait = duplicate_wait
+        self._clock = clock
+        #: This daemon's id (`nursery.lease`): the owner of its claims.
+        self._owner = owner
+        #: Takes over an order nobody answers and answers it (`OrphanSweeper.take_one`), when
+        #: the daemon runs a sweeper: a repeated request does not wait on a dead daemon.
+        self.take_orphan: Callable[[str], Awaitable[bool]] | None = None
+        #: Order ids being routed by a task here; set when it is done.
+        self._routing: dict[str, trio.Event] = {}
+
+    def __repr__(self) -> str:
+        return f"<OrderRouter routing={len(self._routing)}>"
+
+    def check_routable(self, request: OrderRoutingRequest) -> AssetClass:
+        """The order's asset class; `InvalidRequest` (every field at fault) if its symbol or a
+        preferred broker is unknown."""
+        errors: list[FieldError] = []
+        asset_class = self._market.asset_class(request.symbol)
+        if asset_class is None:
+            errors.append(FieldError("symbol", f"unknown instrument {request.symbol!r}"))
+        for i, broker in enumerate(request.preferred_brokers):
+            if broker not in self._brokers:
+                known = ", ".join(sorted(self._brokers))
+                errors.append(
+                    FieldError(f"preferredBrokers[{i}]", f"unknown broker {broker!r} (known: {known})")
+                )
+        if errors:
+            raise InvalidRequest("invalid request: " + ", ".join(e.field for e in errors), errors)
+        assert asset_class is not None
+        return asset_class
+
+    async def route(self, request: OrderRoutingRequest, asset_class: AssetClass) -> OrderRoutingResponse:
+        """Route a checked request (`check_routable`), or answer it as a repeat."""
+        fingerprint = request_hash(request)
+        earlier = self._routing.get(request.order_id)
+        while earlier is not None:  # same order id already being routed here: wait for it
+            with trio.move_on_after(self._duplicate_wait):
+                await earlier.wait()
+            claim = await self._store.get_claim(request.order_id)
+            if claim is not None:
+                # Still routing here (past the wait): not an orphan, only slow.
+                orphan = request.order_id not in self._routing
+                return await self._answer_repeat(request.order_id, fingerprint, claim, may_take=orphan)
+            earlier = self._routing.get(request.order_id)  # it failed before claiming
+        done = self._routing[request.order_id] = trio.Event()
+        try:
+            return await self._route_new(request, asset_class, fingerprint)
+        finally:
+            done.set()
+            del self._routing[request.order_id]
+
+    async def _route_new(
+        self, request: OrderRoutingRequest, asset_class: AssetClass, fingerprint: str
+    ) -> OrderRoutingResponse:
+        received = self._clock()
+        arrival = self._market.mid(request.symbol)
+        reference = request.price or request.stop_price or arrival
+        self._stats.advance(trio.current_time())
+        within = self._attempt_deadline(request.urgency)
+        selection = select_broker(
+            [b.candidate(within) for b in self._brokers.values()],
+            request,
+            asset_class,
+            reference,
+            stats=self._stats,
+            market=self._market.stats(request.symbol),
+            config=self._routing_config,
+        )
+        decision = encode_decision(decision_of(selection, received, reference)).decode()
+        routing_id = str(uuid.uuid4())
+        broker_id = selection.chosen
+        order: BrokerOrder | None = None
+        response: OrderRoutingResponse | None = None
+        if broker_id is None:
+            response = OrderRoutingResponse(
+                routing_id=routing_id,
+                order_id=request.order_id,
+                status=RoutingStatus.REJECTED,
+                timestamp=received,
+                rejection_reason=selection.rejection_reason(),
+            )
+        else:
+            execution = execution_id(request.order_id, 1)
+            order = BrokerOrder(
+                id=execution,
+                order_id=request.order_id,
+                broker_id=broker_id,
+                client_order_id=client_order_id(execution),
+                account_id=request.account_id,
+                symbol=request.symbol,
+                side=request.side,
+                order_type=request.type,
+                quantity=request.quantity,
+                time_in_force=request.time_in_force,
+                execution_strategy=request.execution_strategy,
+                urgency=request.urgency,
+                created_at=received,
+                updated_at=received,
+                price=request.price,
+                stop_price=request.stop_price,
+            )
+        claim = OrderClaim(
+            order_id=request.order_id,
+            routing_id=routing_id,
+            request_hash=fingerprint,
+            request=request,
+            received_at=received,
+            arrival_price=arrival,
+            execution=order,
+            asset_class=asset_class.value,
+            event=None,
+            response=response,
+            decision=decision,
+            chosen_broker=broker_id,
+            owner=self._owner,
+        )
+        result = await self._store.claim_order(claim)  # write before send
+        if not result.claimed:
+            return await self._answer_repeat(request.order_id, fingerprint, result, may_take=True)
+        if response is not None:  # no eligible broker: the rejection is the recorded answer
+            return response
+        assert order is not None
+        live = LiveExecution(order)
+        live.estimate_ms = estimate_ms(selection, order.broker_id)
+        live.arrival_price, live.arrival_known = arrival, True
+        live.decision = decision
+        self._live.add(live)
+        return await self._failover.place(live, selection, routing_id, asset_class, request)
+
+    async def _answer_repeat(
+        self, order_id: str, fingerprint: str, claim: ClaimResult, *, may_take: bool
+    ) -> OrderRoutingResponse:
+        """The stored answer of an order claimed before (here or by another daemon), waiting
+        for it while the first request is routed. `may_take`: no task here routes it, so if
+        nobody answers it (a crash, a dead peer) it is taken over and answered here."""
+        if claim.request_hash != fingerprint:
+            raise InvalidRequest(
+                "orderId already used for a different order",
+                [FieldError("orderId", f"{order_id!r} was already routed with different parameters")],
+            )
+        started = trio.current_time()
+        deadline = started + self._duplicate_wait
+        pause = REPEAT_POLL_FIRST_S
+        taking = not may_take or self.take_orphan is None
+        while claim.response is None:  # the first request is still being routed (maybe elsewhere)
+            held = self._held_answer(order_id)
+            if held is not None:  # answered here, its write still queued: the same answer
+                return held
+            now = trio.current_time()
+            if now > deadline:
+                raise Unavailable(f"order {order_id!r} is still being routed; ask again or use GetExecution")
+            if not taking and now - started >= REPEAT_TAKEOVER_AFTER_S:
+                taking = True  # nobody may be routing it (a crash, a dead peer): answer it here
+                assert self.take_orphan is not None
+                await self.take_orphan(order_id)
+            else:
+                await trio.sleep(min(pause, max(0.0, deadline - now)))
+                pause = min(pause * 2, REPEAT_POLL_MAX_S)
+            fresh = await self._store.get_claim(order_id)
+            assert fresh is not None
+            claim = fresh
+        return claim.response
+
+    def _held_answer(self, order_id: str) -> OrderRoutingResponse | None:
+        """The answer this daemon gave `order_id` and has not written yet (deferred, or kept
+        through a database outage), if any."""
+        live = self._live.by_order(order_id)
+        if live is None or live.unsaved_response is None:
+            return None
+        return live.unsaved_response[1]
+
+    def routing_here(self, order_id: str) -> bool:
+        """A task of this daemon is routing `order_id`, or holds its answer for the database."""
+        return order_id in self._routing or self._held_answer(order_id) is not None
