@@ -324,12 +324,17 @@ class FixSession:
     async def _flush_burst(self) -> None:
         """Take the wire and every queued message; number, commit, write them (shielded)."""
         self._take_wire()
+        burst, self._outgoing = self._outgoing, []
+        for item in burst:
+            item.taken = True
         try:
             with trio.CancelScope(shield=True):
-                burst, self._outgoing = self._outgoing, []
-                for item in burst:
-                    item.taken = True
                 await self._send_burst(burst)
+        except BaseException as exc:  # a bug: every sender of the burst must still learn it
+            for item in burst:
+                if not item.done.is_set():
+                    item.finish(ConnectionLost(f"sending failed: {exc!r}"))
+            raise
         finally:
             self._release_wire()
 
