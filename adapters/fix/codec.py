@@ -117,7 +117,7 @@ class FrameDecoder:
 #: Length tags of simplefix's raw data fields (whose values may hold SOH): such frames are parsed
 #: by simplefix.
 _RAW_LENGTH_TAGS = frozenset(length for length, _ in simplefix.data.RAW_DATA)
-#: Tags simplefix's encoder places itself (or drops from the fields given).
+#: Tags `encode_message` writes itself.
 _FRAMING_TAGS = frozenset({8, 9, 35, 10})
 
 
@@ -221,12 +221,12 @@ def _split_fields(frame: bytes) -> list[tuple[int, bytes]] | None:
 
 def encode_message(msg_type: str, header: Iterable[Field], body: Iterable[Field]) -> bytes:
     """The wire bytes of one message: 8, 9 and 35 first, then `header`, then `body`, then the
-    CheckSum. Values must already be strings in FIX format (8, 9, 35 and 10 among them are
-    ignored, as simplefix does)."""
-    content = "".join(
-        [f"35={msg_type}\x01"]
-        + [f"{int(tag)}={value}\x01" for tag, value in (*header, *body) if tag not in _FRAMING_TAGS]
-    ).encode()
+    CheckSum. Values must already be strings in FIX format; BeginString, BodyLength, MsgType and
+    CheckSum are ours to write (ValueError if given among the fields)."""
+    fields = [*header, *body]
+    if any(tag in _FRAMING_TAGS for tag, _ in fields):
+        raise ValueError("8, 9, 35 and 10 are written by encode_message, not given as fields")
+    content = "".join([f"35={msg_type}\x01"] + [f"{int(tag)}={value}\x01" for tag, value in fields]).encode()
     data = b"8=" + BEGIN_STRING.encode() + b"\x019=" + str(len(content)).encode() + b"\x01" + content
     return data + b"10=" + f"{sum(data) % 256:03d}".encode() + b"\x01"
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+import simplefix
 
 from adapters.fix.codec import (
     FrameDecoder,
@@ -134,3 +136,53 @@ def test_timestamps_and_decimals_in_fix_format() -> None:
     assert format_decimal(Decimal("1.2500")) == "1.25"
     assert format_decimal(Decimal("0.00000001")) == "0.00000001"
     assert format_decimal(Decimal("0.000")) == "0"
+
+
+# --- the fast paths give simplefix's answers -----------------------------------------------------
+
+
+def _simplefix_encoding(msg_type: str, header: list[tuple[int, str]], body: list[tuple[int, str]]) -> bytes:
+    message = simplefix.FixMessage()
+    message.append_pair(8, "FIX.4.4", header=True)
+    message.append_pair(35, msg_type, header=True)
+    for tag, value in header:
+        message.append_pair(tag, value, header=True)
+    for tag, value in body:
+        message.append_pair(tag, value)
+    return bytes(message.encode())
+
+
+def _simplefix_fields(frame: bytes) -> list[tuple[int, str]]:
+    parser = simplefix.FixParser()
+    parser.append_buffer(frame)
+    message = parser.get_message()
+    return [(int(tag), bytes(value).decode()) for tag, value in message.pairs]
+
+
+def test_encoding_and_parsing_match_simplefix_byte_for_byte() -> None:
+    rng = random.Random(7)
+    values = ["x", "é ü ß", "12.5", "a=b", "0", "ORDER-0001", "20240603-14:30:00.123"]
+    tags = [11, 55, 38, 44, 58, 1, 60]
+    for seq in range(1, 300):
+        header = [(49, "BIS"), (56, "BROKER"), (34, str(seq)), (52, "20240603-14:30:00.000")]
+        body = [(rng.choice(tags), rng.choice(values)) for _ in range(rng.randint(0, 9))]
+        msg_type = rng.choice(["D", "8", "0", "F"])
+        raw = encode_message(msg_type, header, body)
+        assert raw == _simplefix_encoding(msg_type, header, body)
+        assert parse_frame(raw).fields() == _simplefix_fields(raw)
+    for framing in (8, 9, 10, 35):
+        with pytest.raises(ValueError, match="written by encode_message"):
+            encode_message("D", HEADER, [(framing, "x")])
+
+
+def test_a_raw_data_field_holding_soh_is_parsed_by_simplefix() -> None:
+    raw = encode_message("8", HEADER, [(95, "5"), (96, "a\x01b=c"), (58, "after")])
+    message = parse_frame(raw)
+    assert message.text(96) == "a\x01b=c" and message.text(58) == "after"
+
+
+def test_timestamps_outside_the_canonical_form_still_follow_strptime() -> None:
+    assert parse_timestamp("20240603-14:30:05") == datetime(2024, 6, 3, 14, 30, 5, tzinfo=UTC)
+    for bad in ("20241303-14:30:05", "20240603-24:00:00", "20240603 14:30:05", "2024060-14:30:05"):
+        with pytest.raises(ValueError):
+            parse_timestamp(bad)
