@@ -190,10 +190,9 @@ class EventApplier:
         self.applying += 1
         try:
             while live.queue:
-                events = list(live.queue)
-                live.queue.clear()
+                events, live.queue = live.queue, []
                 try:
-                    await self.apply(live, events)
+                    await self.apply(live, events, urgent=False)  # no reply waits on broker events
                 except Exception:  # a bug or a row that is not there: loud, never the engine's end
                     log.exception(
                         "broker events could not be applied",
@@ -213,12 +212,30 @@ class EventApplier:
         *,
         publish: bool = True,
         durable: bool = True,
+        urgent: bool = True,
     ) -> None:
         """Apply `events` in order; persist every change (with its outbox row when `publish`)
         and `response`, if given, in one submission; then publish. Serialised per execution.
         Never fails because the database is unavailable: the changes then wait, in order, for
         the flusher (see the module docstring). `durable=False`: return before the write,
-        which a task does next (see "Deferred writes")."""
+        which a task does next (see "Deferred writes"). `urgent=False`: no reply waits on the
+        write, which may then share the next commit (`sql.writer` "Lingering"); broker events
+        from the stream, deferred writes and the flusher's are never urgent."""
+        try:
+            await self._apply(live, events, response, publish=publish, durable=durable, urgent=urgent)
+        finally:
+            live.settle()  # an idle execution keeps no lock (100,000 resting orders)
+
+    async def _apply(
+        self,
+        live: LiveExecution,
+        events: Sequence[AnyBrokerEvent],
+        response: OrderRoutingResponse | None,
+        *,
+        publish: bool,
+        durable: bool,
+        urgent: bool,
+    ) -> None:
         async with live.lock:
             order = live.order
             if order.status is BrokerOrderStatus.REJECTED and any(
@@ -262,15 +279,14 @@ class EventApplier:
                     )
             answer = (order.order_id, response) if response is not None else None
             if durable:
-                await self._persist(live, rows, answer)
+                await self._persist(live, rows, answer, urgent)
             else:
                 self._defer(live, rows, answer)
             if not changes:
                 return
             was_final = live.order.status.is_final
             live.order = order
-            live.changed.set()
-            live.changed = trio.Event()
+            live.announce_change()
             late_fill = was_final and any(t.fill is not None for t in changes)
             if late_fill:
                 try:
@@ -290,13 +306,14 @@ class EventApplier:
         live: LiveExecution,
         rows: list[Change],
         response: tuple[str, OrderRoutingResponse] | None,
+        urgent: bool,
     ) -> None:
         """Write these changes (and `response`) in one submission, then publish; on an outage,
         or behind changes of this execution still unsaved, keep them for the flusher, in
         order. Called under `live.lock`."""
         self._keep(live, rows, response)
         if live.order.id not in self._waiting:  # else behind an outage's backlog, for the flusher
-            await self._write_unsaved(live)
+            await self._write_unsaved(live, urgent)
 
     def _keep(
         self, live: LiveExecution, rows: list[Change], response: tuple[str, OrderRoutingResponse] | None
@@ -308,11 +325,11 @@ class EventApplier:
             live.unsaved_response = response
             self.unsaved += 1
 
-    async def _write_unsaved(self, live: LiveExecution) -> None:
+    async def _write_unsaved(self, live: LiveExecution, urgent: bool) -> None:
         """Write every unsaved change of `live` (and its answer) in one submission, then
         publish; if the database cannot take them, leave them to the flusher. Under `live.lock`."""
         try:
-            await self._save_unsaved(live)
+            await self._save_unsaved(live, urgent)
         except (DatabaseUnavailable, WriteTimeout) as exc:
             if not self._waiting:
                 log.warning(
@@ -322,13 +339,14 @@ class EventApplier:
             self._waiting.setdefault(live.order.id, live)
             self._start_flusher()
 
-    async def _save_unsaved(self, live: LiveExecution) -> None:
+    async def _save_unsaved(self, live: LiveExecution, urgent: bool) -> None:
         """Write `live`'s unsaved changes and answer in one submission, forget them, publish
-        their updates. Raises what the store raises (they stay unsaved). Under `live.lock`."""
+        their updates. Raises what the store raises (they stay unsaved). Under `live.lock`.
+        `urgent`: a reply waits on this write (`sql.writer` "Lingering")."""
         rows, response = live.unsaved, live.unsaved_response
         if not rows and response is None:
             return
-        await self._store.save_changes(rows, response)
+        await self._store.save_changes(rows, response, urgent=urgent)
         live.unsaved, live.unsaved_response = [], None
         self.unsaved -= len(rows) + (response is not None)
         self._hand_to_publisher(rows)
@@ -346,7 +364,8 @@ class EventApplier:
         async with live.lock:
             self._deferred.discard(live.order.id)
             if live.order.id not in self._waiting:
-                await self._write_unsaved(live)
+                await self._write_unsaved(live, urgent=False)
+        live.settle()
 
     @property
     def pending_writes(self) -> int:
@@ -383,9 +402,10 @@ class EventApplier:
         for execution_id, live in list(self._waiting.items()):
             async with live.lock:
                 try:
-                    await self._save_unsaved(live)
+                    await self._save_unsaved(live, urgent=False)
                 except (DatabaseUnavailable, WriteTimeout):
                     return False
+            live.settle()
             del self._waiting[execution_id]
         return True
 

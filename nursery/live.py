@@ -23,17 +23,21 @@ from sql.records import OutboxEvent
 
 
 class LiveExecution:
+    """One execution driven here. Kept small: a daemon holds one per open order (100,000
+    resting orders), so what only a busy execution needs — its lock, the event a waiter waits
+    on — is made on first use and let go when idle (`lock`, `changed`, `settle`)."""
+
     __slots__ = (
+        "_changed",
+        "_lock",
         "accepted_at",
         "arrival_known",
         "arrival_price",
         "cancel_requested",
-        "changed",
         "decision",
         "draining",
         "estimate_ms",
         "finished_at",
-        "lock",
         "order",
         "queue",
         "unsaved",
@@ -42,8 +46,9 @@ class LiveExecution:
 
     def __init__(self, order: BrokerOrder) -> None:
         self.order = order
-        self.lock = trio.Lock()
-        self.queue: deque[AnyBrokerEvent] = deque()
+        self._lock: trio.Lock | None = None
+        #: Broker events waiting for the drain task, in arrival order.
+        self.queue: list[AnyBrokerEvent] = []
         self.draining = False
         self.cancel_requested = False
         self.finished_at: float | None = None
@@ -54,10 +59,10 @@ class LiveExecution:
         #: The arrival price stored with the order, when routed here (else read back).
         self.arrival_price: Decimal | None = None
         self.arrival_known = False
-        #: The routing decision (JSON text) when routed here, so reads need not fetch it.
+        #: The routing decision (JSON text) when routed here, so reads need not fetch it (and
+        #: GetExecution answers in full from memory during a database outage).
         self.decision: str | None = None
-        #: Set (and replaced) whenever the order changes: waiters see the next change.
-        self.changed = trio.Event()
+        self._changed: trio.Event | None = None
         #: Changes applied in memory but not yet written (the database is unavailable), in
         #: order, with the routing response to store with them (`nursery.applier`).
         self.unsaved: list[tuple[BrokerOrder, OrderFill | None, OutboxEvent | None]] = []
@@ -66,6 +71,32 @@ class LiveExecution:
     def __repr__(self) -> str:
         unsaved = f" unsaved={len(self.unsaved)}" if self.unsaved else ""
         return f"<LiveExecution {self.order!r} queued={len(self.queue)}{unsaved}>"
+
+    @property
+    def lock(self) -> trio.Lock:
+        """Serialises the changes of this execution (made on first use)."""
+        if self._lock is None:
+            self._lock = trio.Lock()
+        return self._lock
+
+    @property
+    def changed(self) -> trio.Event:
+        """Set at the next change of the order (`announce_change`): wait on it to see it."""
+        if self._changed is None:
+            self._changed = trio.Event()
+        return self._changed
+
+    def announce_change(self) -> None:
+        """Wake whoever waits for a change; later waiters wait for the one after."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def settle(self) -> None:
+        """Let go of the lock if nobody holds or waits for it (it is made again when needed)."""
+        lock = self._lock
+        if lock is not None and not lock.locked() and lock.statistics().tasks_waiting == 0:
+            self._lock = None
 
 
 class LiveBook:
