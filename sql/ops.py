@@ -175,7 +175,7 @@ FROM """
         "updated_at timestamptz"
     )
     + b"""
-WHERE o.id = x.id
+WHERE o.id = x.id AND o.id = ANY(%b::text[])
 RETURNING o.id
 """
 )
@@ -199,7 +199,7 @@ WITH answered AS (
     FROM """
     + rows_from("order_id text, response jsonb, responded_at timestamptz")
     + b"""
-    WHERE r.order_id = x.order_id AND r.response IS NULL
+    WHERE r.order_id = x.order_id AND r.order_id = ANY(%b::text[]) AND r.response IS NULL
     RETURNING r.order_id
 ), closed AS (
     DELETE FROM open_claims c USING answered a WHERE c.order_id = a.order_id
@@ -224,7 +224,8 @@ UPDATE execution_events AS e SET published_at = x.at
 FROM """
     + rows_from("execution_id text, sequence int, at timestamptz")
     + b"""
-WHERE e.execution_id = x.execution_id AND e.sequence = x.sequence AND e.published_at IS NULL
+WHERE e.execution_id = x.execution_id AND e.sequence = x.sequence AND e.execution_id = ANY(%b::text[])
+  AND e.published_at IS NULL
 """
 )
 
@@ -289,17 +290,31 @@ def raw_json(value: Any) -> msgspec.Raw:
 
 
 async def returned(
-    cur: psycopg.AsyncCursor[Any], statement: bytes, rows: Sequence[tuple[Any, ...]]
+    cur: psycopg.AsyncCursor[Any], statement: bytes, rows: Sequence[tuple[Any, ...]], *, keyed: bool = False
 ) -> set[Any]:
-    """Run a `rows_from` statement; the first column of the rows it returned."""
-    await cur.execute(statement, (json_rows(rows),))
+    """Run a `rows_from` statement; the first column of the rows it returned. `keyed`: the
+    statement joins its rows to a table by their first column, and takes those keys again as
+    an array (see `_params`)."""
+    await cur.execute(statement, _params(rows, keyed))
     return {row[0] for row in await cur.fetchall()}
 
 
-async def write(cur: psycopg.AsyncCursor[Any], statement: bytes, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Run a `rows_from` statement, unless there are no rows."""
+async def write(
+    cur: psycopg.AsyncCursor[Any], statement: bytes, rows: Sequence[tuple[Any, ...]], *, keyed: bool = False
+) -> None:
+    """Run a `rows_from` statement, unless there are no rows (`keyed`: as for `returned`)."""
     if rows:
-        await cur.execute(statement, (json_rows(rows),))
+        await cur.execute(statement, _params(rows, keyed))
+
+
+def _params(rows: Sequence[tuple[Any, ...]], keyed: bool) -> tuple[Any, ...]:
+    """The JSON rows, and with `keyed` their first column as an array. The planner expects 100
+    rows from `jsonb_array_elements` (10 from an array parameter): joined to a table of a few
+    thousand rows, it hashes the whole table instead of looking the rows up. `key = ANY(keys)`
+    gives it the index lookup."""
+    if keyed:
+        return json_rows(rows), [row[0] for row in rows]
+    return (json_rows(rows),)
 
 
 def last_per_key(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -558,7 +573,7 @@ class SaveTransition(WriteOp[None]):
         cur = conn.cursor()
         # Two transitions of one execution in a batch: the later one is the state to keep.
         updates = last_per_key(_update_values(op.order) for op in ops)
-        found = await returned(cur, _UPDATE_EXECUTIONS, updates)
+        found = await returned(cur, _UPDATE_EXECUTIONS, updates, keyed=True)
         for op in ops:
             if op.order.id not in found:
                 raise LookupError(f"execution {op.order.id} does not exist")
@@ -584,7 +599,7 @@ async def _set_responses(
     if not responses:
         return set()
     rows = {order_id: (order_id, raw_json(r), r.timestamp) for order_id, r in reversed(responses)}
-    return await returned(cur, _SET_RESPONSES, list(rows.values()))
+    return await returned(cur, _SET_RESPONSES, list(rows.values()), keyed=True)
 
 
 def _fill_values(execution_id: str, f: OrderFill) -> tuple[Any, ...]:
@@ -619,5 +634,5 @@ class MarkPublished(WriteOp[None]):
     @classmethod
     async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
         rows = sorted((execution_id, sequence, op.at) for op in ops for execution_id, sequence in op.keys)
-        await write(conn.cursor(), _MARK_PUBLISHED, rows)
+        await write(conn.cursor(), _MARK_PUBLISHED, rows, keyed=True)
         return [None] * len(ops)
