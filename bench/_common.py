@@ -152,6 +152,51 @@ tieredRates = [{{ volumeThreshold = "1000000", rate = "0.0005" }}]
 """
 
 
+# --- CPU accounting and profiling of a process (Linux /proc, py-spy) ---------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` so far (NaN once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def start_profiler(pid: int, out: Path, rate: int = 250) -> subprocess.Popen[bytes] | None:
+    """py-spy recording `pid` (all threads, without pausing it) into `out`: `.svg` flame graph,
+    `.json` speedscope, anything else collapsed stacks. None (said on stderr) without py-spy."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        print(f"--profile: {spy} not found (pip install py-spy); running without it", file=sys.stderr)
+        return None
+    fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(out.suffix, "raw")
+    command = [str(spy), "record", "--pid", str(pid), "--output", str(out), "--format", fmt]
+    command += ["--rate", str(rate), "--nonblocking", "--threads"]
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+
+
+def stop_profiler(proc: subprocess.Popen[bytes] | None, out: Path, what: str) -> None:
+    """Stop `start_profiler`'s recording and say where it is (`what`: during which part)."""
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    if out.exists():
+        print(f"py-spy profile of the daemon during {what}: {out}", flush=True)
+    else:
+        print(f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
+
+
 class BenchStack:
     """nats-server + PostgreSQL (+ the daemon, + the echo responder) for one benchmark run.
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, BenchStack, percentile, print_table
+from _common import REPO, BenchStack, cpu_seconds, percentile, print_table, start_profiler, stop_profiler
 
 BROKER_ID = "fix-bench"
 ROUTE_SUBJECT = "trading.broker.v1.RouteOrder"
@@ -415,14 +415,6 @@ class Block:
     wal: int = 0  # WAL bytes in the block
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
 class Meter:
     """CPU of each process, PostgreSQL's write transactions and WAL, over one block."""
 
@@ -433,7 +425,7 @@ class Meter:
         self._counters: dict[str, Any] = {}
 
     def _sample(self) -> dict[str, float]:
-        sample = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        sample = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         sample["client"] = time.process_time()
         return sample
 
@@ -759,40 +751,12 @@ async def measure(
                 if not stack.daemon_alive():
                     raise RuntimeError("the daemon exited during the run")
     finally:
-        if profiler is not None:
-            stop_profiler(profiler, settings.profile)
+        if profiler is not None and settings.profile is not None:
+            stop_profiler(profiler, settings.profile, "the measured blocks")
         await bare.close()
         await adapter.close()
         await nc.close()
     return blocks
-
-
-def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
-    spy = Path(sys.executable).parent / "py-spy"
-    if not spy.exists():
-        print(f"--profile: {spy} not found (pip install py-spy); running without it", file=sys.stderr)
-        return None
-    fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(out.suffix, "raw")
-    command = [str(spy), "record", "--pid", str(pid), "--output", str(out), "--format", fmt]
-    command += ["--rate", "250", "--nonblocking", "--threads"]
-    return subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-
-
-def stop_profiler(proc: subprocess.Popen[bytes] | None, out: Path | None) -> None:
-    if proc is None or out is None:
-        return
-    proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    if out.exists():
-        print(f"py-spy profile of the daemon during the measured blocks: {out}", flush=True)
-    else:
-        print(f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
 
 
 # --- the report -----------------------------------------------------------------------------------

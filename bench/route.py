@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -50,7 +49,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import msgspec
 import nats
-from _common import BenchStack, format_table, percentile, print_table
+from _common import (
+    BenchStack,
+    cpu_seconds,
+    format_table,
+    percentile,
+    print_table,
+    start_profiler,
+    stop_profiler,
+)
 from _pg import KINDS, CpuSample, PgProbe, WalBreakdown
 
 ROUTE_SUBJECT = "trading.broker.v1.RouteOrder"
@@ -208,14 +215,6 @@ async def concurrent(
 # --- CPU accounting (Linux /proc) -------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
 class CpuMeter:
     """CPU seconds used by each part of the stack between `start()` and `stop()`. `postgres`: the
     benchmark's own server (the embedded server's whole process tree), or with DATABASE_URL the
@@ -230,7 +229,7 @@ class CpuMeter:
         self._pg_before: CpuSample | None = None
 
     def _sample(self) -> dict[str, float]:
-        sample = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        sample = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         sample["client"] = time.process_time()
         return sample
 
@@ -281,34 +280,6 @@ async def wait_settled(probe: PgProbe, timeout: float = 120.0) -> float:
             return time.perf_counter() - started
         await asyncio.sleep(0.05)
     return float("nan")
-
-
-def start_profiler(pid: int, out: Path, rate: int) -> subprocess.Popen[bytes] | None:
-    spy = Path(sys.executable).parent / "py-spy"
-    if not spy.exists():
-        print(f"--profile: {spy} not found (pip install py-spy); running without it", file=sys.stderr)
-        return None
-    fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(out.suffix, "raw")
-    command = [str(spy), "record", "--pid", str(pid), "--output", str(out), "--format", fmt]
-    command += ["--rate", str(rate), "--nonblocking", "--threads"]
-    return subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-
-
-def stop_profiler(proc: subprocess.Popen[bytes] | None, out: Path, phase: str) -> None:
-    if proc is None:
-        return
-    proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    if out.exists():
-        print(f"py-spy profile of the daemon during the {phase} RouteOrder phase: {out}", flush=True)
-    else:
-        print(f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -364,7 +335,7 @@ async def measure(
         try:
             yield
         finally:
-            stop_profiler(profiler, settings.profile, phase)
+            stop_profiler(profiler, settings.profile, f"the {phase} RouteOrder phase")
 
     async def run_phase(target: Target, kind: str, tag: str, count: int) -> Phase:
         payloads = order_payloads(run, target.key + tag, count)
