@@ -65,7 +65,6 @@ ADAPTER_READY = "adapter-ready"
 SCRIPT = str(Path(__file__).resolve())
 REQUEST_TIMEOUT = 10.0  # one RouteOrder / one logon
 BLOCK_TIMEOUT_PER_ORDER = 0.05  # a block fails after max(60 s, this x orders)
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 ACCEPTOR_READY = "acceptor-ready "
 
 

@@ -66,7 +66,6 @@ TRIO_ECHO_SUBJECT = "bench.trio-echo.RouteOrder"
 SYMBOLS = ("AAPL", "MSFT", "SPY")
 REQUEST_TIMEOUT = 10.0
 REST_WINDOW = 1.5  # s at least without orders after the last phase, to see the daemon's background work
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 # --- requests and checks --------------------------------------------------------------------
