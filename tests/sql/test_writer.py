@@ -12,7 +12,7 @@ import trio.testing
 from psycopg import errors
 
 from sql.trio_pg import TrioConnection
-from sql.writer import DatabaseUnavailable, GroupWriter, WriteOp, WriterClosed
+from sql.writer import DatabaseUnavailable, GroupWriter, WriteOp, WriterClosed, WriteTimeout
 
 Conn = TrioConnection
 
@@ -341,5 +341,25 @@ async def test_a_lingering_write_alone_commits_after_the_linger(
         assert await writer.submit([Insert(table, 3)], urgent=False) == [6]
         assert 0.2 <= trio.current_time() - started < 5.0
         assert await values_in(migrated_database_url, table) == {3}
+        await writer.aclose()
+        service.cancel_scope.cancel()
+
+
+async def test_a_batch_past_the_timeout_leaves_a_connection_that_is_replaced(
+    migrated_database_url: str, table: str
+) -> None:
+    """A batch still running at `timeout` is interrupted mid-protocol: its callers learn the
+    outcome is unknown, and the lane's connection (in an unknown state) is closed and replaced
+    before the next batch, which commits normally."""
+    writer = GroupWriter(migrated_database_url, timeout=0.5, statement_timeout=10)
+    async with trio.open_nursery() as service:
+        await service.start(writer.run)
+        (pid,) = await writer.submit([Sleep(0)])
+        with pytest.raises(WriteTimeout, match="outcome unknown"):
+            await writer.submit([Sleep(3)])
+        assert await writer.submit([Insert(table, 5)]) == [10]
+        (again,) = await writer.submit([Sleep(0)])
+        assert again != pid  # a fresh connection (backend)
+        assert await values_in(migrated_database_url, table) == {5}
         await writer.aclose()
         service.cancel_scope.cancel()
