@@ -77,6 +77,10 @@ __all__ = ["ExecutionEngine", "MarketView", "Reporter"]
 
 log = logging.getLogger(__name__)
 
+#: GetExecution of an order live here waits at most this long for its routing decision (kept in
+#: the store, not in memory): a database that does not answer does not hold up the rest.
+DECISION_READ_BUDGET_S = 0.5
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -329,13 +333,14 @@ class ExecutionEngine:
         else:  # after a failover: every attempt, for "why did this go to broker X?"
             tried = tuple(await self._store.load_attempts(order.order_id))
         stored = live.decision if live is not None and live.decision is not None else None
-        if stored is None:
-            try:
-                stored = await self._store.load_decision(order.order_id)
-            except DatabaseUnavailable:
-                if live is None:
-                    raise
-                # answered from memory during an outage: everything but the (stored) decision
+        if stored is None and live is None:
+            stored = await self._store.load_decision(order.order_id)
+        elif stored is None:  # live here: answered from memory, the decision within a bound
+            with trio.move_on_after(DECISION_READ_BUDGET_S):
+                try:
+                    stored = await self._store.load_decision(order.order_id, abandonable=True)
+                except DatabaseUnavailable:
+                    pass  # during an outage: everything but the (stored) decision
         decision = None
         if stored is not None:
             try:

@@ -219,7 +219,13 @@ class OrderRouter:
         live.arrival_price, live.arrival_known = arrival, True
         live.decision = decision
         self._live.add(live)
-        return await self._failover.place(live, selection, routing_id, asset_class, request)
+        try:
+            return await self._failover.place(live, selection, routing_id, asset_class, request)
+        finally:  # routed: the decision is in the store; not kept for every resting order
+            live.decision = None
+            final = self._live.by_order(request.order_id)
+            if final is not None:
+                final.decision = None
 
     async def _answer_repeat(
         self, order_id: str, fingerprint: str, claim: ClaimResult, *, may_take: bool

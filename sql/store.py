@@ -336,9 +336,10 @@ class Store:
     async def load_peer_rows(self, since: datetime) -> list[PeerRow]:
         return await self._read(lambda conn: reports.load_peer_rows(conn, since))
 
-    async def load_decision(self, order_id: str) -> str | None:
+    async def load_decision(self, order_id: str, *, abandonable: bool = False) -> str | None:
         """The order's routing decision (JSON text), or None (unknown order, or routed before
-        decisions were recorded)."""
+        decisions were recorded). `abandonable`: a caller that gives up waiting (cancelled)
+        leaves the read to finish in its thread (see `_read`)."""
 
         def read(conn: Conn) -> str | None:
             row = conn.execute(
@@ -346,7 +347,7 @@ class Store:
             ).fetchone()
             return None if row is None else row[0]
 
-        return await self._read(read)
+        return await self._read(read, abandonable=abandonable)
 
     async def load_execution(self, execution_id: str) -> BrokerOrder | None:
         orders = await self._read(lambda conn: _load_orders(conn, _WHERE_ID, (execution_id,)))
@@ -413,11 +414,13 @@ class Store:
 
         await self._read(refresh)
 
-    async def _read(self, fn: Callable[[Conn], T]) -> T:
+    async def _read(self, fn: Callable[[Conn], T], *, abandonable: bool = False) -> T:
         """Run `fn` on a pooled connection in a worker thread. Reads are idempotent: one whose
         connection turned out dead (a server restart) runs once more on another, once the
         pool has tested its idle connections. During an
-        outage it fails fast with `DatabaseUnavailable` instead of waiting for the pool."""
+        outage it fails fast with `DatabaseUnavailable` instead of waiting for the pool.
+        `abandonable`: if the caller is cancelled, it returns at once and the read finishes in
+        its thread (the connection goes back to the pool then)."""
         writer = self._writer
         if not writer.available:
             raise DatabaseUnavailable("the database is unavailable (reconnecting)")
@@ -436,7 +439,7 @@ class Store:
             raise AssertionError("unreachable")  # pragma: no cover
 
         try:
-            return await trio.to_thread.run_sync(run, limiter=self._limiter)
+            return await trio.to_thread.run_sync(run, limiter=self._limiter, abandon_on_cancel=abandonable)
         except PoolTimeout as exc:
             writer.report_lost(repr(exc))
             raise DatabaseUnavailable(repr(exc)) from exc
