@@ -45,6 +45,7 @@ __all__ = [
     "RateLimits",
     "ServerError",
     "SubmitRequest",
+    "shape_problem",
 ]
 
 
@@ -102,6 +103,18 @@ class SubmitRequest(msgspec.Struct, frozen=True):
     time_in_force: TimeInForce
     price: Decimal | None = None
     stop_price: Decimal | None = None
+
+
+def shape_problem(request: SubmitRequest) -> str | None:
+    """What no broker takes, whichever it is: a quantity that is not positive, or a price or stop
+    price that the order type needs and lacks (or is not positive). None otherwise."""
+    if request.quantity <= 0:
+        return "quantity must be positive"
+    if request.order_type.needs_price and (request.price is None or request.price <= 0):
+        return f"{request.order_type} orders need a positive price"
+    if request.order_type.needs_stop_price and (request.stop_price is None or request.stop_price <= 0):
+        return f"{request.order_type} orders need a positive stop price"
+    return None
 
 
 class BrokerAck(msgspec.Struct, frozen=True):

@@ -33,7 +33,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from adapters.alpaca.wire import AlpacaOrder, FillActivity, TradeUpdate
-from adapters.base import BrokerOrderSnapshot, SubmitRequest
+from adapters.base import BrokerOrderSnapshot, SubmitRequest, shape_problem
 from api.enums import AssetClass, BrokerOrderStatus, OrderType, Side, TimeInForce
 from api.events import (
     AnyBrokerEvent,
@@ -165,12 +165,9 @@ def order_problem(request: SubmitRequest) -> str | None:
     """Why Alpaca cannot take this order (so we refuse it locally), or None."""
     if request.asset_class not in ASSET_CLASSES:
         return f"Alpaca does not trade {request.asset_class}"
-    if request.quantity <= 0:
-        return "quantity must be positive"
-    if request.order_type.needs_price and (request.price is None or request.price <= 0):
-        return f"{request.order_type} orders need a positive price"
-    if request.order_type.needs_stop_price and (request.stop_price is None or request.stop_price <= 0):
-        return f"{request.order_type} orders need a positive stop price"
+    problem = shape_problem(request)
+    if problem is not None:
+        return problem
     if request.asset_class is AssetClass.CRYPTO:
         if request.order_type not in CRYPTO_ORDER_TYPES:
             return f"Alpaca does not take {request.order_type} orders for crypto"

@@ -32,7 +32,7 @@ from types import MappingProxyType
 
 import msgspec
 
-from adapters.base import BrokerOrderSnapshot, SubmitRequest
+from adapters.base import BrokerOrderSnapshot, SubmitRequest, shape_problem
 from adapters.ib.codes import CANCEL_ANSWERS, is_rejection
 from adapters.ib.wire import IbOrderState
 from api.enums import AssetClass, BrokerOrderStatus, OrderType, Side, TimeInForce
@@ -139,12 +139,9 @@ def order_problem(
         return f"IB adapter does not trade {request.asset_class}"
     if request.time_in_force not in times_in_force:
         return f"IB adapter does not send {request.time_in_force} orders"
-    if request.quantity <= 0:
-        return "quantity must be positive"
-    if request.order_type.needs_price and (request.price is None or request.price <= 0):
-        return f"{request.order_type} orders need a positive price"
-    if request.order_type.needs_stop_price and (request.stop_price is None or request.stop_price <= 0):
-        return f"{request.order_type} orders need a positive stop price"
+    problem = shape_problem(request)
+    if problem is not None:
+        return problem
     if request.asset_class is AssetClass.CRYPTO:
         if request.order_type not in CRYPTO_ORDER_TYPES:
             return f"IB does not take {request.order_type} orders for crypto"
