@@ -25,9 +25,12 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    import trio
 
 REPO = Path(__file__).resolve().parents[1]
 # The repository first and this folder last: `bench/routing.py` and `bench/tca.py` would otherwise
@@ -150,6 +153,47 @@ baseRate = "0.0008"
 minCommission = "1"
 tieredRates = [{{ volumeThreshold = "1000000", rate = "0.0005" }}]
 """
+
+
+# --- a benchmark's process: signals, exit status, children that die with their parent ---------
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so `with BenchStack` stops everything it
+    started (set explicitly: a shell may start us with SIGINT ignored)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def exit_with(main: Callable[[], int]) -> NoReturn:
+    """`sys.exit(main())`; 130 after Ctrl-C or SIGTERM, once everything started was stopped."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted (everything started was stopped)", file=sys.stderr)
+        sys.exit(130)
+
+
+async def serve_until_told(nursery: trio.Nursery) -> None:
+    """In a child process: return, cancelling `nursery`, at SIGTERM or SIGINT, or once the parent
+    is gone (our stdin, its pipe, closes)."""
+    import trio
+
+    async def parent_gone() -> None:
+        stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+        while await stdin.receive_some():
+            pass
+        nursery.cancel_scope.cancel()
+
+    nursery.start_soon(parent_gone)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            break
+    nursery.cancel_scope.cancel()
 
 
 # --- CPU accounting and profiling of a process (Linux /proc, py-spy) ---------------------------
@@ -423,18 +467,7 @@ def _bridge_echo_main(url: str, subject: str) -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve)
                 print(ECHO_READY, flush=True)
-
-                async def parent_gone() -> None:
-                    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-                    while await stdin.receive_some():
-                        pass
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(parent_gone)
-                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for _ in signals:
-                        break
-                nursery.cancel_scope.cancel()
+                await serve_until_told(nursery)
 
     trio.run(main)
 

@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -52,7 +51,18 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, BenchStack, cpu_seconds, percentile, print_table, start_profiler, stop_profiler
+from _common import (
+    REPO,
+    BenchStack,
+    cpu_seconds,
+    exit_with,
+    interrupt_on_signals,
+    percentile,
+    print_table,
+    serve_until_told,
+    start_profiler,
+    stop_profiler,
+)
 
 BROKER_ID = "fix-bench"
 ROUTE_SUBJECT = "trading.broker.v1.RouteOrder"
@@ -106,18 +116,8 @@ def _acceptor_main(sessions: Sequence[str]) -> None:
                     for acceptor in acceptors:
                         acceptor.received.clear()
 
-            async def parent_gone() -> None:
-                stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-                while await stdin.receive_some():
-                    pass
-                nursery.cancel_scope.cancel()
-
             nursery.start_soon(forget)
-            nursery.start_soon(parent_gone)
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    break
-            nursery.cancel_scope.cancel()
+            await serve_until_told(nursery)
 
     trio.run(main)
 
@@ -887,11 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile.resolve() if args.profile else None,
     )
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    interrupt_on_signals()
     started = time.monotonic()
     from _pg import PgProbe
 
@@ -917,8 +913,7 @@ def main(argv: list[str] | None = None) -> int:
             if not stack.daemon_alive():
                 print(f"the daemon died; its log:\n{stack.daemon_log_tail()}", file=sys.stderr)
             raise
-        signal.signal(signal.SIGINT, interrupt)  # asyncio.run reset both
-        signal.signal(signal.SIGTERM, interrupt)
+        interrupt_on_signals()  # asyncio.run reset both
         status = report(blocks, settings)
         if not stack.daemon_alive():
             print(f"the daemon died during the run; its log:\n{stack.daemon_log_tail()}", file=sys.stderr)
@@ -934,8 +929,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "adapter":
         _adapter_main(sys.argv[2], int(sys.argv[3]))
         sys.exit(0)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted (everything started was stopped)", file=sys.stderr)
-        sys.exit(130)
+    exit_with(main)

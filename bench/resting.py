@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, BenchStack, _tail, daemon_config, format_table
+from _common import REPO, BenchStack, _tail, daemon_config, exit_with, format_table, interrupt_on_signals
 from _memory import CENSUS_DIR_ENV, MB, TRACE_ENV, Memory, census_tables, mb, rss_now, take_census
 
 ROUTE_SUBJECT = "trading.broker.v1.RouteOrder"
@@ -507,11 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         top=args.top,
     )
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    interrupt_on_signals()
     started = time.monotonic()
     with BenchStack(keep=args.keep) as stack:
         print(f"bench/resting.py: temp dir {stack.tmp}", flush=True)
@@ -541,8 +537,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted (everything started was stopped)", file=sys.stderr)
-        sys.exit(130)
+    exit_with(main)

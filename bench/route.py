@@ -52,7 +52,9 @@ import nats
 from _common import (
     BenchStack,
     cpu_seconds,
+    exit_with,
     format_table,
+    interrupt_on_signals,
     percentile,
     print_table,
     start_profiler,
@@ -739,12 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    # SIGTERM cleans up like Ctrl-C; both set explicitly (a shell may start us with SIGINT ignored)
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    interrupt_on_signals()
     started = time.monotonic()
     with BenchStack(keep=args.keep) as stack:
         print(f"bench/route.py: temp dir {stack.tmp}", flush=True)
@@ -779,8 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with contextlib.closing(probe):
                 results = asyncio.run(measure(stack, probe, settings, pids))
-            signal.signal(signal.SIGINT, interrupt)  # the event loop reset both on closing
-            signal.signal(signal.SIGTERM, interrupt)
+            interrupt_on_signals()  # the event loop reset both on closing
         except Interrupted as exc:
             if not stack.daemon_alive():
                 print(f"the daemon died; its log:\n{stack.daemon_log_tail()}", file=sys.stderr)
@@ -804,8 +800,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted (everything started was stopped)", file=sys.stderr)
-        sys.exit(130)
+    exit_with(main)
