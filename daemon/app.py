@@ -1,7 +1,7 @@
 """The daemon: one `trio.run`, one root nursery, every task inside it.
 
     trio.run
-    └─ aioloop.open_loop()                     nats-py is asyncio: bridged once (daemon.bus)
+    └─ trio_asyncio.open_loop()                nats-py is asyncio: bridged once (daemon.bus)
        └─ root nursery
           ├─ simulated market                  (embedded default)
           ├─ execution publisher               outbox -> JetStream, deduplicated
@@ -33,6 +33,7 @@ import hypercorn.config
 import hypercorn.trio
 import msgspec
 import trio
+import trio_asyncio
 
 from adapters.simulated import SimulatedBroker, SimulatedMarket
 from analysis.reporter import ExecutionReporter
@@ -40,7 +41,7 @@ from api.codec import to_builtins
 from api.enums import ConnectionStatus
 from api.events import AnyBrokerEvent
 from api.rest import create_app
-from daemon import aioloop, collector, credentials, servers
+from daemon import collector, credentials, servers
 from daemon.brokers import BrokerSetupError, build_handles
 from daemon.bus import NatsBus
 from daemon.config import Config
@@ -140,7 +141,7 @@ async def run_daemon(
     notifier = notifier or Notifier.from_environment()
     shutdown = shutdown or trio.Event()
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    async with aioloop.open_loop(), _infrastructure(config) as (nats_url, database_url):
+    async with trio_asyncio.open_loop(), _infrastructure(config) as (nats_url, database_url):
         applied = await trio.to_thread.run_sync(apply_migrations, database_url)
         if applied:
             log.info("migrations applied", extra={"versions": applied})
