@@ -442,8 +442,8 @@ def _bridge_echo_main(url: str, subject: str) -> None:
     import logging
 
     import trio
+    import trio_asyncio
 
-    from daemon.aioloop import open_loop
     from daemon.bus import Endpoint, NatsBus, Reply
 
     async def echo(data: bytes) -> Reply:
@@ -452,8 +452,7 @@ def _bridge_echo_main(url: str, subject: str) -> None:
     logging.basicConfig(level=logging.ERROR)  # "nats disconnected" at shutdown is expected
 
     async def main() -> None:
-        # The daemon's own bridge (daemon.aioloop: trio-asyncio, callbacks in bursts).
-        async with open_loop(), NatsBus.connect(url, name="bench-bridge-echo") as bus:
+        async with trio_asyncio.open_loop(), NatsBus.connect(url, name="bench-bridge-echo") as bus:
             serve = functools.partial(
                 bus.serve,
                 [Endpoint(name="Echo", subject=subject, handler=echo)],
