@@ -60,6 +60,15 @@ ERROR_LOG_EVERY_S = 10.0
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 
 
+def server_urls(url: str) -> list[str]:
+    """`url` as nats-py's server list: one URL, or several separated by commas (the nodes of a
+    cluster; nats-py tries them in turn and fails over between them)."""
+    urls = [part.strip() for part in url.split(",") if part.strip()]
+    if not urls:
+        raise ValueError("no NATS server URL given")
+    return urls
+
+
 class Reply(msgspec.Struct, frozen=True):
     """What an endpoint handler returns: a payload, plus an error code for error replies."""
 
@@ -149,7 +158,7 @@ class NatsBus:
 
         try:
             nc = await aio_as_trio(nats.connect)(
-                servers=[url],
+                servers=server_urls(url),
                 name=name,
                 connect_timeout=connect_timeout,
                 max_reconnect_attempts=-1,
@@ -306,15 +315,23 @@ class NatsBus:
     # --- publishing -----------------------------------------------------------------------
 
     async def ensure_stream(
-        self, name: str, subjects: Sequence[str], *, duplicate_window: float, max_age: float
+        self,
+        name: str,
+        subjects: Sequence[str],
+        *,
+        duplicate_window: float,
+        max_age: float,
+        replicas: int = 1,
     ) -> None:
-        """Create or update the JetStream stream that keeps execution updates."""
+        """Create or update the JetStream stream that keeps execution updates (`replicas`
+        copies: 3 in a 3-node cluster, so losing one node loses no update)."""
         config = nats.js.api.StreamConfig(
             name=name,
             subjects=list(subjects),
             duplicate_window=duplicate_window,
             max_age=max_age,
             storage=nats.js.api.StorageType.FILE,
+            num_replicas=replicas,
         )
         try:
             await aio_as_trio(self._js.add_stream)(config)
