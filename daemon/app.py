@@ -45,8 +45,9 @@ from daemon import collector, credentials, servers
 from daemon.brokers import BrokerSetupError, build_handles
 from daemon.bus import NatsBus
 from daemon.config import Config
-from daemon.endpoints import OVERLOADED, admin_endpoints, service_endpoints
+from daemon.endpoints import OVERLOADED, admin_endpoints, pretrade_endpoints, service_endpoints
 from daemon.logs import register_secret
+from daemon.pretrade import start_pretrade
 from daemon.publisher import Publisher
 from daemon.readiness import Readiness
 from daemon.schedule import (
@@ -67,6 +68,7 @@ from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from nursery.lease import Lease, new_seat
 from nursery.orphans import OrphanSweeper
+from nursery.pretrade.explain import OrderExplainer
 from routing.stats import RoutingStats
 from sql.migrate import apply_migrations
 from sql.records import OutboxEvent, StatusChange
@@ -270,9 +272,16 @@ async def _serve(
                 functools.partial(supervise_brokers, handles, events_send, recover=engine.recover)
             )
             await work.start(sweeper.run)  # orders a crash or a dead peer left unanswered
+            # Kill switches and safeguards before the first order (nursery.pretrade).
+            pretrade = await start_pretrade(config, book, engine, bus, database_url)
+            await work.start(pretrade.run, bus)
             serve_nats = functools.partial(
                 bus.serve,
-                [*service_endpoints(engine), *admin_endpoints(engine, store.refresh_views)],
+                [
+                    *service_endpoints(engine),
+                    *admin_endpoints(engine, store.refresh_views),
+                    *pretrade_endpoints(pretrade.admin, OrderExplainer(store, engine.get_execution)),
+                ],
                 service_name="broker-integration",
                 version=VERSION,
                 description="Broker Integration Service: order routing, executions, broker status",

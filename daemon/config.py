@@ -36,6 +36,7 @@ from adapters.simulated.config import (
 from api.contracts import CommissionStructure
 from api.enums import Urgency
 from market.subjects import PREFIX
+from nursery.pretrade.config import RiskConfig, SafeguardsConfig, config_problems
 
 
 class ConfigError(Exception):
@@ -99,6 +100,8 @@ class RestSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
     tokens: tuple[str, ...] = ()
+    #: Bearer token `GET /metrics` requires; unset: metrics are public (like `/health`).
+    metrics_token: str | None = None
 
 
 SIMULATED_PREFIX = "marketdata.simulated"
@@ -146,6 +149,10 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fix_brokers: tuple[FixConfig, ...] = ()
     #: Interactive Brokers API clients (adapters.ib.IbConfig: TWS / IB Gateway via ib_async).
     ib_brokers: tuple[IbConfig, ...] = ()
+    #: Execution safeguards and kill switches, before routing (nursery.pretrade.config).
+    safeguards: SafeguardsConfig = SafeguardsConfig()
+    #: The Risk Analysis Service, asked before routing when enabled (nursery.pretrade.config).
+    risk: RiskConfig = RiskConfig()
 
     def __post_init__(self) -> None:
         real = bool(self.alpaca_brokers or self.fix_brokers or self.ib_brokers)
@@ -279,6 +286,9 @@ def _check(config: Config) -> None:
             problem = commission_problem(broker.commission)
             if problem:
                 raise ConfigError(f"{section}[{i}] ({broker.broker_id}).commission: {problem}")
+    problems = config_problems(config.safeguards, config.risk)
+    if problems:
+        raise ConfigError("; ".join(problems))
     unknown = set(config.service.attempt_deadline_ms) - {u.value for u in Urgency}
     if unknown:
         raise ConfigError(f"service.attempt_deadline_ms: unknown urgency {sorted(unknown)}")

@@ -29,6 +29,13 @@ from api.errors import ServiceError
 from api.service import BrokerService
 from api.validation import decode_cancel, decode_get_execution, decode_order, decode_request
 from daemon.bus import Endpoint, Reply
+from nursery.pretrade.admin import (
+    LIST_KILL_SWITCHES,
+    SET_KILL_SWITCH,
+    KillSwitchAdmin,
+    decode_set_kill_switch,
+)
+from nursery.pretrade.explain import EXPLAIN_ORDER, OrderExplainer, decode_explain
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,26 @@ def admin_endpoints(
     return [
         _endpoint("RefreshReadModels", subjects.REFRESH_READ_MODELS, refresh),
         _endpoint("SetMaintenance", subjects.SET_MAINTENANCE, set_maintenance),
+    ]
+
+
+def pretrade_endpoints(admin: KillSwitchAdmin, explainer: OrderExplainer) -> list[Endpoint]:
+    """Kill switches (operators: engage/release, list) and ExplainOrder (`why`, also for
+    orders refused before routing)."""
+
+    async def set_kill_switch(data: bytes) -> Any:
+        return await admin.set(decode_set_kill_switch(data))
+
+    async def list_kill_switches(data: bytes) -> Any:
+        return admin.listed()
+
+    async def explain_order(data: bytes) -> Any:
+        return await explainer.explain(decode_explain(data))
+
+    return [
+        _endpoint("SetKillSwitch", SET_KILL_SWITCH, set_kill_switch),
+        _endpoint("ListKillSwitches", LIST_KILL_SWITCHES, list_kill_switches),
+        _endpoint("ExplainOrder", EXPLAIN_ORDER, explain_order),
     ]
 
 

@@ -16,10 +16,17 @@ the first answer.
   `REPEAT_TAKEOVER_AFTER_S`, and answered here; a repeat still unanswered after
   `duplicate_wait` gets 503 (ask again, or GetExecution).
 - With no eligible broker the order is claimed with its REJECTED answer and nothing is sent.
+- Pre-trade checks (`pre_trade`, when the daemon sets it: `nursery.pretrade`): before a broker
+  is chosen, the kill switches and the execution safeguards; an order they refuse is claimed
+  with its REJECTED answer (`rejectionReason` names the safeguard, the limit and the value) and
+  nothing is sent. What they decided rides in the stored decision (`nursery.pretrade.record`),
+  so `why` explains it; an admitted order that ends up not routed (a repeat, no eligible
+  broker) is given back to the account-wide counters.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -36,11 +43,14 @@ from nursery.brokers import BrokerHandle
 from nursery.failover import Failover, estimate_ms
 from nursery.identity import client_order_id, execution_id, request_hash
 from nursery.live import LiveBook, LiveExecution
+from nursery.pretrade.checks import Refusal
+from nursery.pretrade.gate import PreTradeGate
+from nursery.pretrade.record import PreTradeRecord, SafeguardOutcome, merge
 from routing.config import RoutingConfig
 from routing.decision import decision_of
 from routing.decision import encode as encode_decision
 from routing.impact import MarketStats
-from routing.select import select_broker
+from routing.select import Selection, select_broker
 from routing.stats import RoutingStats
 from sql.records import ClaimResult, OrderClaim
 from sql.store import Store
@@ -58,6 +68,13 @@ __all__ = [
 REPEAT_POLL_FIRST_S = 0.01
 REPEAT_POLL_MAX_S = 0.5
 REPEAT_TAKEOVER_AFTER_S = 0.5
+
+log = logging.getLogger(__name__)
+
+#: The pre-trade record of an order that passed the safeguards (the common case: no encoding).
+_PASSED = PreTradeRecord(safeguards=SafeguardOutcome(passed=True))
+#: The decision of an order refused before routing: no broker was considered.
+_NOT_ROUTED = Selection(ranked=(), ineligible=())
 
 
 class MarketView(Protocol):
@@ -101,6 +118,9 @@ class OrderRouter:
         self.take_orphan: Callable[[str], Awaitable[bool]] | None = None
         #: Order ids being routed by a task here; set when it is done.
         self._routing: dict[str, trio.Event] = {}
+        #: The kill switches and execution safeguards every new order passes before a broker
+        #: is chosen (`nursery.pretrade.gate`), when the daemon sets them.
+        self.pre_trade: PreTradeGate | None = None
 
     def __repr__(self) -> str:
         return f"<OrderRouter routing={len(self._routing)}>"
@@ -149,6 +169,95 @@ class OrderRouter:
         received = self._clock()
         arrival = self._market.mid(request.symbol)
         reference = request.price or request.stop_price or arrival
+        gate = self.pre_trade
+        if gate is None:
+            response, _ = await self._route_admitted(
+                request, asset_class, fingerprint, received, arrival, reference
+            )
+            return response
+        verdict = gate.check(request, asset_class, trio.current_time())
+        if isinstance(verdict, Refusal):
+            outcome = SafeguardOutcome(False, verdict.safeguard, verdict.reason, verdict.limit, verdict.value)
+            return await self._refuse(
+                request,
+                asset_class,
+                fingerprint,
+                received,
+                arrival,
+                reference,
+                verdict,
+                PreTradeRecord(outcome),
+            )
+        # An error on the way (the database, a broker) keeps the order counted: its outcome
+        # may be that it was routed, and a safeguard errs on the side of counting.
+        response, routed = await self._route_admitted(
+            request, asset_class, fingerprint, received, arrival, reference
+        )
+        if not routed:
+            gate.release(verdict)
+        return response
+
+    async def _refuse(
+        self,
+        request: OrderRoutingRequest,
+        asset_class: AssetClass,
+        fingerprint: str,
+        received: datetime,
+        arrival: Decimal | None,
+        reference: Decimal | None,
+        refusal: Refusal,
+        record: PreTradeRecord,
+        selection: Selection = _NOT_ROUTED,
+    ) -> OrderRoutingResponse:
+        """Claim the order with its REJECTED answer (nothing is sent) and count the refusal,
+        or answer it as a repeat of an order claimed before."""
+        response = OrderRoutingResponse(
+            routing_id=str(uuid.uuid4()),
+            order_id=request.order_id,
+            status=RoutingStatus.REJECTED,
+            timestamp=received,
+            rejection_reason=refusal.rejection_reason,
+        )
+        decision = merge(encode_decision(decision_of(selection, received, reference)).decode(), record)
+        claim = OrderClaim(
+            order_id=request.order_id,
+            routing_id=response.routing_id,
+            request_hash=fingerprint,
+            request=request,
+            received_at=received,
+            arrival_price=arrival,
+            asset_class=asset_class.value,
+            response=response,
+            decision=decision,
+            owner=self._owner,
+        )
+        result = await self._store.claim_order(claim)
+        if not result.claimed:
+            return await self._answer_repeat(request.order_id, fingerprint, result, may_take=True)
+        if self.pre_trade is not None:
+            self.pre_trade.count(refusal)
+        log.warning(
+            "order refused before routing",
+            extra={
+                "order_id": request.order_id,
+                "account_id": request.account_id,
+                "safeguard": refusal.safeguard,
+                "reason": refusal.reason,
+            },
+        )
+        return response
+
+    async def _route_admitted(
+        self,
+        request: OrderRoutingRequest,
+        asset_class: AssetClass,
+        fingerprint: str,
+        received: datetime,
+        arrival: Decimal | None,
+        reference: Decimal | None,
+    ) -> tuple[OrderRoutingResponse, bool]:
+        """Choose, claim and place an order the pre-trade checks let through; its answer, and
+        whether it was routed (claimed here with a chosen broker)."""
         self._stats.advance(trio.current_time())
         within = self._attempt_deadline(request.urgency)
         selection = select_broker(
@@ -161,6 +270,8 @@ class OrderRouter:
             config=self._routing_config,
         )
         decision = encode_decision(decision_of(selection, received, reference)).decode()
+        if self.pre_trade is not None:
+            decision = merge(decision, _PASSED)
         routing_id = str(uuid.uuid4())
         broker_id = selection.chosen
         order: BrokerOrder | None = None
@@ -210,9 +321,9 @@ class OrderRouter:
         )
         result = await self._store.claim_order(claim)  # write before send
         if not result.claimed:
-            return await self._answer_repeat(request.order_id, fingerprint, result, may_take=True)
+            return await self._answer_repeat(request.order_id, fingerprint, result, may_take=True), False
         if response is not None:  # no eligible broker: the rejection is the recorded answer
-            return response
+            return response, False
         assert order is not None
         live = LiveExecution(order)
         live.estimate_ms = estimate_ms(selection, order.broker_id)
@@ -220,7 +331,7 @@ class OrderRouter:
         live.decision = decision
         self._live.add(live)
         try:
-            return await self._failover.place(live, selection, routing_id, asset_class, request)
+            return await self._failover.place(live, selection, routing_id, asset_class, request), True
         finally:  # routed: the decision is in the store; not kept for every resting order
             live.decision = None
             final = self._live.by_order(request.order_id)
