@@ -287,7 +287,10 @@ class NatsBus:
                     log.exception(
                         "request handler failed", extra={"subject": request.subject, "error": repr(exc)}
                     )
-                await replies.send((request, reply))
+                try:
+                    replies.send_nowait((request, reply))  # room for every worker's reply: no wait
+                except trio.WouldBlock:
+                    await replies.send((request, reply))
 
     async def _reply(self, receive: trio.MemoryReceiveChannel[tuple[MicroRequest, Reply | None]]) -> None:
         """Send the replies that are ready, all of them in one bridge crossing: one crossing per

@@ -128,6 +128,9 @@ class EventApplier:
         self._waiting: dict[str, LiveExecution] = {}  # executions with unsaved changes, in order
         #: Executions with a deferred write pending (a task is about to write them).
         self._deferred: set[str] = set()
+        #: Executions with queued events or a deferred write, for the next round.
+        self._ready: dict[str, LiveExecution] = {}
+        self._in_rounds = False
         self._flushing = False
         self._overflow_since: datetime | None = None
 
@@ -147,9 +150,8 @@ class EventApplier:
             self._spawn(self._load_and_enqueue, event)
             return
         live.queue.append(event)
-        if not live.draining:
-            live.draining = True
-            self._spawn(self._drain, live)
+        if not live.draining:  # else the task applying it alone takes this one too
+            self._make_ready(live)
 
     def _drop(self, event: AnyBrokerEvent) -> None:
         self.dropped += 1
@@ -186,21 +188,127 @@ class EventApplier:
         finally:
             self.applying -= 1
 
-    async def _drain(self, live: LiveExecution) -> None:
-        self.applying += 1
+    # --- rounds: broker events and deferred writes, many executions per commit -------------
+
+    def _make_ready(self, live: LiveExecution) -> None:
+        """`live` has events queued or a deferred write: the next round takes it."""
+        self._ready[live.order.id] = live
+        if not self._in_rounds:
+            self._in_rounds = True
+            self.applying += 1
+            self._spawn(self._rounds)
+
+    async def _rounds(self) -> None:
+        """Run rounds while executions are ready; a round's write is the next one's wait, so
+        a burst of events shares one commit (see "Rounds")."""
         try:
-            while live.queue:
-                events, live.queue = live.queue, []
+            while self._ready:
+                ready, self._ready = self._ready, {}
                 try:
-                    await self.apply(live, events, urgent=False)  # no reply waits on broker events
-                except Exception:  # a bug or a row that is not there: loud, never the engine's end
+                    await self._round(list(ready.values()))
+                except Exception:  # a bug: loud, never the engine's end
+                    log.exception("broker events could not be applied", extra={"executions": len(ready)})
+        finally:
+            self._in_rounds = False
+            self.applying -= 1
+
+    async def _round(self, ready: list[LiveExecution]) -> None:
+        """Apply the queued events of every ready execution whose lock is free, write all of
+        their changes in one submission, then publish and finish them, releasing their locks.
+        An execution someone else holds (a reply being made, a cancel) is left to a task of
+        its own that waits for its lock."""
+        taken: list[LiveExecution] = []
+        for live in ready:
+            if live.draining:
+                continue  # its own task has it
+            if not live.lock.acquire_nowait():
+                live.draining = True
+                self.applying += 1
+                self._spawn(self._apply_alone, live)
+                continue
+            taken.append(live)
+        if not taken:
+            return
+        try:
+            applied: list[tuple[LiveExecution, BrokerOrder, list[Transition]]] = []
+            for live in taken:
+                self._deferred.discard(live.order.id)
+                events, live.queue = live.queue, []
+                if not events:
+                    continue
+                outcome = self._transitions(live, events, None, publish=True)
+                if outcome is not None:
+                    order, changes, rows = outcome
+                    self._keep(live, rows, None)
+                    if changes:
+                        applied.append((live, order, changes))
+            await self._write_many([live for live in taken if live.order.id not in self._waiting])
+            for live, order, changes in applied:
+                self._finish(live, order, changes)
+        finally:
+            for live in taken:
+                live.lock.release()
+                live.settle()
+
+    async def _write_many(self, lives: list[LiveExecution]) -> None:
+        """Every unsaved change (and answer) of `lives` in one submission, then publish; on an
+        outage, leave them all to the flusher. A submission refused for another reason (a bug,
+        a row that is not there) is retried one execution at a time, so one cannot hold back
+        the others."""
+        lives = [live for live in lives if live.unsaved or live.unsaved_response is not None]
+        if not lives:
+            return
+        rows = [row for live in lives for row in live.unsaved]
+        responses = [live.unsaved_response for live in lives if live.unsaved_response is not None]
+        try:
+            await self._store.save_many(rows, responses, urgent=False)
+        except (DatabaseUnavailable, WriteTimeout) as exc:
+            self._wait_for_database(lives, exc)
+            return
+        except Exception:
+            if len(lives) == 1:
+                raise
+            for live in lives:
+                try:
+                    await self._write_unsaved(live, urgent=False)
+                except Exception:
                     log.exception(
-                        "broker events could not be applied",
-                        extra={"execution_id": live.order.id, "events": len(events)},
+                        "execution changes could not be written", extra={"execution_id": live.order.id}
                     )
+            return
+        for live in lives:
+            self.unsaved -= len(live.unsaved) + (live.unsaved_response is not None)
+            live.unsaved, live.unsaved_response = [], None
+        self._hand_to_publisher(rows)
+
+    async def _apply_alone(self, live: LiveExecution) -> None:
+        """A ready execution whose lock someone else held: wait for it, then apply its queued
+        events (and write what it has deferred) on their own."""
+        try:
+            while True:
+                async with live.lock:
+                    self._deferred.discard(live.order.id)
+                    events, live.queue = live.queue, []
+                    try:
+                        if events:
+                            await self._apply_locked(
+                                live, events, None, publish=True, durable=True, urgent=False
+                            )
+                        elif live.order.id not in self._waiting:
+                            await self._write_unsaved(live, urgent=False)
+                    except Exception:  # a bug or a row that is not there: loud, never the engine's end
+                        log.exception(
+                            "broker events could not be applied",
+                            extra={"execution_id": live.order.id, "events": len(events)},
+                        )
+                if not live.queue:
+                    break
         finally:
             live.draining = False
             self.applying -= 1
+            if live.queue or live.order.id in self._deferred:  # came after its last turn
+                self._make_ready(live)
+            live.settle()
 
     # --- applying ------------------------------------------------------------------------------
 
@@ -237,69 +345,102 @@ class EventApplier:
         urgent: bool,
     ) -> None:
         async with live.lock:
-            order = live.order
-            if order.status is BrokerOrderStatus.REJECTED and any(
-                isinstance(e, (OrderAccepted, OrderFilled)) for e in events
-            ):
-                # A broker took an order we had written off (it arrived after we declared it
-                # absent): a zombie. It must not live: cancel it, loudly.
-                log.error(
-                    "a broker accepted an order declared absent; cancelling it",
-                    extra={
-                        "order_id": order.order_id,
-                        "broker_id": order.broker_id,
-                        "client_order_id": order.client_order_id,
-                    },
+            await self._apply_locked(live, events, response, publish=publish, durable=durable, urgent=urgent)
+
+    async def _apply_locked(
+        self,
+        live: LiveExecution,
+        events: Sequence[AnyBrokerEvent],
+        response: OrderRoutingResponse | None,
+        *,
+        publish: bool,
+        durable: bool,
+        urgent: bool,
+    ) -> None:
+        outcome = self._transitions(live, events, response, publish=publish)
+        if outcome is None:
+            return
+        order, changes, rows = outcome
+        answer = (order.order_id, response) if response is not None else None
+        if durable:
+            await self._persist(live, rows, answer, urgent)
+        else:
+            self._defer(live, rows, answer)
+        if changes:
+            self._finish(live, order, changes)
+
+    def _transitions(
+        self,
+        live: LiveExecution,
+        events: Sequence[AnyBrokerEvent],
+        response: OrderRoutingResponse | None,
+        *,
+        publish: bool,
+    ) -> tuple[BrokerOrder, list[Transition], list[Change]] | None:
+        """The state machine over `events`, from `live.order` (not changed yet): the final
+        state, the transitions that changed something and their rows (state, fill, outbox
+        event when `publish`); None when nothing changed and there is no `response`."""
+        order = live.order
+        if order.status is BrokerOrderStatus.REJECTED and any(
+            isinstance(e, (OrderAccepted, OrderFilled)) for e in events
+        ):
+            # A broker took an order we had written off (it arrived after we declared it
+            # absent): a zombie. It must not live: cancel it, loudly.
+            log.error(
+                "a broker accepted an order declared absent; cancelling it",
+                extra={
+                    "order_id": order.order_id,
+                    "broker_id": order.broker_id,
+                    "client_order_id": order.client_order_id,
+                },
+            )
+            self._spawn(self._hooks.zombies.cancel_zombie, live)
+        changes: list[Transition] = []
+        for event in events:
+            try:
+                transition = apply_event(order, event)
+            except IllegalTransition as exc:
+                log.error("broker event refused by the order state machine", extra={"error": str(exc)})
+                continue
+            if transition.changed:
+                order = transition.order
+                changes.append(transition)
+        if not changes and response is None:
+            return None
+        rows: list[Change] = []
+        previous_sequence = live.order.sequence
+        for transition in changes:
+            state = transition.order
+            outbox = None
+            if publish and state.sequence != previous_sequence:
+                outbox = outbox_event(state, transition.fill)
+            previous_sequence = state.sequence
+            rows.append((state, transition.fill, outbox))
+            if transition.fill is not None:
+                self._brokers[state.broker_id].running_volume += (
+                    transition.fill.quantity * transition.fill.price
                 )
-                self._spawn(self._hooks.zombies.cancel_zombie, live)
-            changes: list[Transition] = []
-            for event in events:
-                try:
-                    transition = apply_event(order, event)
-                except IllegalTransition as exc:
-                    log.error("broker event refused by the order state machine", extra={"error": str(exc)})
-                    continue
-                if transition.changed:
-                    order = transition.order
-                    changes.append(transition)
-            if not changes and response is None:
-                return
-            rows: list[Change] = []
-            previous_sequence = live.order.sequence
-            for transition in changes:
-                state = transition.order
-                outbox = None
-                if publish and state.sequence != previous_sequence:
-                    outbox = outbox_event(state, transition.fill)
-                previous_sequence = state.sequence
-                rows.append((state, transition.fill, outbox))
-                if transition.fill is not None:
-                    self._brokers[state.broker_id].running_volume += (
-                        transition.fill.quantity * transition.fill.price
-                    )
-            answer = (order.order_id, response) if response is not None else None
-            if durable:
-                await self._persist(live, rows, answer, urgent)
-            else:
-                self._defer(live, rows, answer)
-            if not changes:
-                return
-            was_final = live.order.status.is_final
-            live.order = order
-            live.announce_change()
-            late_fill = was_final and any(t.fill is not None for t in changes)
-            if late_fill:
-                try:
-                    self._hooks.after_execution.late_fill(live)
+        return order, changes, rows
+
+    def _finish(self, live: LiveExecution, order: BrokerOrder, changes: list[Transition]) -> None:
+        """`live` is now `order` (its changes written, or kept for the flusher): wake its
+        waiters, tell the observers."""
+        was_final = live.order.status.is_final
+        live.order = order
+        live.announce_change()
+        late_fill = was_final and any(t.fill is not None for t in changes)
+        if late_fill:
+            try:
+                self._hooks.after_execution.late_fill(live)
+            except Exception:
+                log.exception("late-fill hook failed", extra={"execution_id": order.id})
+        if order.status.is_final:
+            self._live.finished(live)
+            if not was_final:
+                try:  # statistics and reports: never allowed to stop the publication
+                    self._hooks.after_execution.execution_finished(live)
                 except Exception:
-                    log.exception("late-fill hook failed", extra={"execution_id": order.id})
-            if order.status.is_final:
-                self._live.finished(live)
-                if not was_final:
-                    try:  # statistics and reports: never allowed to stop the publication below
-                        self._hooks.after_execution.execution_finished(live)
-                    except Exception:
-                        log.exception("after-execution hook failed", extra={"execution_id": order.id})
+                    log.exception("after-execution hook failed", extra={"execution_id": order.id})
 
     async def _persist(
         self,
@@ -331,13 +472,18 @@ class EventApplier:
         try:
             await self._save_unsaved(live, urgent)
         except (DatabaseUnavailable, WriteTimeout) as exc:
-            if not self._waiting:
-                log.warning(
-                    "database unavailable: keeping execution changes in memory until it is back",
-                    extra={"execution_id": live.order.id, "error": repr(exc)},
-                )
+            self._wait_for_database([live], exc)
+
+    def _wait_for_database(self, lives: Sequence[LiveExecution], exc: Exception) -> None:
+        """Their changes could not be written: keep them, in order, for the flusher."""
+        if not self._waiting:
+            log.warning(
+                "database unavailable: keeping execution changes in memory until it is back",
+                extra={"execution_id": lives[0].order.id, "executions": len(lives), "error": repr(exc)},
+            )
+        for live in lives:
             self._waiting.setdefault(live.order.id, live)
-            self._start_flusher()
+        self._start_flusher()
 
     async def _save_unsaved(self, live: LiveExecution, urgent: bool) -> None:
         """Write `live`'s unsaved changes and answer in one submission, forget them, publish
@@ -358,14 +504,8 @@ class EventApplier:
         execution_id = live.order.id
         if execution_id not in self._waiting and execution_id not in self._deferred:
             self._deferred.add(execution_id)
-            self._spawn(self._write_deferred, live)
-
-    async def _write_deferred(self, live: LiveExecution) -> None:
-        async with live.lock:
-            self._deferred.discard(live.order.id)
-            if live.order.id not in self._waiting:
-                await self._write_unsaved(live, urgent=False)
-        live.settle()
+            if not live.draining:  # else its own task writes it
+                self._make_ready(live)
 
     @property
     def pending_writes(self) -> int:

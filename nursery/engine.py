@@ -62,6 +62,7 @@ from nursery.cancels import Cancels
 from nursery.failover import Failover
 from nursery.live import LiveBook, LiveExecution
 from nursery.post_trade import PostTrade, Reporter
+from nursery.quiet import drain_nowait
 from nursery.resolver import PendingResolver
 from nursery.resync import BrokerResync
 from nursery.router import MarketView, OrderRouter
@@ -223,6 +224,8 @@ class ExecutionEngine:
             async with events:
                 async for event in events:
                     self._applier.enqueue(event)
+                    for queued in drain_nowait(events):  # the rest of a burst: no checkpoint each
+                        self._applier.enqueue(queued)
 
     def stop_intake(self) -> None:
         """New routing and cancel requests are refused from now on (503, 'service is stopping')."""

@@ -19,6 +19,7 @@ import trio
 from api.contracts import OrderRoutingResponse
 from api.events import AnyBrokerEvent
 from api.orders import BrokerOrder, OrderFill
+from nursery.quiet import QuietLock
 from sql.records import OutboxEvent
 
 
@@ -46,7 +47,7 @@ class LiveExecution:
 
     def __init__(self, order: BrokerOrder) -> None:
         self.order = order
-        self._lock: trio.Lock | None = None
+        self._lock: QuietLock | None = None
         #: Broker events waiting for the drain task, in arrival order.
         self.queue: list[AnyBrokerEvent] = []
         self.draining = False
@@ -74,10 +75,11 @@ class LiveExecution:
         return f"<LiveExecution {self.order!r} queued={len(self.queue)}{unsaved}>"
 
     @property
-    def lock(self) -> trio.Lock:
-        """Serialises the changes of this execution (made on first use)."""
+    def lock(self) -> QuietLock:
+        """Serialises the changes of this execution (made on first use; free, it is taken
+        without a trip through the scheduler: `nursery.quietlock`)."""
         if self._lock is None:
-            self._lock = trio.Lock()
+            self._lock = QuietLock()
         return self._lock
 
     @property
@@ -96,7 +98,7 @@ class LiveExecution:
     def settle(self) -> None:
         """Let go of the lock if nobody holds or waits for it (it is made again when needed)."""
         lock = self._lock
-        if lock is not None and not lock.locked() and lock.statistics().tasks_waiting == 0:
+        if lock is not None and not lock.locked() and not lock.waiting:
             self._lock = None
 
 

@@ -126,11 +126,11 @@ class RateLimiter:
         the request cannot be granted by then, without sleeping. A request that can go now goes
         now. Callers are served in arrival order. Cancelled while waiting, it takes no capacity
         and frees its place; once it returns, the capacity is used (there is no give-back: the
-        request is presumed sent). Without limits or a penalty, it costs one checkpoint; an
-        immediate grant is a cancel point but not a schedule point (see the comment below).
+        request is presumed sent). An immediate grant, with or without limits, is a cancel point
+        but not a schedule point (see the comment below).
         """
         if not self._windows and self._penalty_until is None and not self._queue:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint_if_cancelled()
             return
         # A cancel point, but no schedule point before a grant: between the grant and the return
         # that lets the request go nothing may run, or the broker could see the request later

@@ -199,9 +199,19 @@ class Store:
         so a caller that got `DatabaseUnavailable` may submit the same changes again, followed
         by newer ones, once the database is back. `urgent=False`: no reply waits on it (it may
         share the next commit, `sql.writer` "Lingering")."""
+        await self.save_many(transitions, [response] if response is not None else [], urgent=urgent)
+
+    async def save_many(
+        self,
+        transitions: Sequence[tuple[BrokerOrder, OrderFill | None, OutboxEvent | None]],
+        responses: Sequence[tuple[str, OrderRoutingResponse]],
+        *,
+        urgent: bool = True,
+    ) -> None:
+        """`save_changes` with any number of orders' routing responses (each stored only if
+        none is stored yet): the changes of many executions in one submission."""
         ops: list[WriteOp[Any]] = [SaveTransition(order, fill, event) for order, fill, event in transitions]
-        if response is not None:
-            ops.append(SaveResponse(*response))
+        ops.extend(SaveResponse(order_id, response) for order_id, response in responses)
         await self._writer.submit(ops, urgent=urgent)
 
     async def save_response(self, order_id: str, response: OrderRoutingResponse) -> bool:

@@ -309,7 +309,10 @@ class GroupWriter:
         try:
             with trio.move_on_at(deadline):
                 try:
-                    await self._send.send(sub)
+                    try:
+                        self._send.send_nowait(sub)  # no trip through the scheduler when there is room
+                    except trio.WouldBlock:
+                        await self._send.send(sub)
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
                     raise WriterClosed("the writer is shutting down") from None
                 await sub.done.wait()
