@@ -1,10 +1,21 @@
 """Applying broker events to live executions: the state machine, then persistence, then
 publication, in that order, serialised per execution.
 
-Events for one execution are queued on it and applied by one drain task at a time, under its
-lock, so the persisted sequence of states is exactly the order in which they were applied.
-Every change of one `apply` (its transitions, their outbox rows, the routing response if any)
-is committed in one submission before anything is handed to the publisher.
+Events for one execution are queued on it and applied under its lock, so the persisted
+sequence of states is exactly the order in which they were applied. Every change of one `apply`
+(its transitions, their outbox rows, the routing response if any) is committed in one
+submission before anything is handed to the publisher.
+
+Rounds. Broker events from the stream and deferred writes are not given a task each: the
+executions they concern are marked ready, and one task runs rounds while any are. A round takes
+every ready execution whose lock is free (without waiting: `nursery.quiet.QuietLock`), applies
+their queued events in memory, writes all of their changes in ONE submission, then publishes
+them and releases the locks; what arrives meanwhile waits for the next round, so under load a
+round carries a whole burst and costs one commit and one wake-up instead of a few per order. An
+execution whose lock someone else holds (a reply being made, a cancel) is handed to a task of
+its own that waits for the lock (`_apply_alone`); an execution in a round is applied by nobody
+else, so its order is kept. A round's submission refused for a reason other than the database
+(a row that is not there) is retried one execution at a time, so one cannot fail the others.
 
 Deferred writes (`apply(..., durable=False)`): the broker's acknowledgement of a new order and
 the routing answer are applied in memory and the caller goes on at once (it replies to the OMS);
