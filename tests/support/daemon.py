@@ -52,6 +52,15 @@ reject_rate = 1.0
 """
 
 
+#: The end-to-end tests send deliberately absurd orders to exercise routing (a limit at 100000,
+#: 1000 BTC, floods from one account); the safeguards are tested on their own
+#: (tests/nursery/pretrade, tests/e2e/test_safeguards.py).
+SAFEGUARDS_OFF = """
+[safeguards]
+enabled = false
+"""
+
+
 def write_config(
     path: Path,
     *,
@@ -62,8 +71,10 @@ def write_config(
     instance: str,
     brokers_toml: str = BROKERS_TOML,
     service_toml: str = "",
+    safeguards_toml: str = SAFEGUARDS_OFF,
 ) -> Path:
-    """`service_toml`: more keys of the [service] section (TOML lines), e.g. deadlines."""
+    """`service_toml`: more keys of the [service] section (TOML lines), e.g. deadlines.
+    `safeguards_toml`: the [safeguards] section (default: off, see `SAFEGUARDS_OFF`)."""
     text = f"""
 [service]
 state_dir = {json.dumps(str(state_dir))}
@@ -87,6 +98,8 @@ tokens = [{json.dumps(TEST_TOKEN)}]
 [market_data]
 prefix = {json.dumps("marketdata." + instance)}
 
+{safeguards_toml}
+
 [market]
 seed = 11
 tick_interval_ms = 20.0
@@ -105,6 +118,7 @@ class DaemonProcess:
         instance: str = "e2e",
         brokers_toml: str = BROKERS_TOML,
         service_toml: str = "",
+        safeguards_toml: str = SAFEGUARDS_OFF,
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +133,7 @@ class DaemonProcess:
             instance=instance,
             brokers_toml=brokers_toml,
             service_toml=service_toml,
+            safeguards_toml=safeguards_toml,
         )
         self.log_path = workdir / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -138,6 +153,8 @@ class DaemonProcess:
         full_env = {**os.environ, **(env or {})}
         full_env.pop("NATS_URL", None)
         full_env.pop("DATABASE_URL", None)
+        # The daemon also writes runtime.json to the user's state directory: the test's own.
+        full_env.setdefault("XDG_STATE_HOME", str(self.workdir / "xdg-state"))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config)],
