@@ -11,6 +11,9 @@ tests hold the two together). Every response, errors included, is JSON:
 
 A request rejected for any of these reasons never reaches the facade, so nothing is written.
 
+Operator routes outside the document (Prometheus metrics, the console) come in as blueprints
+(`create_app(blueprints=...)`): they authenticate themselves, so the bearer check skips them.
+
 Every response leaves its keep-alive connection usable (`_ConnectionGuard`): the request body is
 received in full before the response starts (and discarded if no route read it), or, when that
 would cost too much, the response says `Connection: close` and the connection is closed.
@@ -20,7 +23,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -33,7 +37,7 @@ from hypercorn.typing import (
     HTTPResponseStartEvent,
     Scope,
 )
-from quart import Response, request
+from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioResponse
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -48,6 +52,7 @@ from api.contracts import (
     TCARequest,
 )
 from api.errors import ServiceError
+from api.observer import RouteObserver
 from api.openapi import openapi_bytes
 from api.service import BrokerService
 from api.validation import (
@@ -62,10 +67,12 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 #: Endpoints (named by the document's operationId) that answer without a token.
-PUBLIC_ENDPOINTS = frozenset({"getOpenApiDocument", "getHealth", "getReadiness"})
+PUBLIC_ENDPOINTS = frozenset(
+    {"getOpenApiDocument", "getHealth", "getReadiness", "getLiveness", "getHealthReady"}
+)
 
 _UNAUTHORIZED = encode(ErrorBody(message="Authentication required"))
-_HEALTH = encode({"status": "ok"})
+_LIVE = encode({"status": "ok"})
 _READY = encode({"ready": True, "checks": {}})
 _INTERNAL = encode(ErrorBody(message="internal server error"))
 _HTTP_MESSAGES = {
@@ -91,13 +98,19 @@ def create_app(
     drain_bytes: int = BODY_DRAIN_BYTES,
     drain_s: float = BODY_DRAIN_S,
     readiness: Callable[[], tuple[bool, bytes]] | None = None,
+    liveness: Callable[[], tuple[bool, bytes]] | None = None,
+    route_observer: RouteObserver | None = None,
+    blueprints: Sequence[Blueprint] = (),
 ) -> QuartTrio:
     """The REST app over `service`, ready for `hypercorn.trio.serve`.
 
-    `readiness` answers `GET /ready`: (ready, JSON body); 200 when ready, else 503 (without
-    it the app is always ready: nothing it depends on is known here).
+    `readiness` answers `GET /ready`, `GET /health/ready` and `GET /health` (an alias): (ready,
+    JSON body); 200 when ready, else 503 (without it the app is always ready: nothing it depends
+    on is known here). `liveness` answers `GET /health/live` the same way (without it: live).
+    `route_observer` hears how long each `POST /execution/route` took and how it ended.
+    `blueprints` are registered as they are and authenticate their own routes.
 
-    Every route except `GET /openapi.json`, `GET /health` and `GET /ready` needs
+    Every route except `GET /openapi.json` and the health routes needs
     `Authorization: Bearer <t>`
     with `t` in `tokens` (compared in constant time); otherwise 401. **An empty `tokens` turns
     authentication off**: that is the embedded default, which listens on localhost only. A request
@@ -119,8 +132,10 @@ def create_app(
     too_large = encode(ErrorBody(message=f"request body larger than {max_body_bytes} bytes"))
     document = openapi_bytes()
 
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
     if tokens:
-        app.before_request(_authenticator(tokens))
+        app.before_request(_authenticator(tokens, frozenset(b.name for b in blueprints)))
 
     # Endpoints are named by the document's operationId; path variables keep their wire names.
     @app.get("/brokers", endpoint="listBrokers")
@@ -141,8 +156,17 @@ def create_app(
 
     @app.post("/execution/route", endpoint="routeOrder")
     async def route_order() -> Response:
-        order = decode_order(await request.get_data(cache=False))
-        return _json(encode(await service.route_order(order)), 202)
+        started = time.perf_counter()
+        try:
+            order = decode_order(await request.get_data(cache=False))
+            answer = await service.route_order(order)
+        except Exception:
+            if route_observer is not None:
+                route_observer.observe_route_error(time.perf_counter() - started)
+            raise
+        if route_observer is not None:
+            route_observer.observe_route(answer, time.perf_counter() - started)
+        return _json(encode(answer), 202)
 
     @app.get("/execution/<executionId>", endpoint="getExecution")
     async def get_execution(executionId: str) -> Response:
@@ -165,16 +189,30 @@ def create_app(
     async def get_openapi_document() -> Response:
         return _json(document)
 
-    @app.get("/health", endpoint="getHealth")
-    async def get_health() -> Response:
-        return _json(_HEALTH)
-
-    @app.get("/ready", endpoint="getReadiness")
-    async def get_readiness() -> Response:
+    def ready_response() -> Response:
         if readiness is None:
             return _json(_READY)
         ready, body = readiness()
         return _json(body, 200 if ready else 503)
+
+    @app.get("/health", endpoint="getHealth")
+    async def get_health() -> Response:
+        return ready_response()
+
+    @app.get("/ready", endpoint="getReadiness")
+    async def get_readiness() -> Response:
+        return ready_response()
+
+    @app.get("/health/ready", endpoint="getHealthReady")
+    async def get_health_ready() -> Response:
+        return ready_response()
+
+    @app.get("/health/live", endpoint="getLiveness")
+    async def get_liveness() -> Response:
+        if liveness is None:
+            return _json(_LIVE)
+        live, body = liveness()
+        return _json(body, 200 if live else 503)
 
     @app.errorhandler(ServiceError)
     async def service_error(error: ServiceError) -> Response:
@@ -311,12 +349,18 @@ def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-def _authenticator(tokens: frozenset[str]) -> Callable[[], Awaitable[Response | None]]:
+def _authenticator(
+    tokens: frozenset[str], own_auth: frozenset[str] = frozenset()
+) -> Callable[[], Awaitable[Response | None]]:
+    """The bearer check before every route except the public ones and those of the blueprints
+    named in `own_auth` (they check what they need themselves)."""
     expected = tuple(token.encode() for token in tokens)
 
     async def authenticate() -> Response | None:
         if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
             return None  # public, or no route matched: let the 404/405 through
+        if request.blueprint is not None and request.blueprint in own_auth:
+            return None
         if _bearer_matches(request.headers.get("Authorization"), expected):
             return None
         return _json(_UNAUTHORIZED, 401, {"WWW-Authenticate": "Bearer"})
@@ -328,6 +372,12 @@ def _is_token(token: str) -> bool:
     # RFC 6750 b64token characters are a subset of this; anything else could never match a
     # header value, which arrives as latin-1 text.
     return bool(token) and token.isascii() and token.isprintable() and " " not in token
+
+
+def bearer_matches(header: str | None, tokens: Iterable[str]) -> bool:
+    """Whether an Authorization header value is `Bearer <t>` with `t` among `tokens` (each
+    compared in constant time). For routes that check a token of their own (metrics)."""
+    return _bearer_matches(header, tuple(token.encode() for token in tokens))
 
 
 def _bearer_matches(header: str | None, expected: tuple[bytes, ...]) -> bool:

@@ -26,6 +26,7 @@ from api.contracts import (
     TCARequest,
 )
 from api.errors import ServiceError
+from api.observer import RouteObserver
 from api.service import BrokerService
 from api.validation import decode_cancel, decode_get_execution, decode_order, decode_request
 from daemon.bus import Endpoint, Reply
@@ -103,9 +104,22 @@ def pretrade_endpoints(admin: KillSwitchAdmin, explainer: OrderExplainer) -> lis
     ]
 
 
-def service_endpoints(service: BrokerService) -> list[Endpoint]:
+def service_endpoints(
+    service: BrokerService, *, route_observer: RouteObserver | None = None
+) -> list[Endpoint]:
+    """The OMS contract. `route_observer` hears how long each RouteOrder took and how it ended."""
+
     async def route_order(data: bytes) -> Any:
-        return await service.route_order(decode_order(data))
+        if route_observer is None:
+            return await service.route_order(decode_order(data))
+        started = time.perf_counter()
+        try:
+            answer = await service.route_order(decode_order(data))
+        except Exception:
+            route_observer.observe_route_error(time.perf_counter() - started)
+            raise
+        route_observer.observe_route(answer, time.perf_counter() - started)
+        return answer
 
     async def get_execution(data: bytes) -> Any:
         return await service.get_execution(decode_get_execution(data))

@@ -9,6 +9,12 @@
   `<N>` syslog priority that journald strips and keeps, so `journalctl -p warning` works.
 - Readable text on a terminal: `timestamp LEVEL logger: message key=value ...`.
 
+Nothing else reaches the stream as free text: Python warnings (`warnings.warn`, e.g. platformdirs'
+`RuntimeDirWarning` when pgserver looks for a runtime directory) become records of the
+`py.warnings` logger (`logging.captureWarnings`), and the libraries that narrate their work at
+INFO in multi-line messages (pgserver echoes initdb's and pg_ctl's output) are held to WARNING
+(`QUIET_LIBRARIES`), so their failures still show.
+
 Every record passes `RedactingFilter` first, which masks (with `***`) secrets in the message,
 its arguments, the extras (nested too), tracebacks and stack dumps: values under keys named like
 password / secret / token / api_key / authorization / credentials, `Bearer <token>`, the password
@@ -87,6 +93,9 @@ _URL_PASSWORD = re.compile(
     r"(?=@[^\s@/?#]*(?:[/?#\s\"',;)\]}>]|$))",
     re.IGNORECASE,
 )
+
+#: Loggers of libraries whose INFO records are their own debugging narrative, not ours to show.
+QUIET_LIBRARIES = ("pgserver",)
 
 _registered: set[str] = set()
 _registered_longest_first: list[str] = []
@@ -388,4 +397,7 @@ def configure_logging(
         old.close()
     root.addHandler(handler)
     root.setLevel(level_number)
+    logging.captureWarnings(True)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level_number, logging.WARNING))
     return handler

@@ -20,7 +20,13 @@ from quart.testing import QuartClient as Client
 from quart_trio import QuartTrio
 
 from api.codec import to_builtins
-from api.contracts import CancelOrderRequest, GetExecutionRequest, ListBrokersRequest, TCARequest
+from api.contracts import (
+    CancelOrderRequest,
+    GetExecutionRequest,
+    ListBrokersRequest,
+    OrderRoutingResponse,
+    TCARequest,
+)
 from api.enums import AssetClass, BrokerListStatus, TCABenchmark
 from api.errors import InvalidRequest, Unavailable
 from api.openapi import openapi_bytes
@@ -350,9 +356,52 @@ def test_blank_tokens_are_refused(service: FakeBrokerService, tokens: set[str]) 
         create_app(service, tokens=frozenset(tokens))
 
 
-async def test_health_needs_no_token(client: Client) -> None:
-    reply = await call(client, "GET", "/health", headers={})
+async def test_health_routes_need_no_token(client: Client) -> None:
+    for path in ("/health", "/health/ready"):
+        reply = await call(client, "GET", path, headers={})
+        assert (reply.status, reply.body) == (200, {"ready": True, "checks": {}})
+    reply = await call(client, "GET", "/health/live", headers={})
     assert (reply.status, reply.body) == (200, {"status": "ok"})
+
+
+async def test_health_is_readiness_and_live_is_the_liveness_source(service: FakeBrokerService) -> None:
+    state = {"ready": False, "live": False}
+
+    def readiness() -> tuple[bool, bytes]:
+        flag = b"true" if state["ready"] else b"false"
+        return state["ready"], b'{"ready":%s,"checks":{"nats":"x"}}' % flag
+
+    def liveness() -> tuple[bool, bytes]:
+        return state["live"], b'{"status":"%s"}' % (b"ok" if state["live"] else b"stalled")
+
+    client = client_of(
+        create_app(service, tokens=frozenset({TOKEN}), readiness=readiness, liveness=liveness)
+    )
+    for path in ("/health", "/health/ready", "/ready"):
+        reply = await call(client, "GET", path, headers={})
+        assert (reply.status, reply.body) == (503, {"ready": False, "checks": {"nats": "x"}}), path
+    reply = await call(client, "GET", "/health/live", headers={})
+    assert (reply.status, reply.body) == (503, {"status": "stalled"})
+    state.update(ready=True, live=True)
+    assert (await call(client, "GET", "/health", headers={})).status == 200
+    assert (await call(client, "GET", "/health/live", headers={})).status == 200
+
+
+async def test_route_observer_hears_answers_and_errors(service: FakeBrokerService) -> None:
+    heard: list[tuple[str, float]] = []
+
+    class Observer:
+        def observe_route(self, response: OrderRoutingResponse, seconds: float) -> None:
+            heard.append((response.status.value, seconds))
+
+        def observe_route_error(self, seconds: float) -> None:
+            heard.append(("error", seconds))
+
+    client = client_of(create_app(service, tokens=frozenset({TOKEN}), route_observer=Observer()))
+    assert (await call(client, "POST", "/execution/route", body=order())).status == 202
+    assert (await call(client, "POST", "/execution/route", body=b"{")).status == 400
+    assert [outcome for outcome, _ in heard] == ["ACCEPTED", "error"]
+    assert all(0 <= seconds < 5 for _, seconds in heard)
 
 
 async def test_readiness_needs_no_token_and_says_503_with_the_reasons_when_not_ready(
@@ -496,7 +545,7 @@ async def served(app: QuartTrio) -> AsyncIterator[str]:
 
 async def test_served_by_hypercorn(served: str, service: FakeBrokerService) -> None:
     async with httpx.AsyncClient(base_url=served, headers=AUTH) as http:
-        health = await http.get("/health", headers={"Authorization": ""})
+        health = await http.get("/health/live", headers={"Authorization": ""})
         assert (health.status_code, health.json()) == (200, {"status": "ok"})
         routed = await http.post("/execution/route", content=order())
         assert routed.status_code == 202

@@ -307,3 +307,41 @@ def test_a_url_password_never_survives(password: str) -> None:
     # Raw '@', '/', ':' or quotes in the password included: the mask runs to the host's '@'.
     redacted = redact_text(f"connecting to postgresql://bis:{password}@db.internal:5432/bis now")
     assert redacted == "connecting to postgresql://bis:***@db.internal:5432/bis now"
+
+
+# -- nothing but JSON off a terminal -------------------------------------------------------------
+
+_LIBRARY_NOISE = """
+import logging, os, sys, warnings
+from daemon.logs import configure_logging
+configure_logging("INFO")
+os.environ.pop("XDG_RUNTIME_DIR", None)
+import platformdirs
+platformdirs.user_runtime_path("bis-test")  # RuntimeDirWarning without XDG_RUNTIME_DIR
+warnings.warn("a library warns")
+logging.getLogger("pgserver").info("Successful postgres command\\nstdout:\\ninitdb says hello")
+logging.getLogger("pgserver").error("Failed to start server")
+"""
+
+
+def test_library_warnings_and_chatter_become_json_records_or_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "PYTHONWARNINGS")}
+    done = subprocess.run(
+        [sys.executable, "-c", _LIBRARY_NOISE],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    records = [json.loads(line) for line in done.stderr.splitlines()]  # each line is JSON
+    warned = [r["message"] for r in records if r["logger"] == "py.warnings"]
+    assert any("a library warns" in m for m in warned), records
+    assert any("RuntimeDirWarning" in m for m in warned), records
+    pgserver = [r for r in records if r["logger"] == "pgserver"]
+    assert [r["level"] for r in pgserver] == ["ERROR"]  # its INFO narrative is held back
