@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import signal
@@ -41,12 +40,15 @@ from api.codec import to_builtins
 from api.enums import ConnectionStatus
 from api.events import AnyBrokerEvent
 from api.rest import create_app
-from daemon import collector, credentials, servers
+from daemon import collector, credentials, runtime, servers
+from daemon.accesslog import AccessLog
 from daemon.brokers import BrokerSetupError, build_handles
 from daemon.bus import NatsBus
 from daemon.config import Config
 from daemon.endpoints import OVERLOADED, admin_endpoints, pretrade_endpoints, service_endpoints
 from daemon.logs import register_secret
+from daemon.metrics import Sources
+from daemon.observability import Observability
 from daemon.pretrade import start_pretrade
 from daemon.publisher import Publisher
 from daemon.readiness import Readiness
@@ -69,7 +71,6 @@ from nursery.engine import ExecutionEngine
 from nursery.lease import Lease, new_seat
 from nursery.orphans import OrphanSweeper
 from nursery.pretrade.explain import OrderExplainer
-from routing.stats import RoutingStats
 from sql.migrate import apply_migrations
 from sql.records import OutboxEvent, StatusChange
 from sql.store import Store
@@ -210,6 +211,9 @@ async def _serve(
     database_url: str,
 ) -> None:
     publish_send, publish_receive = trio.open_memory_channel[OutboxEvent](65536)
+    # The engine's updates pass the observability feed (counted, shown live) on to the publisher.
+    observed_send, observed_receive = trio.open_memory_channel[OutboxEvent](65536)
+    observe = Observability(metrics_token=config.rest.metrics_token)
     events_send, events_receive = trio.open_memory_channel[AnyBrokerEvent](65536)
     publisher = Publisher(bus, store, timeout=config.nats.publish_timeout_s)
     md = config.market_data
@@ -226,7 +230,7 @@ async def _serve(
     prefix = md.prefix or PREFIX  # resolved by the config; `or` for the type checker
     intake = Intake(book, prefix=prefix, on_close=save_close, max_skew_s=md.max_clock_skew_s)
     feed = SimulatedFeed(market, prefix=prefix)
-    stats = RoutingStats()
+    stats = observe.stats  # the routing statistics, counting each broker attempt into the metrics
     reporter = ExecutionReporter(store, book, stats=stats)
     lease = Lease(store, new_seat(config.instance_id, config.state_dir))
     engine = ExecutionEngine(
@@ -244,13 +248,17 @@ async def _serve(
     )
     sweeper = OrphanSweeper(store, lease, engine.adopt, engine.routing_here)
     engine.take_orphan = sweeper.take_one
-    readiness = _readiness(store, bus, handles, shutdown)
+    observe.bind(
+        Sources(handles, bus, store, publisher, book, intake, sweeper), engine, lambda: reporter.peers.stats
+    )
+    readiness = _readiness(store, bus, handles, shutdown, observe)
     rest_stop = trio.Event()
     changes_send, changes_receive = trio.open_memory_channel[StatusChange](4096)
     for handle in handles:
         handle.changes = changes_send
     async with trio.open_nursery() as root:
         root.start_soon(_watch_signals, shutdown)
+        await root.start(observe.liveness.run)
         await root.start(lease.run)  # ended when the root is cancelled, at the very end
         recorder_done = trio.Event()
         root.start_soon(record_status_changes, store, changes_receive, recorder_done)
@@ -265,11 +273,15 @@ async def _serve(
             reporter.peers.refresh_every, store.load_peer_rows, lambda: datetime.now(UTC), 300.0
         )
         root.start_soon(backfill_reports, reporter.backfill)
-        await root.start(publisher.run, publish_receive)
+        await root.start(observe.feed.run, publish_receive, observed_send)
+        await root.start(publisher.run, observed_receive)
+        root.start_soon(observe.sample_outbox, store)
         async with trio.open_nursery() as work:  # everything that produces updates
             await work.start(engine.run, events_receive)
             await work.start(
-                functools.partial(supervise_brokers, handles, events_send, recover=engine.recover)
+                functools.partial(
+                    supervise_brokers, handles, events_send, recover=observe.counted_recover(engine.recover)
+                )
             )
             await work.start(sweeper.run)  # orders a crash or a dead peer left unanswered
             # Kill switches and safeguards before the first order (nursery.pretrade).
@@ -278,7 +290,7 @@ async def _serve(
             serve_nats = functools.partial(
                 bus.serve,
                 [
-                    *service_endpoints(engine),
+                    *service_endpoints(engine, route_observer=observe.metrics),
                     *admin_endpoints(engine, store.refresh_views),
                     *pretrade_endpoints(pretrade.admin, OrderExplainer(store, engine.get_execution)),
                 ],
@@ -291,9 +303,10 @@ async def _serve(
                 overloaded=OVERLOADED,
             )
             await work.start(serve_nats)
+            observe.serving = True
             rest_url = None
             if config.rest.enabled:
-                rest_url = await work.start(_serve_rest, config, engine, readiness, rest_stop)
+                rest_url = await work.start(_serve_rest, config, engine, readiness, observe, rest_stop)
             root.start_soon(refresh_views_every, store, config.database.views_refresh_s)
             if config.market.session_close_utc:
                 closers = [h.adapter.end_of_day for h in handles if isinstance(h.adapter, SimulatedBroker)]
@@ -301,9 +314,11 @@ async def _serve(
                     closers.append(lambda: feed.publish_closes(datetime.now(UTC).date()))
                 root.start_soon(close_sessions_daily, closers, config.market.session_close_utc)
             endpoints = Endpoints(nats_url, rest_url, servers.redact_url(database_url))
-            _write_runtime(config.state_dir, endpoints)
+            _write_runtime(config.state_dir, endpoints, embedded_database=not config.database.url)
             notifier.ready(f"serving {len(handles)} brokers; NATS {nats_url}; REST {rest_url or 'off'}")
-            root.start_soon(notifier.run_watchdog, lambda: bus.is_connected and not shutdown.is_set())
+            # The watchdog follows liveness (the loop turns), not dependencies: a daemon waiting
+            # out a NATS or PostgreSQL outage recovers by itself and must not be restarted.
+            root.start_soon(notifier.run_watchdog, observe.liveness.is_live)
             collector.settle()  # after start-up: what is alive now lives as long as the daemon
             if on_ready is not None:
                 on_ready(endpoints)
@@ -317,6 +332,7 @@ async def _serve(
             engine.stop_intake()
             with trio.move_on_after(config.service.shutdown_grace_s) as grace:
                 await bus.stop_serving()
+                observe.serving = False
                 await bus.wait_answered()
                 await engine.wait_idle()
                 await engine.wait_settled()
@@ -371,11 +387,18 @@ _ROUTABLE = frozenset({ConnectionStatus.CONNECTED, ConnectionStatus.DEGRADED})
 
 
 def _readiness(
-    store: Store, bus: NatsBus, handles: Sequence[BrokerHandle], shutdown: trio.Event
+    store: Store, bus: NatsBus, handles: Sequence[BrokerHandle], shutdown: trio.Event, observe: Observability
 ) -> Readiness:
     readiness = Readiness()
     readiness.add("database", lambda: None if store.available else "unavailable (reconnecting)")
     readiness.add("nats", lambda: None if bus.is_connected else "disconnected (reconnecting)")
+
+    def subscriptions() -> str | None:
+        if not observe.serving:
+            return "request endpoints not subscribed"
+        return None if bus.is_connected else "request endpoints waiting for NATS"
+
+    readiness.add("subscriptions", subscriptions)
 
     def brokers() -> str | None:
         if any(h.effective_status in _ROUTABLE for h in handles):
@@ -391,6 +414,7 @@ async def _serve_rest(
     config: Config,
     engine: ExecutionEngine,
     readiness: Readiness,
+    observe: Observability,
     stop: trio.Event,
     *,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
@@ -399,7 +423,18 @@ async def _serve_rest(
         report = readiness.report()
         return report.ready, msgspec.json.encode(report)
 
-    app = create_app(engine, tokens=frozenset(config.rest.tokens), readiness=ready)
+    if config.rest.metrics_token:
+        register_secret(config.rest.metrics_token)
+    app = create_app(
+        engine,
+        tokens=frozenset(config.rest.tokens),
+        readiness=ready,
+        liveness=observe.live,
+        route_observer=observe.metrics,
+        blueprints=observe.blueprints(),
+    )
+    # One JSON access-log record per request (hypercorn's own access log stays off).
+    app.asgi_app = AccessLog(app.asgi_app)  # type: ignore[method-assign]
     hc = hypercorn.config.Config()
     hc.bind = [f"{config.rest.host}:{config.rest.port}"]
     hc.accesslog = None
@@ -438,20 +473,19 @@ async def _watch_signals(shutdown: trio.Event) -> None:
                 shutdown.set()
 
 
-def _write_runtime(state_dir: Path, endpoints: Endpoints) -> None:
+def _write_runtime(state_dir: Path, endpoints: Endpoints, *, embedded_database: bool = False) -> None:
+    """runtime.json in the state directory and the user's (`daemon.runtime`: the CLI finds
+    the daemon from any directory)."""
     data = {
         "pid": os.getpid(),
         "nats_url": endpoints.nats_url,
         "rest_url": endpoints.rest_url,
         "database": endpoints.database,
+        "embedded_database": embedded_database,
         "started_at": datetime.now(UTC).isoformat(),
     }
-    path = state_dir / "runtime.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(to_builtins(data), indent=2))
-    tmp.replace(path)
+    runtime.write_runtime(state_dir, to_builtins(data))
 
 
 def _remove_runtime(state_dir: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (state_dir / "runtime.json").unlink()
+    runtime.remove_runtime(state_dir)

@@ -2,9 +2,11 @@
 
 broker-integration run [--config FILE] [--state-dir DIR]
 broker-integration order buy AAPL 100 --type LIMIT --price 190
-broker-integration cancel ORDER_ID --broker BROKER_ID
+broker-integration cancel ORDER_ID [--broker BROKER_ID]   (default: the order's broker)
 broker-integration execution --order ORDER_ID      (or an execution id)
-broker-integration why ORDER_ID                    (the routing decision, explained)
+broker-integration why ORDER_ID                    (what was decided, also for REJECTED orders)
+broker-integration kill-switch engage|release [--account ID] [--reason TEXT] [--cancel-open-orders]
+broker-integration kill-switch list
 broker-integration brokers [--status ACTIVE] [--asset-class EQUITY]
 broker-integration status BROKER_ID
 broker-integration watch [--order ID] [--broker ID] [--status COMPLETED] [--replay]
@@ -13,6 +15,10 @@ broker-integration tca --orders o.csv --fills f.csv --trades t.csv [--quotes q.c
 broker-integration refresh-views
 broker-integration migrate [--database-url URL]
 broker-integration credentials generate-key | set BROKER_ID | list | delete BROKER_ID
+
+The client commands find the daemon from any directory (`--nats`, `NATS_URL`, `--state-dir`,
+else `./.state/runtime.json`, else the user's state directory: `daemon.runtime`). Every command
+exits 1 when the answer is an error or REJECTED, 2 on a usage error.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from api.enums import (
 )
 
 if TYPE_CHECKING:
+    from daemon.app import Endpoints
     from daemon.config import Config
 
 EXIT_USAGE = 2
@@ -63,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="broker-integration", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--state-dir", type=Path, default=None, help="daemon state directory (default: ./.state)"
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="daemon state directory (default: ./.state, else the user's state directory)",
     )
     parser.add_argument("--nats", default=None, help="NATS URL (default: $NATS_URL or the local daemon's)")
     parser.add_argument("--timeout", type=float, default=10.0, help="request timeout in seconds")
@@ -103,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cancel = add_parser("cancel", help="send a CancelOrder request")
     cancel.add_argument("order_id")
-    cancel.add_argument("--broker", required=True)
+    cancel.add_argument("--broker", default=None, help="default: the broker holding the order")
     cancel.add_argument("--reason", default=None)
     cancel.set_defaults(func=_cmd_cancel)
 
@@ -115,6 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     why = add_parser("why", help="why an order went to its broker: the routing decision, explained")
     why.add_argument("order_id")
     why.set_defaults(func=_cmd_why)
+
+    kill = add_parser("kill-switch", help="stop new orders of an account (or all) and optionally cancel")
+    kill.add_argument("action", choices=["engage", "release", "list"])
+    kill.add_argument("--account", default=None, help="the account (default: the global switch)")
+    kill.add_argument("--reason", default=None)
+    kill.add_argument(
+        "--cancel-open-orders", action="store_true", help="engage: also cancel the scope's open orders"
+    )
+    kill.set_defaults(func=_cmd_kill_switch)
 
     brokers = add_parser("brokers", help="ListBrokers")
     brokers.add_argument("--status", type=str.upper, choices=[s.value for s in BrokerListStatus])
@@ -214,7 +233,7 @@ def _run_daemon_process(config: Config) -> int:
 
     import trio
 
-    from daemon.app import Endpoints, run_daemon
+    from daemon.app import run_daemon
     from daemon.logs import configure_logging, register_secret
 
     configure_logging(config.service.log_level)
@@ -232,9 +251,10 @@ def _run_daemon_process(config: Config) -> int:
             register_secret(secret)
 
     def banner(endpoints: Endpoints) -> None:
-        if not sys.stdout.isatty():
-            return
         brokers = ", ".join(config.broker_ids)
+        if not sys.stdout.isatty():  # a log collector reads stdout: one JSON record
+            print(json.dumps(_ready_record(endpoints, config)), flush=True)
+            return
         print(
             f"\nBroker Integration Service is ready\n"
             f"  NATS      {endpoints.nats_url}\n"
@@ -266,6 +286,23 @@ def _run_daemon_process(config: Config) -> int:
     return 0
 
 
+def _ready_record(endpoints: Endpoints, config: Config) -> dict[str, Any]:
+    """The ready banner as a JSON record (stdout not a terminal), in the log's shape."""
+    from datetime import UTC
+
+    return {
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "level": "INFO",
+        "logger": "daemon.cli",
+        "message": "Broker Integration Service is ready",
+        "nats": endpoints.nats_url,
+        "rest": endpoints.rest_url,
+        "rest_auth": bool(config.rest.tokens),
+        "database": endpoints.database,
+        "brokers": list(config.broker_ids),
+    }
+
+
 def _leaf_errors(exc: BaseException) -> list[BaseException]:
     """The actual errors inside (nested) exception groups: what an operator needs to read."""
     if isinstance(exc, BaseExceptionGroup):
@@ -283,13 +320,28 @@ def _password(url: str) -> str | None:
 
 
 def _database_url(args: argparse.Namespace) -> str | None:
-    """--database-url, else $DATABASE_URL; None (said on stderr) when neither is given."""
+    """--database-url, else $DATABASE_URL, else the running daemon's embedded PostgreSQL
+    (through its state directory: `daemon.runtime`); None (said on stderr) when none is known."""
     import os
 
+    from daemon.runtime import RuntimeNotFound, embedded_database_url, find_runtime
+
     url: str | None = args.database_url or os.environ.get("DATABASE_URL")
-    if not url:
-        print("no database: pass --database-url or set DATABASE_URL", file=sys.stderr)
-    return url or None
+    if url:
+        return url
+    try:
+        path, data = find_runtime(_state_dir(args))
+    except RuntimeNotFound as exc:
+        print(f"no database: pass --database-url or set DATABASE_URL ({exc})", file=sys.stderr)
+        return None
+    url = embedded_database_url(data)
+    if url is None:
+        print(
+            f"no database: the daemon of {path} uses {data.get('database')} (its password is never"
+            " written there): pass --database-url or set DATABASE_URL",
+            file=sys.stderr,
+        )
+    return url
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -361,31 +413,55 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
 
 
 def _call(
-    args: argparse.Namespace, subject: str, payload: Any, show: Callable[[Any], str] | None = None
+    args: argparse.Namespace,
+    subject: str,
+    payload: Any,
+    show: Callable[[Any], str] | None = None,
+    *,
+    rejected_fails: bool = True,
 ) -> int:
-    from daemon.client import ClientError, request, resolve_nats_url
-
-    try:
-        url = resolve_nats_url(args.nats, _state_dir(args))
-        reply = asyncio.run(request(url, subject, payload, args.timeout))
-    except ClientError as exc:
-        print(f"error{f' {exc.code}' if exc.code else ''}: {exc}", file=sys.stderr)
-        if isinstance(exc.body, dict):
-            for error in exc.body.get("errors", []):
-                print(f"  {error.get('field')}: {error.get('message')}", file=sys.stderr)
+    """Send one request and print the answer; 1 for an error, and for an answer whose status
+    is REJECTED (unless `rejected_fails` is False: `why` explains a rejection, it is not one)."""
+    reply = _request(args, subject, payload)
+    if isinstance(reply, _Failed):
         return EXIT_FAILED
     print(
         show(reply)
         if show is not None and not args.json
         else json.dumps(reply, indent=None if args.json else 2)
     )
+    if rejected_fails and isinstance(reply, dict) and reply.get("status") == "REJECTED":
+        reason = reply.get("rejectionReason")
+        print(f"REJECTED{f': {reason}' if reason else ''}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
-def _state_dir(args: argparse.Namespace) -> Path:
+class _Failed:
+    """A request that got an error (already said on stderr)."""
+
+
+def _request(args: argparse.Namespace, subject: str, payload: Any) -> Any:
+    """The decoded reply, or `_Failed()` after printing the error and its field errors."""
+    from daemon.client import ClientError, request, resolve_nats_url
+
+    try:
+        url = resolve_nats_url(args.nats, _state_dir(args))
+        return asyncio.run(request(url, subject, payload, args.timeout))
+    except ClientError as exc:
+        print(f"error{f' {exc.code}' if exc.code else ''}: {exc}", file=sys.stderr)
+        if isinstance(exc.body, dict):
+            for error in exc.body.get("errors", []):
+                print(f"  {error.get('field')}: {error.get('message')}", file=sys.stderr)
+        return _Failed()
+
+
+def _state_dir(args: argparse.Namespace) -> Path | None:
+    """--state-dir, else $BIS_STATE_DIR, else None (look in ./.state, then the user's)."""
     import os
 
-    return Path(args.state_dir or os.environ.get("BIS_STATE_DIR") or ".state")
+    explicit = args.state_dir or os.environ.get("BIS_STATE_DIR")
+    return Path(explicit) if explicit else None
 
 
 def _cmd_order(args: argparse.Namespace) -> int:
@@ -419,7 +495,17 @@ def _number(text: str) -> Any:
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    payload = {"orderId": args.order_id, "brokerId": args.broker}
+    broker = args.broker
+    if broker is None:  # the broker holding the order's latest execution
+        details = _request(args, subjects.GET_EXECUTION, {"orderId": args.order_id})
+        if isinstance(details, _Failed):
+            print("  (cannot find the order's broker: pass --broker)", file=sys.stderr)
+            return EXIT_FAILED
+        broker = details.get("brokerId") if isinstance(details, dict) else None
+        if not broker:
+            print(f"order {args.order_id}: no broker holds it: pass --broker", file=sys.stderr)
+            return EXIT_FAILED
+    payload = {"orderId": args.order_id, "brokerId": broker}
     if args.reason:
         payload["reason"] = args.reason
     return _call(args, subjects.CANCEL_ORDER, payload)
@@ -434,25 +520,121 @@ def _cmd_execution(args: argparse.Namespace) -> int:
 
 
 def _cmd_why(args: argparse.Namespace) -> int:
-    return _call(args, subjects.GET_EXECUTION, {"orderId": args.order_id}, _explain_decision)
+    from nursery.pretrade.explain import EXPLAIN_ORDER
+
+    return _call(args, EXPLAIN_ORDER, {"orderId": args.order_id}, _explain_order, rejected_fails=False)
 
 
-def _explain_decision(details: Any) -> str:
+def _explain_order(explanation: Any) -> str:
+    """ExplainOrder as lines: the answer, the pre-trade checks, the routing decision (every
+    broker's score or reason), the attempts."""
     import msgspec
 
     from routing.decision import decode, explain
 
-    head = (
-        f"order {details.get('orderId')}: {details.get('status')} at {details.get('brokerId')}"
-        f" (attempt {details.get('attempt', 1)})"
-    )
-    decision = details.get("routingDecision")
+    order_id = explanation.get("orderId")
+    response = explanation.get("response") or {}
+    execution = explanation.get("execution") or {}
+    status = response.get("status", "still being routed")
+    head = f"order {order_id}: {status}"
+    if execution:
+        head += (
+            f"; execution {execution.get('status')} at {execution.get('brokerId')}"
+            f" (attempt {execution.get('attempt', 1)})"
+        )
+    lines = [head]
+    if response.get("rejectionReason"):
+        lines.append(f"rejected: {response['rejectionReason']}")
+    pre_trade = explanation.get("preTrade") or {}
+    safeguards = pre_trade.get("safeguards")
+    if safeguards is not None:
+        if safeguards.get("passed"):
+            lines.append("safeguards: passed")
+        else:
+            detail = ", ".join(
+                f"{k} {safeguards[k]}" for k in ("limit", "value") if safeguards.get(k) is not None
+            )
+            lines.append(
+                f"safeguards: refused by {safeguards.get('safeguard')}"
+                f"{f' ({detail})' if detail else ''}: {safeguards.get('reason')}"
+            )
+    risk = pre_trade.get("risk")
+    if risk is not None:
+        policy = f", policy fail-{risk['policy']}" if risk.get("policy") else ""
+        routed = "" if risk.get("routed", True) else ", not routed"
+        reason = f": {risk['reason']}" if risk.get("reason") else ""
+        lines.append(
+            f"risk service: {risk.get('verdict')} in {risk.get('latencyMs')} ms{policy}{routed}{reason}"
+        )
+    decision = explanation.get("routingDecision")
     if decision is None:
-        return head + "\nno routing decision recorded for this order"
-    lines = [head, explain(decode(msgspec.json.encode(decision)))]
-    for attempt in details.get("attempts", []):
+        lines.append("no routing decision recorded for this order")
+    elif decision.get("candidates") or decision.get("ineligible"):
+        lines.append(explain(decode(msgspec.json.encode(decision))))
+    else:
+        lines.append("no broker was considered: refused before routing")
+    for attempt in execution.get("attempts", []):
         reason = f": {attempt['reason']}" if attempt.get("reason") else ""
         lines.append(f"attempt {attempt['attempt']} at {attempt['brokerId']}: {attempt['status']}{reason}")
+    return "\n".join(lines)
+
+
+def _cmd_kill_switch(args: argparse.Namespace) -> int:
+    from nursery.pretrade.admin import LIST_KILL_SWITCHES, SET_KILL_SWITCH
+
+    if args.action == "list":
+        return _call(args, LIST_KILL_SWITCHES, {}, _show_kill_switches)
+    if args.cancel_open_orders and args.action != "engage":
+        print("--cancel-open-orders goes with engage", file=sys.stderr)
+        return EXIT_USAGE
+    import getpass
+
+    payload: dict[str, Any] = {
+        "scope": "ACCOUNT" if args.account else "GLOBAL",
+        "engaged": args.action == "engage",
+        "changedBy": f"cli:{getpass.getuser()}"[:100],
+    }
+    if args.account:
+        payload["accountId"] = args.account
+    if args.reason:
+        payload["reason"] = args.reason
+    if args.cancel_open_orders:
+        payload["cancelOpenOrders"] = True
+    reply = _request(args, SET_KILL_SWITCH, payload)
+    if isinstance(reply, _Failed):
+        return EXIT_FAILED
+    print(json.dumps(reply) if args.json else _show_kill_switch_result(reply))
+    failed = bool(reply.get("cancelFailed")) or not reply.get("persisted", False)
+    return EXIT_FAILED if failed else 0
+
+
+def _switch_line(switch: Any) -> str:
+    where = "global" if switch.get("scope") == "GLOBAL" else f"account {switch.get('accountId')}"
+    state = "ENGAGED" if switch.get("engaged") else "released"
+    who = f" by {switch['changedBy']}" if switch.get("changedBy") else ""
+    reason = f": {switch['reason']}" if switch.get("reason") else ""
+    return f"{where}: {state} at {switch.get('changedAt')}{who}{reason}"
+
+
+def _show_kill_switch_result(reply: Any) -> str:
+    lines = [_switch_line(reply.get("switch", {}))]
+    if not reply.get("persisted"):
+        lines.append(
+            "NOT STORED (database unavailable): holds on this daemon, stored when the database is back"
+        )
+    if reply.get("cancelRequested"):
+        lines.append(f"cancel requested for {len(reply['cancelRequested'])} open orders")
+    for failure in reply.get("cancelFailed", []):
+        lines.append(
+            f"cancel failed: {failure.get('orderId')} at {failure.get('brokerId')}: {failure.get('reason')}"
+        )
+    return "\n".join(lines)
+
+
+def _show_kill_switches(reply: Any) -> str:
+    engaged = reply.get("engaged", [])
+    lines = [_switch_line(s) for s in engaged] or ["no kill switch engaged"]
+    lines += [f"not stored yet: {_switch_line(s)}" for s in reply.get("unpersisted", [])]
     return "\n".join(lines)
 
 
@@ -530,10 +712,29 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             line += f"  reason: {update['reason']}"
         print(line, flush=True)
 
+    def connection(event: str) -> None:
+        stamp = datetime.now().strftime("%H:%M:%S.%f")[:-3]
+        if event == "disconnected":
+            text = f"{stamp}  connection to NATS lost: reconnecting (updates meanwhile: --replay)"
+        else:
+            text = f"{stamp}  connection to NATS back: watching again"
+        if args.json:
+            text = json.dumps({"event": event, "at": datetime.now().astimezone().isoformat()})
+        print(text, file=sys.stderr, flush=True)
+
     try:
         url = resolve_nats_url(args.nats, _state_dir(args))
         print(f"watching {subject} on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        asyncio.run(watch_updates(url, subject, replay=args.replay, stream=args.stream, on_message=show))
+        asyncio.run(
+            watch_updates(
+                url,
+                subject,
+                replay=args.replay,
+                stream=args.stream,
+                on_message=show,
+                on_connection=connection,
+            )
+        )
     except ClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

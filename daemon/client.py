@@ -1,7 +1,8 @@
 """OMS-side client used by the CLI: plain asyncio nats-py (no Trio here; it is a separate process).
 
 Finds the daemon's NATS through, in order: `--nats`, `NATS_URL`, or the `runtime.json` that a
-running daemon writes in its state directory.
+running daemon writes in its state directory and in the user's (`daemon.runtime`: found from
+any directory).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import nats.errors
 import nats.js.api
 
 from api.subjects import EXECUTIONS, escape_token
+from daemon.runtime import RuntimeNotFound, find_runtime
 
 
 class ClientError(Exception):
@@ -33,22 +35,18 @@ async def _quiet(exc: Exception) -> None:
     """nats-py's default error callback prints a traceback; the CLI reports errors itself."""
 
 
-def resolve_nats_url(explicit: str | None, state_dir: Path) -> str:
+def resolve_nats_url(explicit: str | None, state_dir: Path | None) -> str:
+    """`explicit`, else $NATS_URL, else the running daemon's (`daemon.runtime.find_runtime`:
+    `state_dir` if given, else ./.state, else the user's state directory)."""
     if explicit:
         return explicit
     if os.environ.get("NATS_URL"):
         return os.environ["NATS_URL"]
-    runtime = state_dir / "runtime.json"
     try:
-        url = json.loads(runtime.read_text())["nats_url"]
-    except FileNotFoundError:
-        raise ClientError(
-            f"no running daemon found ({runtime} is missing): start one with `make run`, "
-            "or pass --nats / set NATS_URL"
-        ) from None
-    except (ValueError, KeyError):
-        raise ClientError(f"{runtime} is unreadable: pass --nats or set NATS_URL") from None
-    return str(url)
+        _, data = find_runtime(state_dir)
+    except RuntimeNotFound as exc:
+        raise ClientError(str(exc)) from None
+    return str(data["nats_url"])
 
 
 async def request(url: str, subject: str, payload: Any, timeout: float) -> Any:
@@ -89,10 +87,34 @@ def updates_subject(broker: str | None, status: str | None, order: str | None) -
 
 
 async def watch_updates(
-    url: str, subject: str, *, replay: bool, stream: str, on_message: Callable[[str, Any], None]
+    url: str,
+    subject: str,
+    *,
+    replay: bool,
+    stream: str,
+    on_message: Callable[[str, Any], None],
+    on_connection: Callable[[str], None] | None = None,
 ) -> None:
-    """Print updates until interrupted. `replay` first delivers what the stream kept."""
-    nc = await nats.connect(servers=[url], max_reconnect_attempts=-1, error_cb=_quiet)
+    """Print updates until interrupted. `replay` first delivers what the stream kept.
+    `on_connection` hears "disconnected" and "reconnected" as they happen (updates published
+    in between are not seen live: `--replay` gets them from the stream)."""
+
+    async def disconnected() -> None:
+        if on_connection is not None:
+            on_connection("disconnected")
+
+    async def reconnected() -> None:
+        if on_connection is not None:
+            on_connection("reconnected")
+
+    nc = await nats.connect(
+        servers=[url],
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=_quiet,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+    )
     try:
         queue: asyncio.Queue[Any] = asyncio.Queue()
 

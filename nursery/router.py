@@ -26,9 +26,10 @@ the first answer.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -75,6 +76,26 @@ log = logging.getLogger(__name__)
 _PASSED = PreTradeRecord(safeguards=SafeguardOutcome(passed=True))
 #: The decision of an order refused before routing: no broker was considered.
 _NOT_ROUTED = Selection(ranked=(), ineligible=())
+
+
+def unknown_symbol(symbol: str, known: Sequence[str]) -> str:
+    """The error for an unknown instrument, listing the closest known ones (`BTC/USD` finds
+    `BTC-USD`: the same letters and digits first, then the most similar spellings)."""
+
+    def letters(text: str) -> str:
+        return "".join(c for c in text.upper() if c.isalnum())
+
+    same = [k for k in known if letters(k) == letters(symbol)]
+    similar = difflib.get_close_matches(symbol.upper(), [k.upper() for k in known], n=5, cutoff=0.5)
+    by_upper = {k.upper(): k for k in known}
+    closest = list(dict.fromkeys([*same, *(by_upper[u] for u in similar)]))[:5]
+    message = f"unknown instrument {symbol!r}"
+    if closest:
+        return f"{message}; closest known: {', '.join(closest)}"
+    if known:
+        shown = sorted(known)[:20]
+        return f"{message}; known: {', '.join(shown)}{', ...' if len(known) > 20 else ''}"
+    return message
 
 
 class MarketView(Protocol):
@@ -131,7 +152,9 @@ class OrderRouter:
         errors: list[FieldError] = []
         asset_class = self._market.asset_class(request.symbol)
         if asset_class is None:
-            errors.append(FieldError("symbol", f"unknown instrument {request.symbol!r}"))
+            errors.append(
+                FieldError("symbol", unknown_symbol(request.symbol, getattr(self._market, "symbols", ())))
+            )
         for i, broker in enumerate(request.preferred_brokers):
             if broker not in self._brokers:
                 known = ", ".join(sorted(self._brokers))
