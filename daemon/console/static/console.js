@@ -139,7 +139,11 @@ function followUpdates() {
     setTimeout(() => row.classList.remove("fresh"), 1500);
     while (list.children.length > LIVE_ROWS) list.lastElementChild.remove();
     if (executionsDue === null) {
-      executionsDue = setTimeout(() => { executionsDue = null; refreshExecutions().catch(report); }, 500);
+      executionsDue = setTimeout(() => {
+        executionsDue = null;
+        refreshExecutions().catch(report);
+        refreshCharts().catch(report);
+      }, 500);
     }
   });
 }
@@ -204,7 +208,7 @@ function barChart(title, rows, key, unit, color) {
       return;
     }
     const x0 = Math.min(x(0), x(v)), w = Math.max(1, Math.abs(x(v) - x(0)));
-    chart.append(svg("rect", { x: x0, y, width: w, height: bar, fill: color, "data-broker": r.brokerId }));
+    chart.append(svg("rect", { x: x0, y, width: w, height: bar, fill: color, "data-broker": r.brokerId, "data-value": v }));
     chart.append(svg("text", { x: Math.max(x(0), x(v)) + 4, y: y + bar - 5 }, `${fmt(v, 2)}${unit}`));
   });
   box.append(chart);
