@@ -1,0 +1,138 @@
+"""daemon.metrics and daemon.feed: what each execution update and RouteOrder answer counts, and
+that the feed passes every update on unchanged while the console's listeners only watch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.codec import encode
+from api.contracts import ExecutionUpdate, Fill, OrderRoutingResponse
+from api.enums import ExecutionStatus, RoutingStatus
+from api.subjects import execution_subject
+from daemon.feed import UpdatesFeed
+from daemon.metrics import DaemonMetrics, reason_class
+from sql.records import OutboxEvent
+
+NOW = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+
+
+def update(
+    sequence: int,
+    status: ExecutionStatus,
+    *,
+    broker: str = "sim.a",  # a dot: escaped in the subject
+    fill: bool = False,
+    reconstructed: bool = False,
+    reason: str | None = None,
+) -> OutboxEvent:
+    body = ExecutionUpdate(
+        execution_id="x-1",
+        order_id="o-1",
+        broker_id=broker,
+        status=status,
+        filled_quantity=Decimal(10 if fill else 0),
+        timestamp=NOW,
+        sequence=sequence,
+        latest_fill=Fill(
+            fill_id=f"f-{sequence}",
+            quantity=Decimal(10),
+            price=Decimal("1.5"),
+            timestamp=NOW,
+            venue="V",
+            reconstructed=reconstructed,
+        )
+        if fill
+        else None,
+        reason=reason,
+    )
+    return OutboxEvent(
+        "x-1", sequence, execution_subject(broker, status.value, "o-1"), encode(body), f"x-1:{sequence}", NOW
+    )
+
+
+def test_updates_count_fills_cancels_rejects_and_reconstructions_per_broker() -> None:
+    metrics = DaemonMetrics()
+    for event in (
+        update(1, ExecutionStatus.EXECUTING),
+        update(2, ExecutionStatus.PARTIALLY_FILLED, fill=True),
+        update(3, ExecutionStatus.COMPLETED, fill=True, reconstructed=True),
+        update(4, ExecutionStatus.CANCELED),
+        update(5, ExecutionStatus.REJECTED, broker="b", reason="risk limit breached"),
+        update(6, ExecutionStatus.REJECTED, broker="b", reason="insufficient buying power"),
+    ):
+        metrics.observe_update(event.subject, event.payload)
+    assert metrics.fills.get("sim.a") == 2
+    assert metrics.reconstructed == 1
+    assert metrics.cancels.get("sim.a") == 1
+    assert metrics.rejects.counts == {("b", "risk"): 1, ("b", "broker"): 1}
+    text = metrics.render().decode()
+    assert 'bis_broker_fills_total{broker="sim.a"} 2.0' in text
+    assert "bis_orders_reconstructed_total 1.0" in text
+    labels = {
+        key
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        for key in sample.labels
+    }
+    assert labels <= {"broker", "reason_class", "outcome", "le"}  # bounded: never an order id
+
+
+def test_route_answers_by_outcome_and_gateway_refusals_as_broker_none() -> None:
+    metrics = DaemonMetrics()
+    accepted = OrderRoutingResponse("r", "o", RoutingStatus.ACCEPTED, NOW, selected_broker="a")
+    pending = OrderRoutingResponse("r", "o", RoutingStatus.PENDING, NOW, selected_broker="a")
+    refused = OrderRoutingResponse(
+        "r", "o", RoutingStatus.REJECTED, NOW, rejection_reason="safeguard max_notional: 9.5e9 > 1e6"
+    )
+    by_broker = OrderRoutingResponse("r", "o", RoutingStatus.REJECTED, NOW, selected_broker="a")
+    for response in (accepted, pending, refused, by_broker):
+        metrics.observe_route(response, 0.002)
+    metrics.observe_route_error(0.0001)
+    assert [metrics.route[o].count for o in ("accepted", "rejected", "error")] == [2, 2, 1]
+    # the broker's own refusal is counted from its REJECTED update, not twice
+    assert metrics.rejects.counts == {("none", "safeguard"): 1}
+
+
+def test_ack_latency_in_seconds_and_recent_samples_for_the_console() -> None:
+    metrics = DaemonMetrics()
+    metrics.observe_ack("a", 3.0)
+    metrics.observe_ack("a", 700.0)
+    assert metrics.ack[("a",)].count == 2
+    assert metrics.ack[("a",)].sum == 0.703
+    assert list(metrics.recent_acks["a"]) == [3.0, 700.0]
+    assert 'bis_broker_ack_duration_seconds_bucket{broker="a",le="0.005"} 1.0' in metrics.render().decode()
+
+
+def test_reason_classes_are_a_small_fixed_set() -> None:
+    assert reason_class(None) == "broker"
+    assert reason_class("kill switch engaged for ACC-1") == "safeguard"
+    assert reason_class("no broker eligible: sim-a: in maintenance") == "no_eligible_broker"
+    assert reason_class("sim-a did not answer within 2.0 s") == "timeout"
+
+
+async def test_the_feed_forwards_everything_in_order_and_closes_downstream() -> None:
+    metrics = DaemonMetrics()
+    feed = UpdatesFeed(metrics, keep=2, listener_buffer=1)
+    upstream_send, upstream = trio.open_memory_channel[OutboxEvent](10)
+    downstream, downstream_receive = trio.open_memory_channel[OutboxEvent](1)  # forces waiting
+    events = [update(i, ExecutionStatus.PARTIALLY_FILLED, fill=True) for i in range(1, 5)]
+    received: list[OutboxEvent] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(feed.run, upstream, downstream)
+        with feed.listen() as slow:  # never reads past its one-slot buffer: misses, never blocks
+            async with upstream_send:
+                for event in events:
+                    await upstream_send.send(event)
+            async with downstream_receive:
+                async for event in downstream_receive:  # ends: the feed closed its side
+                    received.append(event)
+            assert slow.receive_nowait() == events[0].payload
+        assert feed.listeners == 0
+    assert received == events
+    assert metrics.fills.get("sim.a") == 4
+    assert [subject for subject, _ in feed.recent] == [e.subject for e in events[-2:]]
+    assert feed.missed == 3 and feed.passed == 4
