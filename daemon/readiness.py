@@ -1,7 +1,8 @@
 """Readiness: whether this daemon can take an order now, and if not, why.
 
-Liveness (`GET /health`) only says the process serves HTTP. Readiness (`GET /ready`) asks each
-dependency the order path needs — PostgreSQL (write before send), NATS (requests and updates),
+Liveness (`GET /health/live`, `daemon.liveness`) only says the event loop turns. Readiness
+(`GET /health/ready`, also `/health` and `/ready`) asks each dependency the order path needs —
+PostgreSQL (write before send), NATS (requests and updates), the request endpoints subscribed,
 at least one broker connected, not stopping — and is ready only when all are. A load balancer or
 an operator's probe sends traffic elsewhere while it is not; nothing here changes behaviour
 (orders are still refused or answered as the path itself decides).
