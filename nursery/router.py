@@ -17,7 +17,8 @@ the first answer.
   `duplicate_wait` gets 503 (ask again, or GetExecution).
 - With no eligible broker the order is claimed with its REJECTED answer and nothing is sent.
 - Pre-trade checks (`pre_trade`, when the daemon sets it: `nursery.pretrade`): before a broker
-  is chosen, the kill switches and the execution safeguards; an order they refuse is claimed
+  is chosen, the kill switches and the execution safeguards; once it is chosen, the Risk
+  Analysis Service (`risk`, when configured); an order they refuse is claimed
   with its REJECTED answer (`rejectionReason` names the safeguard, the limit and the value) and
   nothing is sent. What they decided rides in the stored decision (`nursery.pretrade.record`),
   so `why` explains it; an admitted order that ends up not routed (a repeat, no eligible
@@ -29,7 +30,7 @@ from __future__ import annotations
 import difflib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -47,6 +48,7 @@ from nursery.live import LiveBook, LiveExecution
 from nursery.pretrade.checks import Refusal
 from nursery.pretrade.gate import PreTradeGate
 from nursery.pretrade.record import PreTradeRecord, SafeguardOutcome, merge
+from nursery.pretrade.risk import RiskAssessor, refusal_of
 from routing.config import RoutingConfig
 from routing.decision import decision_of
 from routing.decision import encode as encode_decision
@@ -142,6 +144,9 @@ class OrderRouter:
         #: The kill switches and execution safeguards every new order passes before a broker
         #: is chosen (`nursery.pretrade.gate`), when the daemon sets them.
         self.pre_trade: PreTradeGate | None = None
+        #: The Risk Analysis Service, asked about every order once its broker is chosen
+        #: (`nursery.pretrade.risk`), when configured.
+        self.risk: RiskAssessor | None = None
 
     def __repr__(self) -> str:
         return f"<OrderRouter routing={len(self._routing)}>"
@@ -293,10 +298,31 @@ class OrderRouter:
             config=self._routing_config,
         )
         decision = encode_decision(decision_of(selection, received, reference)).decode()
-        if self.pre_trade is not None:
+        broker_id = selection.chosen
+        risk = self.risk
+        if risk is not None and broker_id is not None:
+            verdict = await risk.assess(
+                request, asset_class, selection.score_of(broker_id), broker_id, reference
+            )
+            safeguards = _PASSED.safeguards if self.pre_trade is not None else None
+            record = PreTradeRecord(safeguards, verdict)
+            if not verdict.routed:
+                refusal = refusal_of(verdict, risk.config.timeout_ms)
+                return await self._refuse(
+                    request,
+                    asset_class,
+                    fingerprint,
+                    received,
+                    arrival,
+                    reference,
+                    refusal,
+                    record,
+                    selection,
+                ), False
+            decision = merge(decision, record)
+        elif self.pre_trade is not None:
             decision = merge(decision, _PASSED)
         routing_id = str(uuid.uuid4())
-        broker_id = selection.chosen
         order: BrokerOrder | None = None
         response: OrderRoutingResponse | None = None
         if broker_id is None:
@@ -402,6 +428,11 @@ class OrderRouter:
         if live is None or live.unsaved_response is None:
             return None
         return live.unsaved_response[1]
+
+    def open_executions(self) -> Iterator[tuple[BrokerOrder, Decimal | None]]:
+        """Every execution live here with its arrival price (the risk exposure's source)."""
+        for live in self._live:
+            yield live.order, live.arrival_price
 
     def routing_here(self, order_id: str) -> bool:
         """A task of this daemon is routing `order_id`, or holds its answer for the database."""

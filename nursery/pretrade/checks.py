@@ -54,6 +54,8 @@ class Refusal:
 
     @property
     def rejection_reason(self) -> str:
+        if self.safeguard == "risk_service":
+            return f"risk service: {self.reason}"
         return f"safeguard {self.safeguard}: {self.reason}"
 
 
