@@ -77,7 +77,7 @@ def test_ready_only_once_serving_then_watchdog_then_stopping_on_sigterm(
         readiness = wait_for_readiness(daemon.rest_url)
         assert readiness == {
             "ready": True,
-            "checks": {"database": "ok", "nats": "ok", "brokers": "ok", "intake": "ok"},
+            "checks": {"database": "ok", "nats": "ok", "subscriptions": "ok", "brokers": "ok", "intake": "ok"},
         }
     finally:
         code = daemon.stop(signal.SIGTERM)
