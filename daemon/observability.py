@@ -57,6 +57,9 @@ class Observability:
     def bind(self, sources: Sources, service: BrokerService, peers: Callable[[], PeerStats]) -> None:
         """Point the scrape and the console at the daemon's state (once it exists)."""
         self.metrics.bind(sources)
+        writer = sources.store.writer_stats
+        if hasattr(writer, "on_batch"):  # the writer reports each batch: exact batch sizes and durations
+            writer.on_batch = self.metrics.observe_db_batch
         self._console = ConsoleSources(sources.handles, self.metrics, self.feed, service, peers)
 
     def counted_recover(self, recover: Recover) -> Recover:
