@@ -33,6 +33,7 @@ import hypercorn.trio
 import msgspec
 import trio
 import trio_asyncio
+from quart import Blueprint
 
 from adapters.simulated import SimulatedBroker, SimulatedMarket
 from analysis.reporter import ExecutionReporter
@@ -50,6 +51,7 @@ from daemon.logs import register_secret
 from daemon.metrics import Sources
 from daemon.observability import Observability
 from daemon.pretrade import start_pretrade
+from daemon.pretrade_rest import pretrade_blueprint
 from daemon.publisher import Publisher
 from daemon.readiness import Readiness
 from daemon.schedule import (
@@ -287,12 +289,13 @@ async def _serve(
             # Kill switches and safeguards before the first order (nursery.pretrade).
             pretrade = await start_pretrade(config, book, engine, bus, database_url)
             await work.start(pretrade.run, bus)
+            explainer = OrderExplainer(store, engine.get_execution)
             serve_nats = functools.partial(
                 bus.serve,
                 [
                     *service_endpoints(engine, route_observer=observe.metrics),
                     *admin_endpoints(engine, store.refresh_views),
-                    *pretrade_endpoints(pretrade.admin, OrderExplainer(store, engine.get_execution)),
+                    *pretrade_endpoints(pretrade.admin, explainer),
                 ],
                 service_name="broker-integration",
                 version=VERSION,
@@ -306,7 +309,15 @@ async def _serve(
             observe.serving = True
             rest_url = None
             if config.rest.enabled:
-                rest_url = await work.start(_serve_rest, config, engine, readiness, observe, rest_stop)
+                pretrade_routes = pretrade_blueprint(pretrade.admin, explainer, frozenset(config.rest.tokens))
+                rest_url = await work.start(
+                    functools.partial(_serve_rest, blueprints=(pretrade_routes,)),
+                    config,
+                    engine,
+                    readiness,
+                    observe,
+                    rest_stop,
+                )
             root.start_soon(refresh_views_every, store, config.database.views_refresh_s)
             if config.market.session_close_utc:
                 closers = [h.adapter.end_of_day for h in handles if isinstance(h.adapter, SimulatedBroker)]
@@ -417,6 +428,7 @@ async def _serve_rest(
     observe: Observability,
     stop: trio.Event,
     *,
+    blueprints: Sequence[Blueprint] = (),
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     def ready() -> tuple[bool, bytes]:
@@ -431,7 +443,7 @@ async def _serve_rest(
         readiness=ready,
         liveness=observe.live,
         route_observer=observe.metrics,
-        blueprints=observe.blueprints(),
+        blueprints=[*observe.blueprints(), *blueprints],
     )
     # One JSON access-log record per request (hypercorn's own access log stays off).
     app.asgi_app = AccessLog(app.asgi_app)  # type: ignore[method-assign]

@@ -152,3 +152,35 @@ def test_the_ready_banner_is_a_json_record_off_a_terminal(daemon: Any) -> None:
     ready = [r for r in records if r.get("message") == "Broker Integration Service is ready"]
     assert len(ready) == 1
     assert ready[0]["nats"] == process.nats_url and ready[0]["brokers"]
+
+
+def test_the_kill_switch_over_rest(daemon: Any) -> None:
+    import httpx
+
+    from tests.support.daemon import TEST_TOKEN
+
+    process, _ = daemon
+    url = f"{process.rest_url}/admin/kill-switches"
+    auth = {"Authorization": f"Bearer {TEST_TOKEN}"}
+    account = f"RS-{uuid.uuid4().hex[:6]}"
+    body = {"scope": "ACCOUNT", "accountId": account, "engaged": True, "reason": "desk halt"}
+    assert httpx.put(url, json=body, timeout=10).status_code == 401
+    bad = httpx.put(url, json={"scope": "ACCOUNT", "engaged": "yes"}, headers=auth, timeout=10)
+    assert bad.status_code == 400
+    assert {e["field"] for e in bad.json()["errors"]} >= {"engaged"}
+    put = httpx.put(url, json=body, headers=auth, timeout=10)
+    assert put.status_code == 200, put.text
+    assert put.json()["switch"]["engaged"] is True and put.json()["persisted"] is True
+    listed = httpx.get(url, headers=auth, timeout=10).json()
+    assert account in [s.get("accountId") for s in listed["engaged"]]
+    order_id = new_id()
+    refused = oms.route(process.nats_url, oms.order(order_id, accountId=account))
+    assert "safeguard kill_switch" in refused.body["rejectionReason"]
+    explained = httpx.get(f"{process.rest_url}/admin/orders/{order_id}/explanation", headers=auth, timeout=10)
+    assert explained.status_code == 200
+    assert explained.json()["preTrade"]["safeguards"]["safeguard"] == "kill_switch"
+    missing = httpx.get(f"{process.rest_url}/admin/orders/{new_id()}/explanation", headers=auth, timeout=10)
+    assert missing.status_code == 404
+    body["engaged"] = False
+    del body["reason"]
+    assert httpx.put(url, json=body, headers=auth, timeout=10).status_code == 200
