@@ -278,6 +278,9 @@ def test_service_discovery_through_micro(daemon: DaemonProcess) -> None:
         "trading.broker.v1.GetTransactionCostAnalysis",
         "trading.broker.v1.admin.RefreshReadModels",
         "trading.broker.v1.admin.SetMaintenance",
+        "trading.broker.v1.admin.SetKillSwitch",
+        "trading.broker.v1.admin.ListKillSwitches",
+        "trading.broker.v1.ExplainOrder",
     }
 
 
