@@ -30,6 +30,8 @@ import trio
 from nats.micro.request import Request as MicroRequest
 from trio_asyncio import aio_as_trio
 
+from daemon import aioloop
+
 log = logging.getLogger(__name__)
 
 
@@ -156,6 +158,7 @@ class NatsBus:
         async def on_closed() -> None:
             lost.set()
 
+        aioloop.install()  # nats-py's callbacks in bursts: one Trio pass per burst, not each
         try:
             nc = await aio_as_trio(nats.connect)(
                 servers=server_urls(url),

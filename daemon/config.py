@@ -91,7 +91,7 @@ class DatabaseSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Connections committing writes in parallel (group commit on each). More lets the next
     #: batch commit while the previous one waits for its fsync, but makes batches smaller
     #: (more commits): on the 2-core bench host, 2 gave no gain (bench/route.py), so 1.
-    writer_connections: int = 1
+    writer_connections: int = 2
     views_refresh_s: float = 60.0
 
 

@@ -100,6 +100,7 @@ class RateLimiter:
         self._queue: deque[_Waiter] = deque()
         self._penalty_until: float | None = None
         self._strikes = 0  # consecutive 429s (each after the previous penalty had ended)
+        self.waits = 0  # requests that queued for capacity (metrics)
 
     def __repr__(self) -> str:
         penalty = "none" if self._penalty_until is None else f"until {self._penalty_until:.3f}"
@@ -149,6 +150,7 @@ class RateLimiter:
             await trio.lowlevel.cancel_shielded_checkpoint()
             raise self._exceeded(at)
         waiter = _Waiter(deadline)
+        self.waits += 1
         self._queue.append(waiter)
         try:
             await self._wait_for_turn(waiter)

@@ -21,6 +21,14 @@ company before its batch goes, and goes at once with the first urgent one (a cla
 At one order at a time this folds the previous order's post-trade write into the next order's
 claim: one commit per order instead of two; under load it only makes batches larger.
 
+Urgent first. A batch is led by the urgent submissions queued (claims: a reply waits on them)
+and carries at most `fold_ops` (32) ops of non-urgent ones; the rest wait in a backlog for the
+next free lane, oldest first. So a claim never waits behind a burst of post-trade writes (a few
+hundred ops of one round of fills take tens of milliseconds), while at one order at a time the
+previous order's write still rides along with the next claim. With two lanes (the default) one
+is mostly the claims' and the other the backlog's; with one lane, a batch led by urgent
+submissions is followed by one for the backlog whenever it is not empty, so neither starves.
+
 A write is a `WriteOp`. Ops of the same class in a batch run together through the class's
 `run_batch` (an executemany in pipeline mode), classes in `phase` order; so the ops of one
 submission run in phase order, and ops of the same class in submission order.
@@ -52,6 +60,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Self, TypeVar
@@ -123,6 +132,9 @@ class DatabaseUnavailable(Unavailable):
 #: How long a submission nobody's reply waits on may wait for others to share its commit.
 LINGER_S = 0.002
 
+#: Ops of non-urgent submissions that may ride along in a batch led by urgent ones.
+FOLD_OPS = 32
+
 #: Reconnect probes while the database is unavailable: the first after this long, doubling.
 PROBE_FIRST_S = 0.1
 PROBE_MAX_S = 2.0
@@ -139,6 +151,8 @@ class WriterStats:
     retries: int = 0  # batches run again on a fresh connection after the first one broke
     outages: int = 0  # times the database became unavailable
     reconnects: int = 0  # times it became available again
+    #: Told each batch's ops and commit duration (s) as it ends (metrics); must be quick.
+    on_batch: Callable[[int, float], None] | None = None
 
     @property
     def mean_batch(self) -> float:
@@ -213,6 +227,7 @@ class GroupWriter:
         queue_size: int | None = None,
         lanes: int = 1,
         linger: float = LINGER_S,
+        fold_ops: int = FOLD_OPS,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -227,6 +242,11 @@ class GroupWriter:
         )
         self._lanes = [_Lane(i) for i in range(lanes)]
         self._linger = linger
+        self._fold_ops = fold_ops
+        #: Submissions received but not taken yet: non-urgent ones waiting for room in a batch
+        #: (and, rarely, urgent ones put back so that these get their turn).
+        self._backlog: deque[_Submission] = deque()
+        self._urgent_led = False
         self._running = False
         self._stopped = trio.Event()
         #: Set while writing works; replaced by an unset event for the length of an outage.
@@ -373,13 +393,16 @@ class GroupWriter:
         async with trio.open_nursery() as in_flight:  # returns once every lane has committed
             self._nursery = in_flight
             while True:
+                received: list[_Submission] = []
+                if not self._backlog:
+                    try:
+                        first = await self._receive.receive()
+                    except (trio.EndOfChannel, trio.ClosedResourceError):
+                        return
+                    received = [first]
                 try:
-                    first = await self._receive.receive()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    return
-                received = [first]
-                try:
-                    received = await self._company(first)
+                    if received:
+                        received = await self._company(received[0])
                     lane = await free_receive.receive()  # meanwhile the queue keeps filling
                 except BaseException:  # stopped while holding these: they were never taken
                     self._fail(received, WriterClosed("the writer stopped before this write was taken"))
@@ -422,31 +445,57 @@ class GroupWriter:
         return received
 
     def _take(self, received: list[_Submission]) -> list[_Submission]:
-        """`received` and every other submission already queued, up to `max_batch` ops."""
-        batch: list[_Submission] = []
+        """The next batch, from `received`, everything queued and the backlog (see "Urgent
+        first"): the urgent submissions (up to `max_batch` ops) with at most `fold_ops` ops of
+        waiting ones folded in; or, when there is no urgent one — or the previous batch was
+        urgent-led and others are waiting (so they are never starved on one lane) — the
+        waiting ones, oldest first, up to `max_batch` ops. The rest stays in the backlog."""
+        urgent: list[_Submission] = []
         size = 0
         for sub in received:
-            if not sub.abandoned:
-                sub.taken = True
-                batch.append(sub)
+            if sub.urgent:
+                urgent.append(sub)
                 size += len(sub.ops)
+            else:
+                self._backlog.append(sub)
         while size < self._max_batch:
             try:
                 sub = self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
-            if not sub.abandoned:
-                sub.taken = True
-                batch.append(sub)
+            if sub.urgent:
+                urgent.append(sub)
                 size += len(sub.ops)
+            else:
+                self._backlog.append(sub)
+        backlog = self._backlog
+        if urgent and backlog and self._urgent_led and len(self._lanes) == 1:
+            # two urgent-led batches in a row with others waiting: this one is theirs
+            backlog.extendleft(reversed(urgent))
+            urgent, size = [], 0
+        budget = min(self._fold_ops, self._max_batch - size) if urgent else self._max_batch
+        batch: list[_Submission] = []
+        for sub in urgent:
+            if not sub.abandoned:
+                batch.append(sub)
+        while backlog and (len(backlog[0].ops) <= budget or not batch):
+            sub = backlog.popleft()
+            if sub.abandoned:
+                continue
+            batch.append(sub)
+            budget -= len(sub.ops)
+        self._urgent_led = bool(urgent)
+        for sub in batch:
+            sub.taken = True
         return batch
 
     async def _commit(self, batch: list[_Submission], lane: _Lane) -> None:
         """Run `batch` to its end even if the writer is being stopped (a taken submission is
         committed or rolled back, never left half-known), bounded by `timeout`."""
         done = None
+        started = trio.current_time()
         try:
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + self._timeout):
+            with trio.CancelScope(shield=True, deadline=started + self._timeout):
                 async with lane.lock:
                     done = await self._run_batch(batch, lane)
         except BaseException as exc:  # a bug in this module: never leave a caller waiting
@@ -466,6 +515,8 @@ class GroupWriter:
         stats.ops += size
         stats.submissions += len(batch)
         stats.max_batch = max(stats.max_batch, size)
+        if stats.on_batch is not None:
+            stats.on_batch(size, trio.current_time() - started)
         stats.fallbacks += fell_back
         for sub, (results, error) in zip(batch, outcomes, strict=True):
             sub.results = results
@@ -481,6 +532,10 @@ class GroupWriter:
             sub.done.set()
 
     def _fail_queued(self) -> None:
+        while self._backlog:
+            sub = self._backlog.popleft()
+            sub.error = WriterClosed("the writer stopped before this write was taken")
+            sub.done.set()
         while True:
             try:
                 sub = self._receive.receive_nowait()
