@@ -95,7 +95,7 @@ async def start_pretrade(
     else:
         log.warning("safeguards off ([safeguards] enabled = false): only the kill switches apply")
     # The engine builds its router; the gate and the risk client are its pre-routing hooks.
-    router = engine._router
+    router = engine.router
     router.pre_trade = gate
     risk = None
     if config.risk.enabled:

@@ -193,6 +193,11 @@ class ExecutionEngine:
         return self._brokers
 
     @property
+    def router(self) -> OrderRouter:
+        """The routing part: its pre-trade hooks (`pre_trade`, `risk`) are set by the daemon."""
+        return self._router
+
+    @property
     def take_orphan(self) -> Callable[[str], Awaitable[bool]] | None:
         """Takes over an order nobody answers and answers it (`OrphanSweeper.take_one`), when
         the daemon runs a sweeper: a repeated request does not wait on a dead daemon."""
