@@ -55,9 +55,6 @@ import psycopg  # noqa: E402
 import trio  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
-from analysis.peers import PeerCache  # noqa: E402
-from analysis.queue import ReportJob  # noqa: E402
-from analysis.reporter import ExecutionReporter  # noqa: E402
 from api.enums import (  # noqa: E402
     AssetClass,
     BrokerOrderStatus,
@@ -76,6 +73,9 @@ from routing.stats import RoutingStats  # noqa: E402
 from sql.migrate import apply_migrations  # noqa: E402
 from sql.reports import PeerRow, ReportRecord  # noqa: E402
 from sql.store import Store  # noqa: E402
+from tca_online.peers import PeerCache  # noqa: E402
+from tca_online.queue import ReportJob  # noqa: E402
+from tca_online.reporter import ExecutionReporter  # noqa: E402
 
 SYMBOLS = {"AAPL": 190.0, "MSFT": 410.0, "SPY": 510.0}
 BROKERS = ("bench-a", "bench-b", "bench-c")

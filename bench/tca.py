@@ -4,9 +4,9 @@
     .venv/bin/python bench/tca.py --quick         # 1,000 / 100,000 / 1,000,000: a smoke run
     .venv/bin/python bench/tca.py --formats csv --no-report --repeat 3
 
-What it does: generates the day (`tca.synthetic.generate_day`, vectorised; not timed in the
+What it does: generates the day (`tca_offline.synthetic.generate_day`, vectorised; not timed in the
 figures) as CSV and as Parquet in a temporary directory; then, for each format, runs
-`tca.offline.run_offline` end to end — read and check the files, every measure of every order,
+`tca_offline.offline.run_offline` end to end — read and check the files, every measure of every order,
 peer statistics, ranking, savings, recommendations, the CSV and JSON results, and the HTML
 report — and prints wall time, CPU time and rates per phase. The target (issue 5) is <= 3 s end
 to end on 2 cores. The naive baseline runs the pure-Python engine (`tca.analyse`, one order at a
@@ -39,9 +39,9 @@ from api.enums import TCABenchmark  # noqa: E402
 from bench._common import print_table  # noqa: E402
 from tca import analyse  # noqa: E402
 from tca.batch import compute  # noqa: E402
-from tca.files import engine_case, load  # noqa: E402
-from tca.offline import analyse_table, run_offline  # noqa: E402
-from tca.synthetic import DayFiles, generate_day  # noqa: E402
+from tca_offline.files import engine_case, load  # noqa: E402
+from tca_offline.offline import analyse_table, run_offline  # noqa: E402
+from tca_offline.synthetic import DayFiles, generate_day  # noqa: E402
 
 TARGET_S = 3.0
 COMPARED = (

@@ -36,7 +36,6 @@ import trio_asyncio
 from quart import Blueprint
 
 from adapters.simulated import SimulatedBroker, SimulatedMarket
-from analysis.reporter import ExecutionReporter
 from api.codec import to_builtins
 from api.enums import ConnectionStatus
 from api.events import AnyBrokerEvent
@@ -76,6 +75,7 @@ from nursery.pretrade.explain import OrderExplainer
 from sql.migrate import apply_migrations
 from sql.records import OutboxEvent, StatusChange
 from sql.store import Store
+from tca_online.reporter import ExecutionReporter
 
 log = logging.getLogger(__name__)
 

@@ -652,8 +652,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_tca(args: argparse.Namespace) -> int:
-    from tca.files import OfflineInputError
-    from tca.offline import run_offline
+    from tca_offline.files import OfflineInputError
+    from tca_offline.offline import run_offline
 
     try:
         result = run_offline(

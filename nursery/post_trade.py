@@ -24,7 +24,6 @@ from typing import Protocol
 
 import trio
 
-from analysis.queue import ReportJob
 from api.contracts import TCARequest, TCAResponse
 from api.enums import AssetClass, BrokerOrderStatus, Urgency
 from api.orders import BrokerOrder
@@ -34,6 +33,7 @@ from nursery.placement import Outcome, Placement
 from routing.stats import RoutingStats
 from sql.store import Store
 from sql.writer import DatabaseUnavailable
+from tca_online.queue import ReportJob
 
 __all__ = ["REPORT_OUTAGE_WAIT_S", "AssetClasses", "PostTrade", "Reporter"]
 
@@ -45,7 +45,7 @@ REPORT_OUTAGE_WAIT_S = 60.0
 
 
 class Reporter(Protocol):
-    """Execution reports and TCA (`analysis.reporter.ExecutionReporter`)."""
+    """Execution reports and TCA (`tca_online.reporter.ExecutionReporter`)."""
 
     async def report(
         self,
@@ -58,7 +58,7 @@ class Reporter(Protocol):
 
     async def analyse(self, request: TCARequest) -> TCAResponse: ...
 
-    # The batching queue (`analysis.queue.ReportQueue`): finished executions wait there and
+    # The batching queue (`tca_online.queue.ReportQueue`): finished executions wait there and
     # are reported many at a time, off the order path.
     @property
     def pending(self) -> int: ...

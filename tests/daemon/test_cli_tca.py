@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tca.synthetic import generate_day
+from tca_offline.synthetic import generate_day
 from tests.support.daemon import REPO
 
 

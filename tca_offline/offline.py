@@ -9,7 +9,7 @@ closes) — writing a CSV and a JSON of every order's analysis and an HTML repor
 - `tca.json`: `{"benchmark", "config", "summary", "brokers", "orders"}` with camelCase names
   matching the TCAResponse (plus every other benchmark, the shortfall split and the reasons
   for what is unavailable);
-- `tca_report.html`: self-contained, plots embedded as SVG images (see `tca.report`).
+- `tca_report.html`: self-contained, plots embedded as SVG images (see `tca_offline.report`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import polars as pl
 
 from api.enums import TCABenchmark
 from tca.batch import NO_TIME, Measures, Status, compute
-from tca.files import Inputs, load
 from tca.model import DEFAULT_CONFIG, TcaConfig
 from tca.peers import (
     BrokerRank,
@@ -38,8 +37,9 @@ from tca.peers import (
     rank_brokers,
     recommend,
 )
-from tca.report import write_report
 from tca.result import Recommendation
+from tca_offline.files import Inputs, load
+from tca_offline.report import write_report
 
 CSV_NAME = "tca_orders.csv"
 JSON_NAME = "tca.json"
@@ -74,7 +74,7 @@ def run_offline(
     report: bool = True,
 ) -> OfflineResult:
     """Analyse every order of the files against `benchmark` and write the results to `out_dir`
-    (created if needed). Raises `tca.files.OfflineInputError` for unusable input, before
+    (created if needed). Raises `tca_offline.files.OfflineInputError` for unusable input, before
     writing anything."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()

@@ -20,8 +20,6 @@ import trio
 from adapters.simulated import SimulatedBroker, SimulatedMarket
 from adapters.simulated.config import MarketConfig, default_instruments
 from adapters.simulated.market import MarketEvent, QuoteEvent
-from analysis import windows
-from analysis.reporter import ExecutionReporter, _online
 from api.contracts import CancelOrderRequest, OrderRoutingRequest, TCARequest
 from api.enums import AssetClass, OrderType, RoutingStatus, Side, TCABenchmark, TimeInForce
 from api.errors import InvalidRequest, NotFound
@@ -32,6 +30,8 @@ from nursery.engine import ExecutionEngine
 from routing.stats import RoutingStats
 from sql.store import Store
 from tca.model import MarketData, Quotes, TcaFill, TcaOrder, Trades
+from tca_online import windows
+from tca_online.reporter import ExecutionReporter, _online
 from tests.nursery.test_failover import venue
 from tests.support.engine_stack import engine_stack
 

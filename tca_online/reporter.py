@@ -30,9 +30,6 @@ from typing import Protocol
 import msgspec
 import trio
 
-from analysis import windows
-from analysis.peers import PeerCache
-from analysis.queue import ReportJob, ReportQueue
 from api.contracts import FieldError, TCARequest, TCAResponse
 from api.enums import AssetClass, TCABenchmark
 from api.errors import InvalidRequest, NotFound
@@ -53,6 +50,9 @@ from tca.model import (
     ns_of,
 )
 from tca.result import TcaResult
+from tca_online import windows
+from tca_online.peers import PeerCache
+from tca_online.queue import ReportJob, ReportQueue
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,6 @@ import pytest
 import trio
 import trio.testing
 
-from analysis import windows
-from analysis.peers import PeerCache
-from analysis.queue import ReportJob
-from analysis.reporter import ExecutionReporter
 from api.enums import (
     AssetClass,
     BrokerOrderStatus,
@@ -42,7 +38,11 @@ from sql.reports import PeerRow, ReportRecord
 from sql.writer import DatabaseUnavailable
 from tca.model import MarketData, Trades, ns_of
 from tca.result import TcaResult
-from tests.analysis.test_online_tca import SYMBOL, Desk, desk, order, reported  # noqa: F401 (fixture)
+from tca_online import windows
+from tca_online.peers import PeerCache
+from tca_online.queue import ReportJob
+from tca_online.reporter import ExecutionReporter
+from tests.tca_online.test_online_tca import SYMBOL, Desk, desk, order, reported  # noqa: F401 (fixture)
 
 T0 = datetime(2024, 3, 1, 14, 0, tzinfo=UTC)
 CREATED = datetime(2024, 3, 2, tzinfo=UTC)

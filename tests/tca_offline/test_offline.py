@@ -17,9 +17,9 @@ import pytest
 from api.enums import TCABenchmark
 from tca import analyse
 from tca.batch import compute
-from tca.files import OfflineInputError, engine_case, load
-from tca.offline import analyse_table, run_offline
-from tca.synthetic import generate_day
+from tca_offline.files import OfflineInputError, engine_case, load
+from tca_offline.offline import analyse_table, run_offline
+from tca_offline.synthetic import generate_day
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 
-from tca.charts import Axes, bar_ranking, box_plot, data_uri, nice_ticks
+from tca_offline.charts import Axes, bar_ranking, box_plot, data_uri, nice_ticks
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -1,6 +1,6 @@
 """The offline tool's HTML report: tables and plots in one self-contained file.
 
-Plots (`tca.charts`, SVG embedded as base64 `data:` images, so the file can be mailed):
+Plots (`tca_offline.charts`, SVG embedded as base64 `data:` images, so the file can be mailed):
 1. execution prices against the benchmark over the window, for the largest orders: the market
    prints (step line), our fills (dot area ~ quantity), the arrival, VWAP and TWAP levels, the
    window shaded;
@@ -21,10 +21,10 @@ import polars as pl
 
 from api.enums import TCABenchmark
 from tca.batch import Measures
-from tca.charts import PALETTE, Axes, bar_ranking, box_plot, data_uri
-from tca.files import Inputs
 from tca.model import TcaConfig
 from tca.peers import BrokerRank
+from tca_offline.charts import PALETTE, Axes, bar_ranking, box_plot, data_uri
+from tca_offline.files import Inputs
 
 #: At most this many orders get a price chart; at most this many prints are drawn per chart.
 EXAMPLE_ORDERS = 4
@@ -41,7 +41,7 @@ def write_report(
     benchmark: TCABenchmark,
     config: TcaConfig,
 ) -> None:
-    """Write the report for an analysed table (see `tca.offline.analyse_table`)."""
+    """Write the report for an analysed table (see `tca_offline.offline.analyse_table`)."""
     sections = [
         _summary(table, benchmark),
         "<h2>Execution prices against the benchmark</h2>",
