@@ -6,7 +6,8 @@ state directory, three simulated brokers and a simulated market. `daemon/example
 every key.
 
 Environment overrides:
-    NATS_URL              join this NATS server instead of starting one
+    NATS_URL              join this NATS server (or cluster: URLs separated by commas)
+                          instead of starting one
     DATABASE_URL          join this PostgreSQL instead of starting one
     BIS_STATE_DIR         state directory (also $STATE_DIRECTORY under systemd)
     BIS_REST_HOST / BIS_REST_PORT
@@ -75,9 +76,19 @@ class ServiceSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return self.attempt_deadline_ms.get(urgency.value, 3000.0) / 1000.0
 
 
+#: JetStream keeps at most this many copies of a stream (one per server of the cluster).
+MAX_STREAM_REPLICAS = 5
+
+
 class NatsSection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    url: str = ""  # empty: start the embedded nats-server
+    #: The NATS server, or the servers of a cluster separated by commas (in the TOML file also
+    #: a list of URLs, joined here): nats-py tries them in turn and fails over between them.
+    #: Empty: start the embedded nats-server.
+    url: str = ""
     stream: str = "BROKER_EXECUTIONS"
+    #: Copies of the execution stream JetStream keeps (R3 in a 3-node cluster: losing one node
+    #: loses no update). More than 1 needs a cluster; an existing stream is updated at start.
+    stream_replicas: int = 1
     #: JetStream deduplication window: must cover the longest republish horizon after a crash.
     duplicate_window_s: float = 600.0
     stream_max_age_s: float = 7 * 24 * 3600.0
@@ -199,7 +210,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     env = os.environ if environ is None else environ
     if path is not None:
         try:
-            config = msgspec.toml.decode(path.read_bytes(), type=Config)
+            config = msgspec.convert(_joined_nats_urls(msgspec.toml.decode(path.read_bytes())), Config)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except OSError as exc:
@@ -211,6 +222,19 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     config = _apply_environment(config, env)
     _check(config)
     return config
+
+
+def _joined_nats_urls(document: object) -> object:
+    """The decoded TOML with `nats.url` given as a list of URLs joined into the one
+    comma-separated string the daemon passes to nats-py (anything else is left for msgspec to
+    judge, so a wrong type is reported with its path as usual)."""
+    if isinstance(document, dict):
+        nats = document.get("nats")
+        if isinstance(nats, dict):
+            urls = nats.get("url")
+            if isinstance(urls, list) and all(isinstance(u, str) for u in urls):
+                return {**document, "nats": {**nats, "url": ",".join(u.strip() for u in urls)}}
+    return document
 
 
 def _apply_environment(config: Config, env: Mapping[str, str]) -> Config:
@@ -277,6 +301,7 @@ def _check(config: Config) -> None:
         raise ConfigError("market_data: first_quote_wait_s, max_clock_skew_s >= 0; max_quote_age_s > 0")
     if md.tape_capacity < 1 or md.tape_retain_s <= 0:
         raise ConfigError("market_data: tape_capacity and tape_retain_s must be positive")
+    _check_nats(config.nats)
     if config.database.writer_connections < 1:
         raise ConfigError("database.writer_connections must be at least 1")
     if config.service.request_workers < 1:
@@ -292,3 +317,17 @@ def _check(config: Config) -> None:
     unknown = set(config.service.attempt_deadline_ms) - {u.value for u in Urgency}
     if unknown:
         raise ConfigError(f"service.attempt_deadline_ms: unknown urgency {sorted(unknown)}")
+
+
+def _check_nats(nats: NatsSection) -> None:
+    if nats.url and any(not part.strip() for part in nats.url.split(",")):
+        raise ConfigError(f"nats.url: an empty server URL in {nats.url!r}")
+    if not 1 <= nats.stream_replicas <= MAX_STREAM_REPLICAS:
+        raise ConfigError(
+            f"nats.stream_replicas must be between 1 and {MAX_STREAM_REPLICAS}, not {nats.stream_replicas}"
+        )
+    if nats.stream_replicas > 1 and not nats.url:
+        raise ConfigError(
+            f"nats.stream_replicas = {nats.stream_replicas} needs a NATS cluster (nats.url or NATS_URL): "
+            "the embedded nats-server is a single node"
+        )
