@@ -180,6 +180,7 @@ async def run_daemon(
                     ["trading.broker.v1.executions.>"],
                     duplicate_window=config.nats.duplicate_window_s,
                     max_age=config.nats.stream_max_age_s,
+                    replicas=config.nats.stream_replicas,
                 )
                 try:
                     await _serve(
