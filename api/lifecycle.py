@@ -1,5 +1,10 @@
 """The order state machine: the only place a `BrokerOrder` changes status.
 
+A transition table, the NautilusTrader way: `TRANSITIONS` maps (status now, event type) to the
+handler that computes the new order (the row's comment names the status it leads to); a pair
+the table lacks is illegal and `apply_event` raises `IllegalTransition`. Handlers still check
+what depends on the event's values (a fill beyond the order quantity raises). In pictures:
+
     PENDING ──accepted──> ACCEPTED ──fill──> PARTIALLY_FILLED ──fill──> FILLED
        │                     │                     │
        ├──rejected──> REJECTED                     ├──canceled──> CANCELED
@@ -26,13 +31,17 @@ rejection after fills.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_EVEN, Decimal
+from types import MappingProxyType
+from typing import Any, Final
 
 import msgspec
 
 from api.enums import BrokerOrderStatus as S
 from api.events import (
     AnyBrokerEvent,
+    BrokerEvent,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -100,31 +109,48 @@ def missing_fill(
 
 
 def apply_event(order: BrokerOrder, event: AnyBrokerEvent) -> Transition:
-    """Apply one broker event to `order`. Pure: the caller persists and publishes the result."""
-    if isinstance(event, ReconstructedFill):
-        return _apply_reconstructed(order, event)
-    if isinstance(event, OrderFilled):
-        return _apply_fill(order, event)
-    if isinstance(event, OrderAccepted):
-        if order.status is S.PENDING:
-            return _changed(order, event, status=S.ACCEPTED, broker_order_id=event.broker_order_id)
-        if order.broker_order_id is None:  # the fill came first; remember the id quietly
-            return Transition(msgspec.structs.replace(order, broker_order_id=event.broker_order_id), True)
-        return Transition(order, False)
-    if isinstance(event, OrderRejected):
-        if order.status in (S.PENDING, S.ACCEPTED):
-            return _changed(order, event, status=S.REJECTED, rejection_reason=event.reason)
-        if order.status is S.REJECTED:
-            return Transition(order, False)
-        if order.status.is_final:
-            return Transition(order, False)  # a reject of a finished order changes nothing
-        raise IllegalTransition(order, event, f"after fills ({order.filled_quantity} filled)")
-    if isinstance(event, (OrderCanceled, OrderExpired)):
-        target = S.CANCELED if isinstance(event, OrderCanceled) else S.EXPIRED
-        if order.status.is_final:
-            return Transition(order, False)
-        return _changed(order, event, status=target, rejection_reason=event.reason or None)
-    raise TypeError(f"not a broker event: {event!r}")  # pragma: no cover
+    """Apply one broker event to `order`: the handler `TRANSITIONS` holds for (its status, the
+    event's type); a pair the table lacks raises `IllegalTransition`. Pure: the caller persists
+    and publishes the result."""
+    handler = TRANSITIONS.get((order.status, type(event)))
+    if handler is None:
+        if type(event) not in EVENT_TYPES:
+            raise TypeError(f"not a broker event: {event!r}")
+        raise IllegalTransition(order, event, _why_illegal(order, event))
+    return handler(order, event)
+
+
+def _accept(order: BrokerOrder, event: OrderAccepted) -> Transition:
+    """PENDING -> ACCEPTED, remembering the broker order id."""
+    return _changed(order, event, status=S.ACCEPTED, broker_order_id=event.broker_order_id)
+
+
+def _late_ack(order: BrokerOrder, event: OrderAccepted) -> Transition:
+    """An ack after a fill, a cancel or another ack: the status stays; the broker order id is
+    recorded quietly (no new `sequence`) when the order has none yet (the fill came first)."""
+    if order.broker_order_id is None:
+        return Transition(msgspec.structs.replace(order, broker_order_id=event.broker_order_id), True)
+    return Transition(order, False)
+
+
+def _reject(order: BrokerOrder, event: OrderRejected) -> Transition:
+    """-> REJECTED with the broker's reason."""
+    return _changed(order, event, status=S.REJECTED, rejection_reason=event.reason)
+
+
+def _cancel(order: BrokerOrder, event: OrderCanceled) -> Transition:
+    """-> CANCELED (the reason, if any, kept)."""
+    return _changed(order, event, status=S.CANCELED, rejection_reason=event.reason or None)
+
+
+def _expire(order: BrokerOrder, event: OrderExpired) -> Transition:
+    """-> EXPIRED (the reason, if any, kept)."""
+    return _changed(order, event, status=S.EXPIRED, rejection_reason=event.reason or None)
+
+
+def _ignore(order: BrokerOrder, event: AnyBrokerEvent) -> Transition:
+    """No change: a repeat, or news about an order that is already final."""
+    return Transition(order, False)
 
 
 def _apply_fill(order: BrokerOrder, event: OrderFilled) -> Transition:
@@ -219,3 +245,77 @@ def _changed(order: BrokerOrder, event: AnyBrokerEvent, **changes: object) -> Tr
         order, updated_at=max(order.updated_at, event.at), sequence=order.sequence + 1, **changes
     )
     return Transition(new, True)
+
+
+Handler = Callable[[BrokerOrder, Any], Transition]
+"""What the table holds: the order and an event of the row's type in, the transition out."""
+
+# The transition table, read row by row: (status now, event type) -> handler, and in the comment
+# the status it leads to. A pair that is not here is illegal: `apply_event` raises.
+# Fills are legal in every status (the broker's word is a fact; overfill is checked by the
+# handler), so are acks, cancels and expiries (news about a final order changes nothing).
+# The one illegal pair: a rejection after fills (PARTIALLY_FILLED + OrderRejected).
+_TABLE: dict[tuple[S, type[BrokerEvent]], Handler] = {
+    # PENDING: sent, not yet acknowledged
+    (S.PENDING, OrderAccepted): _accept,  # -> ACCEPTED
+    (S.PENDING, OrderRejected): _reject,  # -> REJECTED
+    (S.PENDING, OrderFilled): _apply_fill,  # -> PARTIALLY_FILLED / FILLED (the fill implies the ack)
+    (S.PENDING, ReconstructedFill): _apply_reconstructed,  # -> PARTIALLY_FILLED / FILLED
+    (S.PENDING, OrderCanceled): _cancel,  # -> CANCELED
+    (S.PENDING, OrderExpired): _expire,  # -> EXPIRED
+    # ACCEPTED: working at the broker, nothing filled
+    (S.ACCEPTED, OrderAccepted): _late_ack,  # unchanged (a repeated ack)
+    (S.ACCEPTED, OrderRejected): _reject,  # -> REJECTED
+    (S.ACCEPTED, OrderFilled): _apply_fill,  # -> PARTIALLY_FILLED / FILLED
+    (S.ACCEPTED, ReconstructedFill): _apply_reconstructed,  # -> PARTIALLY_FILLED / FILLED
+    (S.ACCEPTED, OrderCanceled): _cancel,  # -> CANCELED
+    (S.ACCEPTED, OrderExpired): _expire,  # -> EXPIRED
+    # PARTIALLY_FILLED: working, some filled (a rejection is illegal: not in the table)
+    (S.PARTIALLY_FILLED, OrderAccepted): _late_ack,  # unchanged (id recorded if missing)
+    (S.PARTIALLY_FILLED, OrderFilled): _apply_fill,  # -> PARTIALLY_FILLED / FILLED
+    (S.PARTIALLY_FILLED, ReconstructedFill): _apply_reconstructed,  # -> PARTIALLY_FILLED / FILLED
+    (S.PARTIALLY_FILLED, OrderCanceled): _cancel,  # -> CANCELED
+    (S.PARTIALLY_FILLED, OrderExpired): _expire,  # -> EXPIRED
+    # FILLED: final
+    (S.FILLED, OrderAccepted): _late_ack,  # unchanged (id recorded if missing)
+    (S.FILLED, OrderRejected): _ignore,  # unchanged
+    (S.FILLED, OrderFilled): _apply_fill,  # unchanged for a repeat; a new fill overfills: raises
+    (S.FILLED, ReconstructedFill): _apply_reconstructed,  # unchanged, or raises on overfill
+    (S.FILLED, OrderCanceled): _ignore,  # unchanged
+    (S.FILLED, OrderExpired): _ignore,  # unchanged
+    # CANCELED: final, but a fill that raced the cancel is still booked
+    (S.CANCELED, OrderAccepted): _late_ack,  # unchanged (id recorded if missing)
+    (S.CANCELED, OrderRejected): _ignore,  # unchanged
+    (S.CANCELED, OrderFilled): _apply_fill,  # stays CANCELED, or -> FILLED when complete
+    (S.CANCELED, ReconstructedFill): _apply_reconstructed,  # stays CANCELED, or -> FILLED
+    (S.CANCELED, OrderCanceled): _ignore,  # unchanged
+    (S.CANCELED, OrderExpired): _ignore,  # unchanged
+    # EXPIRED: final, late fills booked as for CANCELED
+    (S.EXPIRED, OrderAccepted): _late_ack,  # unchanged (id recorded if missing)
+    (S.EXPIRED, OrderRejected): _ignore,  # unchanged
+    (S.EXPIRED, OrderFilled): _apply_fill,  # stays EXPIRED, or -> FILLED when complete
+    (S.EXPIRED, ReconstructedFill): _apply_reconstructed,  # stays EXPIRED, or -> FILLED
+    (S.EXPIRED, OrderCanceled): _ignore,  # unchanged
+    (S.EXPIRED, OrderExpired): _ignore,  # unchanged
+    # REJECTED: final, late fills booked as for CANCELED
+    (S.REJECTED, OrderAccepted): _late_ack,  # unchanged (id recorded if missing)
+    (S.REJECTED, OrderRejected): _ignore,  # unchanged (a repeated reject)
+    (S.REJECTED, OrderFilled): _apply_fill,  # stays REJECTED, or -> FILLED when complete
+    (S.REJECTED, ReconstructedFill): _apply_reconstructed,  # stays REJECTED, or -> FILLED
+    (S.REJECTED, OrderCanceled): _ignore,  # unchanged
+    (S.REJECTED, OrderExpired): _ignore,  # unchanged
+}
+
+TRANSITIONS: Final[Mapping[tuple[S, type[BrokerEvent]], Handler]] = MappingProxyType(_TABLE)
+"""The legal (status, event type) pairs and their handlers; read-only."""
+
+EVENT_TYPES: Final[frozenset[type[BrokerEvent]]] = frozenset(
+    (OrderAccepted, OrderRejected, OrderFilled, ReconstructedFill, OrderCanceled, OrderExpired)
+)
+"""Every event type the table knows; each has a row for every status but the illegal pairs."""
+
+
+def _why_illegal(order: BrokerOrder, event: AnyBrokerEvent) -> str:
+    if isinstance(event, OrderRejected):
+        return f"after fills ({order.filled_quantity} filled)"
+    return f"in status {order.status}"  # pragma: no cover - the table has no other illegal pair
