@@ -1,7 +1,7 @@
 """Wire contracts and the shared domain types (orders, fills, events, enums).
 
-Everything may import this package; it imports nothing of ours outside it. The REST app lives in
-`api.rest` and is imported explicitly by the daemon, so importing `api` stays cheap.
+Everything may import this package; it imports nothing of ours outside it. It holds no driver:
+the REST app (`daemon.rest`) and the NATS endpoints (`daemon.endpoints`) live in the daemon.
 """
 
 from api.codec import encode, to_builtins

@@ -39,7 +39,6 @@ from adapters.simulated import SimulatedBroker, SimulatedMarket
 from api.codec import to_builtins
 from api.enums import ConnectionStatus
 from api.events import AnyBrokerEvent
-from api.rest import create_app
 from daemon import collector, credentials, runtime, servers
 from daemon.accesslog import AccessLog
 from daemon.brokers import BrokerSetupError, build_handles
@@ -53,6 +52,7 @@ from daemon.pretrade import start_pretrade
 from daemon.pretrade_rest import pretrade_blueprint
 from daemon.publisher import Publisher
 from daemon.readiness import Readiness
+from daemon.rest import create_app
 from daemon.schedule import (
     backfill_reports,
     close_sessions_daily,

@@ -1,5 +1,10 @@
 """NATS request-reply endpoints: JSON bytes in, JSON bytes out, over the service facade.
 
+One of the service's two drivers, side by side in `daemon/`: this one (NATS) and `daemon.rest`
+(REST), both over the same `api.service.BrokerService` Protocol. Drivers live in `daemon/`
+because they need what the daemon wires (this one the NATS bridge `daemon.bus` and the pre-trade
+admin of `nursery`); `api/` keeps only the wire contracts and domain types every part imports.
+
 Each endpoint decodes and validates with `api.validation`, calls the facade, and encodes the
 reply. Every failure is an error reply (never silence): the `Nats-Service-Error-Code` header
 carries the HTTP-like code and the payload is the REST error body with field errors.

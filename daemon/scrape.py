@@ -11,8 +11,8 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 from quart_trio.wrappers import TrioResponse
 
-from api.rest import bearer_matches
 from daemon.metrics import CONTENT_TYPE, DaemonMetrics
+from daemon.rest import bearer_matches
 
 __all__ = ["metrics_blueprint"]
 

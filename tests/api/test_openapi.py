@@ -20,8 +20,8 @@ from openapi_spec_validator import OpenAPIV30SpecValidator, validate
 import api
 import api.contracts
 from api.openapi import openapi_bytes, openapi_document
-from api.rest import PUBLIC_ENDPOINTS, create_app
 from api.validation import MAX_LENGTHS
+from daemon.rest import PUBLIC_ENDPOINTS, create_app
 from tests.api.fake_service import FakeBrokerService
 
 DOCUMENT = openapi_document()

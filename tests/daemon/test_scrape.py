@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from quart_trio import QuartTrio
 
-from api.rest import create_app
 from daemon.metrics import DaemonMetrics
+from daemon.rest import create_app
 from daemon.scrape import metrics_blueprint
 from tests.api.fake_service import FakeBrokerService
 

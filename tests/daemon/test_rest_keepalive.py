@@ -23,7 +23,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Response
 from quart_trio import QuartTrio
 
-from api.rest import create_app
+from daemon.rest import create_app
 from tests.api.fake_service import FakeBrokerService
 from tests.api.test_validation import cancel, order
 

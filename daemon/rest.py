@@ -1,5 +1,12 @@
 """The REST API: a quart-trio app over the `BrokerService` facade, served by hypercorn.
 
+One of the service's two drivers, side by side in `daemon/`: this one (REST) and
+`daemon.endpoints` (NATS request-reply), both over the same `api.service.BrokerService` Protocol.
+They live here, not in `api/`, because a driver depends on I/O and on parts wired by the daemon
+(the NATS bridge `daemon.bus`, the pre-trade admin of `nursery`), while `api/` is imported by every
+part and so holds only wire contracts and domain types. The blueprints that register on this app
+(`daemon.console`, `daemon.pretrade_rest`, `daemon.scrape`'s metrics) sit beside it.
+
 The app is a thin driver: it authenticates, decodes with `api.validation`, calls the facade and
 encodes with `api.codec`. Its routes and bodies are exactly those of `api/openapi.json` (the
 tests hold the two together). Every response, errors included, is JSON:

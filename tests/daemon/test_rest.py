@@ -30,7 +30,7 @@ from api.contracts import (
 from api.enums import AssetClass, BrokerListStatus, TCABenchmark
 from api.errors import InvalidRequest, Unavailable
 from api.openapi import openapi_bytes
-from api.rest import create_app
+from daemon.rest import create_app
 from tests.api.fake_service import FakeBrokerService
 from tests.api.test_validation import (
     BAD_BODIES,
@@ -508,11 +508,11 @@ async def test_unexpected_error_is_a_generic_500_and_logged(
     client: Client, service: FakeBrokerService, caplog: pytest.LogCaptureFixture
 ) -> None:
     service.fail_with = RuntimeError("connection to postgres://admin:hunter2@db failed")
-    with caplog.at_level(logging.ERROR, logger="api.rest"):
+    with caplog.at_level(logging.ERROR, logger="daemon.rest"):
         reply = await call(client, "POST", "/execution/route", order())
     assert (reply.status, reply.body) == (500, {"message": "internal server error"})
     assert "hunter2" not in repr(reply.headers)
-    [record] = [r for r in caplog.records if r.name == "api.rest"]
+    [record] = [r for r in caplog.records if r.name == "daemon.rest"]
     assert record.exc_info is not None and record.exc_info[1] is service.fail_with
 
 
