@@ -57,8 +57,9 @@ import trio
 from _common import percentile, print_table
 
 from adapters.base import SubmitRequest
-from adapters.simulated import Fault, FaultyBroker, SimulatedBroker, SimulatedMarket
+from adapters.simulated import SimulatedBroker, SimulatedMarket
 from adapters.simulated.config import MarketConfig, SimulatedBrokerConfig, default_instruments
+from adapters.simulated.view import DirectView
 from api.capabilities import RateLimits
 from api.contracts import CommissionStructure, OrderRoutingRequest, OrderRoutingResponse
 from api.enums import (
@@ -72,7 +73,6 @@ from api.enums import (
     Urgency,
 )
 from api.events import AnyBrokerEvent
-from market.simulated import DirectView
 from nursery import reconcile
 from nursery.breaker import CircuitBreaker
 from nursery.brokers import BrokerHandle
@@ -82,6 +82,7 @@ from nursery.placement import Outcome, place
 from nursery.ratelimit import RateLimiter, describe_limits
 from sql.records import OutboxEvent
 from tests.support.engine_stack import engine_stack
+from tests.support.faults import Fault, FaultyBroker
 
 DEADLINE = 0.1  # s, every attempt (the engine's attempt_deadline, whatever the urgency)
 SETTLE = 0.1  # s, both brokers' settle window (how long an order may still arrive)

@@ -36,6 +36,7 @@ import trio_asyncio
 from quart import Blueprint
 
 from adapters.simulated import SimulatedBroker, SimulatedMarket
+from adapters.simulated.feed import SimulatedFeed
 from api.codec import to_builtins
 from api.enums import ConnectionStatus
 from api.events import AnyBrokerEvent
@@ -65,7 +66,6 @@ from daemon.sdnotify import Notifier
 from market.book import MarketBook
 from market.intake import Intake
 from market.messages import CloseMessage
-from market.simulated import SimulatedFeed
 from market.subjects import PREFIX
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine

@@ -1,4 +1,16 @@
-"""The simulated market and brokers of the embedded default (see `venue` for the contract)."""
+"""Simulation, in one place: the simulated market and brokers of the embedded default.
+
+    config     instruments, the market's and each broker's configuration (and the defaults)
+    market     the random-walk market: quotes and trades, with listeners
+    matching   a venue's order book and matching rules (pure)
+    venue      `SimulatedBroker`: a `BrokerAdapter` over the market and matching (see its contract)
+    feed       `SimulatedFeed`: the market published on the market-data subjects (the embedded
+               Market Data Service)
+    view       `DirectView`: the engine's market view straight from the market (tests, benchmarks)
+
+Fault injection (`FaultyBroker`) is a test double: it lives in `tests/support/faults.py`, not
+here, so no configuration can build it as a production broker.
+"""
 
 from adapters.simulated.config import (
     InstrumentConfig,
@@ -8,14 +20,7 @@ from adapters.simulated.config import (
     default_brokers,
     default_instruments,
 )
-from adapters.simulated.faults import (
-    AdapterMethod,
-    Fault,
-    FaultPlan,
-    FaultyBroker,
-    InjectedFault,
-    RecordedCall,
-)
+from adapters.simulated.feed import SimulatedFeed
 from adapters.simulated.market import (
     MarketEvent,
     MarketListener,
@@ -26,14 +31,11 @@ from adapters.simulated.market import (
 )
 from adapters.simulated.matching import MatchingEngine, WorkingOrder, order_problem
 from adapters.simulated.venue import VENUE_REJECT_REASONS, SimulatedBroker
+from adapters.simulated.view import DirectView
 
 __all__ = [
     "VENUE_REJECT_REASONS",
-    "AdapterMethod",
-    "Fault",
-    "FaultPlan",
-    "FaultyBroker",
-    "InjectedFault",
+    "DirectView",
     "InstrumentConfig",
     "LatencyConfig",
     "MarketConfig",
@@ -42,9 +44,9 @@ __all__ = [
     "MatchingEngine",
     "Quote",
     "QuoteEvent",
-    "RecordedCall",
     "SimulatedBroker",
     "SimulatedBrokerConfig",
+    "SimulatedFeed",
     "SimulatedMarket",
     "TradeEvent",
     "WorkingOrder",

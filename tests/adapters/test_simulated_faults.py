@@ -23,13 +23,9 @@ from adapters.base import (
     SubmitRequest,
 )
 from adapters.simulated import (
-    Fault,
-    FaultyBroker,
-    InjectedFault,
     InstrumentConfig,
     LatencyConfig,
     MarketConfig,
-    RecordedCall,
     SimulatedBroker,
     SimulatedBrokerConfig,
     SimulatedMarket,
@@ -37,6 +33,7 @@ from adapters.simulated import (
 from api.contracts import CommissionStructure
 from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, OrderType, Side, TimeInForce
 from api.events import AnyBrokerEvent, OrderAccepted, OrderCanceled, OrderFilled
+from tests.support.faults import Fault, FaultyBroker, InjectedFault, RecordedCall
 
 D = Decimal
 T0 = datetime(2024, 6, 3, 14, 30, tzinfo=UTC)

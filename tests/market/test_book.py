@@ -14,12 +14,12 @@ import trio_asyncio
 
 from adapters.simulated import SimulatedMarket
 from adapters.simulated.config import MarketConfig, default_instruments
+from adapters.simulated.feed import SimulatedFeed
 from api.enums import AssetClass
 from daemon.bus import NatsBus
 from market.book import MarketBook
 from market.intake import Intake
 from market.messages import ENCODER, CloseMessage, QuoteMessage, TradeMessage
-from market.simulated import SimulatedFeed
 from market.subjects import parse, subject, subscriptions
 from market.tape import Tape
 from tca.model import ns_of

@@ -19,14 +19,14 @@ import trio
 
 from adapters.simulated import SimulatedMarket
 from adapters.simulated.config import MarketConfig, default_instruments
-from adapters.simulated.faults import FaultyBroker
+from adapters.simulated.view import DirectView
 from api.contracts import GetExecutionRequest, OrderRoutingRequest
 from api.enums import ExecutionStrategy, OrderType, RoutingStatus, Side, Urgency
-from market.simulated import DirectView
 from nursery.engine import ExecutionEngine
 from routing.stats import RoutingStats, StatsConfig
 from tests.nursery.test_failover import venue
 from tests.support.engine_stack import engine_stack
+from tests.support.faults import FaultyBroker
 
 STALE_AFTER_S = 1.0
 

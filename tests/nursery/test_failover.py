@@ -14,13 +14,14 @@ import psycopg
 import pytest
 import trio
 
-from adapters.simulated import Fault, FaultyBroker, SimulatedMarket
+from adapters.simulated import SimulatedMarket
 from adapters.simulated.config import MarketConfig, SimulatedBrokerConfig, default_instruments
+from adapters.simulated.view import DirectView
 from api.contracts import CommissionStructure, GetExecutionRequest, OrderRoutingRequest
 from api.enums import AssetClass, BrokerFeature, OrderType, RoutingStatus, Side, Urgency
-from market.simulated import DirectView
 from sql.records import OutboxEvent
 from tests.support.engine_stack import EngineStack, engine_stack
+from tests.support.faults import Fault, FaultyBroker
 
 DEADLINE = 0.3  # per attempt
 SETTLE = 0.4  # how long an order may still arrive at a broker after we stopped waiting

@@ -14,16 +14,16 @@ import trio
 from adapters.base import ServerError
 from adapters.simulated import SimulatedMarket
 from adapters.simulated.config import MarketConfig, default_instruments
-from adapters.simulated.faults import FaultyBroker
+from adapters.simulated.view import DirectView
 from api.contracts import OrderRoutingRequest
 from api.enums import BrokerOrderStatus, OrderType, RoutingStatus, Side, TimeInForce
 from api.events import AnyBrokerEvent, OrderCanceled, OrderFilled
 from api.orders import BrokerOrder
-from market.simulated import DirectView
 from nursery.engine import ExecutionEngine
 from sql.store import Store
 from tests.nursery.test_failover import venue
 from tests.support.engine_stack import engine_stack
+from tests.support.faults import FaultyBroker
 
 
 class LossyBroker(FaultyBroker):

@@ -18,10 +18,10 @@ import trio
 from adapters.fix import FixBroker, build_fix_broker
 from adapters.simulated import SimulatedMarket
 from adapters.simulated.config import MarketConfig, default_instruments
+from adapters.simulated.view import DirectView
 from api.contracts import CancelOrderRequest, OrderRoutingRequest
 from api.enums import BrokerOrderStatus, CancellationStatus, OrderType, RoutingStatus, Side, TimeInForce
 from api.orders import BrokerOrder
-from market.simulated import DirectView
 from nursery.brokers import RECOVERY_OVERLAP, BrokerHandle
 from nursery.recovery import UNKNOWN_AT_BROKER
 from sql.migrate import apply_migrations

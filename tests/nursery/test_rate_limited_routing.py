@@ -11,10 +11,10 @@ import msgspec
 from adapters.simulated import SimulatedMarket
 from adapters.simulated.config import MarketConfig, default_instruments
 from adapters.simulated.venue import SimulatedBroker
+from adapters.simulated.view import DirectView
 from api.capabilities import RateLimits
 from api.contracts import OrderRoutingRequest
 from api.enums import OrderType, RoutingStatus, Side
-from market.simulated import DirectView
 from tests.nursery.test_failover import venue
 from tests.support.engine_stack import engine_stack
 

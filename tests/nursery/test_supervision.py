@@ -15,18 +15,19 @@ import msgspec
 import pytest
 import trio
 
-from adapters.simulated import Fault, FaultyBroker, SimulatedMarket
+from adapters.simulated import SimulatedMarket
 from adapters.simulated.config import MarketConfig, default_instruments
+from adapters.simulated.view import DirectView
 from api.capabilities import RateLimits
 from api.contracts import OrderRoutingRequest
 from api.enums import ConnectionStatus, OrderType, RoutingStatus, Side
 from api.events import AnyBrokerEvent
-from market.simulated import DirectView
 from nursery.breaker import BreakerState, CircuitBreaker
 from nursery.brokers import BrokerHandle, supervise_brokers
 from nursery.engine import ExecutionEngine
 from tests.nursery.test_failover import venue
 from tests.support.engine_stack import engine_stack
+from tests.support.faults import Fault, FaultyBroker
 
 
 @contextlib.asynccontextmanager

@@ -1,22 +1,23 @@
 """The embedded default's Market Data Service: publishes the simulated market's quotes and
 trades on the market-data subjects (and each session's closes), exactly as a real one would,
-so the daemon's intake is the same code in both cases."""
+so the daemon's intake is the same code in both cases.
+
+Delivery: best effort, as market data is. Events are queued (bounded: `backlog`) from the
+market's listener without blocking it; past the bound they are dropped and counted (`dropped`);
+a batch the bus refuses (NATS reconnecting) is logged and lost."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Sequence
 from datetime import date
-from decimal import Decimal
 from typing import Protocol
 
 import trio
 
 from adapters.simulated.market import MarketEvent, QuoteEvent, SimulatedMarket
-from api.enums import AssetClass
 from market.messages import ENCODER, CloseMessage, QuoteMessage, TradeMessage
 from market.subjects import PREFIX, subject
-from routing.impact import MarketStats
 
 log = logging.getLogger(__name__)
 
@@ -97,28 +98,3 @@ class SimulatedFeed:
                         )
         finally:
             self._market.remove_listener(self._on_event)
-
-
-class DirectView:
-    """The engine's market view read straight from a `SimulatedMarket`, without NATS: for tests
-    and benchmarks of the engine alone (the daemon uses `MarketBook` fed by the intake). No
-    market statistics: routing sees no spread or impact cost."""
-
-    def __init__(self, market: SimulatedMarket) -> None:
-        self.market = market
-
-    def __repr__(self) -> str:
-        return f"<DirectView {self.market!r}>"
-
-    def asset_class(self, symbol: str) -> AssetClass | None:
-        return self.market.asset_class(symbol)
-
-    def mid(self, symbol: str) -> Decimal | None:
-        try:
-            quote = self.market.quote(symbol)
-        except KeyError:
-            return None
-        return (quote.bid + quote.ask) / 2
-
-    def stats(self, symbol: str) -> MarketStats | None:
-        return None
