@@ -290,7 +290,45 @@ class TCARecommendation(WireOut, frozen=True):
     estimated_improvement_bps: float
 
 
+class TCAShortfall(WireOut, frozen=True):
+    """Extension: the implementation shortfall of the order, each component in price currency
+    and in bps of the paper value (intended quantity x decision price), docs/tca.md.
+
+    CFA/Perold: `delayCost` (filled shares only) + `realizedCost` + `missedOpportunityCost` +
+    `explicitCost` = `total`. Wagner: `delayCost` + `opportunityDelay` (= the delay on every
+    intended share) + `realizedCost` (his trading cost) + `wagnerOpportunityCost` +
+    `explicitCost` = `total`. Perold's two-part view: `executionCost` (= delay + realized) +
+    `missedOpportunityCost` + `explicitCost`. The arrival-price parts are absent when the
+    arrival price is unknown (the response's `unavailable` says why)."""
+
+    paper_value: float
+    decision_price: float
+    filled_quantity: float
+    unfilled_quantity: float
+    total: float
+    total_bps: float
+    explicit_cost: float
+    explicit_cost_bps: float
+    execution_cost: float
+    execution_cost_bps: float
+    missed_opportunity_cost: float
+    missed_opportunity_cost_bps: float
+    arrival_price: float | None = None
+    end_price: float | None = None
+    delay_cost: float | None = None
+    delay_cost_bps: float | None = None
+    opportunity_delay: float | None = None
+    opportunity_delay_bps: float | None = None
+    realized_cost: float | None = None
+    realized_cost_bps: float | None = None
+    wagner_opportunity_cost: float | None = None
+    wagner_opportunity_cost_bps: float | None = None
+
+
 class TCAResponse(WireOut, frozen=True):
+    """The spec's TCAResponse; the fields after `recommendations` are extensions (absent when
+    unavailable: `unavailable` names every absent figure and why)."""
+
     order_id: str
     execution_id: str
     benchmark: TCABenchmark
@@ -303,6 +341,18 @@ class TCAResponse(WireOut, frozen=True):
     execution_quality_score: float | None = None
     broker_performance_rank: int | None = None
     recommendations: tuple[TCARecommendation, ...] = ()
+    #: Fees in bps of the executed notional (`implementationShortfall.explicitCostBps` is the
+    #: same fees in bps of the paper value).
+    fees_bps: float | None = None
+    implementation_shortfall: TCAShortfall | None = None
+    #: The measure `brokerPerformanceRank` ranks by, how many brokers are ranked, and the
+    #: brokers whose confidence intervals overlap this broker's (they share or straddle its rank).
+    ranked_by: str | None = None
+    ranked_brokers: int | None = None
+    rank_tied_with: tuple[str, ...] = ()
+    #: Every figure that is absent, with its reason (e.g. {"benchmarkPrice": "no market trades
+    #: in the window"}).
+    unavailable: dict[str, str] = {}
 
 
 class ExecutionUpdate(WireOut, frozen=True):

@@ -175,6 +175,8 @@ class OrderBatch(msgspec.Struct, frozen=True):
     window_start_ns: I64
     window_end_ns: I64
     close_price: F64
+    #: Order-level explicit costs added to the fills' fees (None: none).
+    commission: F64 | None = None
 
     def __len__(self) -> int:
         return len(self.sign)
@@ -332,6 +334,8 @@ def _compute(
     filled = np.bincount(fills.order, weights=fills.quantity, minlength=n).astype(np.float64)
     notional = np.bincount(fills.order, weights=fills.quantity * fills.price, minlength=n).astype(np.float64)
     fees = np.bincount(fills.order, weights=fills.fees, minlength=n).astype(np.float64)
+    if orders.commission is not None:
+        fees += orders.commission
     has_fills = filled > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         average = np.where(has_fills, notional / filled, np.nan)

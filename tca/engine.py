@@ -31,6 +31,7 @@ from tca import measures
 from tca.batch import NO_TIME, FillBatch, Measures, OrderBatch, Status, Windows, compute
 from tca.model import DEFAULT_CONFIG, MarketData, TcaConfig, TcaFill, TcaOrder
 from tca.peers import (
+    RANKED_BY,
     BrokerRank,
     CostStats,
     Dimension,
@@ -172,7 +173,7 @@ def _figures(order: TcaOrder, fills: Sequence[TcaFill], market: MarketData, conf
     ordered = sorted(fills, key=lambda f: f.ts_ns)
     quantities = [f.quantity for f in ordered]
     prices = [f.price for f in ordered]
-    fees = sum(f.fees for f in ordered)
+    fees = sum(f.fees for f in ordered) + order.commission
     filled = sum(quantities)
     notional = sum(q * p for q, p in zip(quantities, prices, strict=True))
     average = measures.average_price(quantities, prices)
@@ -261,6 +262,7 @@ def _order_batch(orders: Sequence[TcaOrder], windows: Windows) -> OrderBatch:
         window_start_ns=times([o.window_start_ns for o in orders]),
         window_end_ns=times([o.window_end_ns for o in orders]),
         close_price=windows.close,
+        commission=np.array([o.commission for o in orders], dtype=np.float64),
     )
 
 
@@ -367,7 +369,7 @@ class _Peers:
         found = self._ranking.get(asset_class)
         if found is None:
             assert self.stats is not None
-            ranks = rank_brokers(self.stats, asset_class, self._config.min_samples)
+            ranks = rank_brokers(self.stats, asset_class, self._config.min_samples, self._config.confidence)
             found = self._ranking[asset_class] = (ranks, sum(1 for r in ranks if r.rank is not None))
         return found
 
@@ -453,6 +455,7 @@ def _assemble(
     bucket = f.bucket
     rank: int | None = None
     ranked_count = 0
+    tied_with: tuple[str, ...] = ()
     savings: float | None = None
     basis: str | None = None
     recommendations: tuple[Recommendation, ...] = ()
@@ -460,6 +463,7 @@ def _assemble(
         ranking, ranked_count = peers.ranking(order.asset_class)
         mine = next((r for r in ranking if r.broker_id == order.broker_id), None)
         rank = None if mine is None else mine.rank
+        tied_with = () if mine is None or rank is None else mine.tied_with
         if rank is None:
             gone("brokerPerformanceRank", _unranked_reason(mine, order, config.min_samples))
         best = None if bucket < 0 else peers.best(order.asset_class, bucket)
@@ -519,6 +523,9 @@ def _assemble(
         savings_basis=basis,
         recommendations=recommendations,
         unavailable=tuple(missing),
+        ranked_by=None if peers.stats is None else RANKED_BY,
+        rank_tied_with=tied_with,
+        price_decimals=order.price_decimals,
     )
 
 

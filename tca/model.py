@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import msgspec
 import numpy as np
@@ -60,7 +61,10 @@ class TcaOrder(msgspec.Struct, frozen=True):
     opportunity cost of the unfilled remainder is valued at it). `window_start_ns` /
     `window_end_ns` request an explicit benchmark window (default: first fill -> last fill).
     `asset_class`, `order_type` and `strategy` are free text so desk files can carry their own
-    vocabularies; they key the peer statistics.
+    vocabularies; they key the peer statistics. `commission` is an order-level explicit cost
+    (price currency, >= 0) added to the fills' fees: an order with no fills can carry one.
+    `price_decimals` is the instrument's price precision (decimal places): the response rounds
+    prices to it (None: 6 places).
     """
 
     order_id: str
@@ -79,10 +83,14 @@ class TcaOrder(msgspec.Struct, frozen=True):
     end_price: float | None = None
     window_start_ns: int | None = None
     window_end_ns: int | None = None
+    commission: float = 0.0
+    price_decimals: int | None = None
 
     def __post_init__(self) -> None:
         if not self.quantity > 0:
             raise ValueError(f"order {self.order_id}: quantity must be > 0, got {self.quantity}")
+        if not (np.isfinite(self.commission) and self.commission >= 0):
+            raise ValueError(f"order {self.order_id}: commission must be >= 0, got {self.commission}")
         for name in ("arrival_price", "decision_price", "end_price"):
             value = getattr(self, name)
             if value is not None and not (np.isfinite(value) and value > 0):
@@ -241,8 +249,16 @@ def from_broker_order(
         decision_price=decision_price,
         end_ns=end_ns,
         end_price=end_price,
+        price_decimals=price_decimals_of([f.price for f in order.fills] + [order.price, order.stop_price]),
     )
     return tca_order, tuple(fill_of(f) for f in order.fills)
+
+
+def price_decimals_of(prices: Sequence[Decimal | None]) -> int | None:
+    """The price precision the instrument's prices show (the most decimal places among them,
+    at least 2), or None when no price is known."""
+    places = [max(-int(p.normalize().as_tuple().exponent), 0) for p in prices if p is not None]
+    return max(max(places), 2) if places else None
 
 
 def fill_of(fill: OrderFill) -> TcaFill:

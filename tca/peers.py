@@ -249,8 +249,21 @@ def peer_stats_of(results: Sequence[TcaResult]) -> PeerStats:
     )
 
 
+#: What `rank_brokers` ranks by, named in every response and report that shows a rank.
+RANKED_BY = (
+    "arrivalCostBps: notional-weighted mean of slippage against the arrival price plus fees, per"
+    " broker and asset class; brokers whose 95% intervals overlap share a rank"
+)
+
+
 class BrokerRank(msgspec.Struct, frozen=True):
-    """One broker's standing in an asset class; `rank` is None (with `reason`) when unranked."""
+    """One broker's standing in an asset class; `rank` is None (with `reason`) when unranked.
+
+    `rank` is 1 + the number of ranked brokers that are cheaper beyond doubt (their whole
+    confidence interval below this broker's), so brokers whose intervals overlap share a rank
+    (`tied_with` names them, a broker can tie with two that do not tie with each other).
+    `low_bps`/`high_bps` is the interval `mean ± z·SE` at the configured confidence.
+    """
 
     broker_id: str
     rank: int | None
@@ -259,17 +272,40 @@ class BrokerRank(msgspec.Struct, frozen=True):
     samples: int
     notional: float
     reason: str | None = None
+    tied_with: tuple[str, ...] = ()
+    low_bps: float = -math.inf
+    high_bps: float = math.inf
 
 
 def rank_brokers(
-    peers: PeerStats, asset_class: str, min_samples: int = DEFAULT_CONFIG.min_samples
+    peers: PeerStats,
+    asset_class: str,
+    min_samples: int = DEFAULT_CONFIG.min_samples,
+    confidence: float = DEFAULT_CONFIG.confidence,
 ) -> tuple[BrokerRank, ...]:
-    """Brokers of the asset class by notional-weighted mean arrival cost, cheapest first (rank
-    1); ties by broker id. Brokers with fewer than `min_samples` orders follow, unranked."""
+    """Brokers of the asset class by notional-weighted mean arrival cost (`RANKED_BY`), cheapest
+    first; a broker's rank counts only the brokers cheaper beyond the overlap of the two
+    `confidence` intervals (shared ranks, competition style: 1, 1, 3). Order: rank, mean,
+    broker id. Brokers with fewer than `min_samples` orders follow, unranked (no interval)."""
+    z = critical_z(confidence, 1)
     groups = peers.select(Dimension.BROKER, asset_class, None)
     ranked = sorted((g for g in groups if g.count >= min_samples), key=lambda g: (g.mean, g.key))
+    bounds = [_interval(g.mean, g.standard_error, z) for g in ranked]
+    out: list[BrokerRank] = []
+    for g, (low, high) in zip(ranked, bounds, strict=True):
+        better = sum(1 for _, other_high in bounds if other_high < low)
+        tied = tuple(
+            o.key for o, (o_low, o_high) in zip(ranked, bounds, strict=True)
+            if o.key != g.key and o_low <= high and low <= o_high
+        )  # fmt: skip
+        out.append(
+            BrokerRank(
+                g.key, 1 + better, g.mean, g.standard_error, g.count, g.weight,
+                tied_with=tied, low_bps=low, high_bps=high,
+            )
+        )  # fmt: skip
+    out.sort(key=lambda r: (r.rank or 0, r.mean_cost_bps, r.broker_id))
     unranked = sorted((g for g in groups if g.count < min_samples), key=lambda g: g.key)
-    out = [BrokerRank(g.key, i, g.mean, g.standard_error, g.count, g.weight) for i, g in enumerate(ranked, 1)]
     out += [
         BrokerRank(
             g.key,
@@ -283,6 +319,13 @@ def rank_brokers(
         for g in unranked
     ]
     return tuple(out)
+
+
+def _interval(mean: float, standard_error: float, z: float) -> tuple[float, float]:
+    """`mean ± z·SE`; an unknown SE (NaN, too few effective samples) is an unbounded interval."""
+    if math.isnan(standard_error) or math.isinf(standard_error):
+        return -math.inf, math.inf
+    return mean - z * standard_error, mean + z * standard_error
 
 
 def best_broker(peers: PeerStats, asset_class: str, bucket: int, min_samples: int) -> CostStats | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from api.contracts import TCARecommendation, TCAResponse
+from api.contracts import TCARecommendation, TCAResponse, TCAShortfall
 from api.enums import RecommendationType, Side, TCABenchmark
 
 
@@ -51,6 +51,59 @@ class Shortfall(msgspec.Struct, frozen=True):
     opportunity_delay: float | None = None
     trading_cost: float | None = None
     wagner_opportunity_cost: float | None = None
+
+    def bps_of(self, amount: float | None) -> float | None:
+        """`amount` in bps of the paper value (S x P_d), the denominator of every component."""
+        return None if amount is None else amount / self.paper_value * 10_000.0
+
+    def to_wire(self, price_decimals: int | None = None) -> TCAShortfall:
+        """The components with their bps of the paper value, rounded once (amounts and bps to
+        1e-6, prices to `price_decimals`). Names follow the CFA curriculum: `explicitCost` (fees),
+        `delayCost` (filled shares: Wagner's trading delay), `realizedCost` (Wagner's trading
+        cost), `missedOpportunityCost` (Perold's opportunity cost, against the decision price);
+        Wagner's `opportunityDelay` and `wagnerOpportunityCost` split the missed opportunity."""
+        money, bps = tidy_bps, self.bps_of
+
+        def price(value: float | None) -> float | None:
+            return tidy_price(value, price_decimals)
+
+        def both(amount: float | None) -> tuple[float | None, float | None]:
+            return money(amount), money(bps(amount))
+
+        total, total_bps = both(self.total)
+        explicit, explicit_bps = both(self.fees)
+        execution, execution_bps = both(self.execution_cost)
+        missed, missed_bps = both(self.opportunity_cost)
+        delay, delay_bps = both(self.trading_delay)
+        o_delay, o_delay_bps = both(self.opportunity_delay)
+        realized, realized_bps = both(self.trading_cost)
+        w_opportunity, w_opportunity_bps = both(self.wagner_opportunity_cost)
+        assert None not in (total, total_bps, explicit, explicit_bps, execution, execution_bps)
+        assert missed is not None and missed_bps is not None
+        return TCAShortfall(
+            paper_value=money(self.paper_value) or 0.0,
+            decision_price=price(self.decision_price) or 0.0,
+            filled_quantity=self.filled_quantity,
+            unfilled_quantity=self.unfilled_quantity,
+            total=total or 0.0,
+            total_bps=total_bps or 0.0,
+            explicit_cost=explicit or 0.0,
+            explicit_cost_bps=explicit_bps or 0.0,
+            execution_cost=execution or 0.0,
+            execution_cost_bps=execution_bps or 0.0,
+            missed_opportunity_cost=missed,
+            missed_opportunity_cost_bps=missed_bps,
+            arrival_price=price(self.arrival_price),
+            end_price=price(self.end_price),
+            delay_cost=delay,
+            delay_cost_bps=delay_bps,
+            opportunity_delay=o_delay,
+            opportunity_delay_bps=o_delay_bps,
+            realized_cost=realized,
+            realized_cost_bps=realized_bps,
+            wagner_opportunity_cost=w_opportunity,
+            wagner_opportunity_cost_bps=w_opportunity_bps,
+        )
 
 
 class Recommendation(msgspec.Struct, frozen=True):
@@ -150,6 +203,9 @@ class TcaResult(msgspec.Struct, frozen=True, kw_only=True):
     savings_basis: str | None = None
     recommendations: tuple[Recommendation, ...] = ()
     unavailable: tuple[Unavailable, ...] = ()
+    ranked_by: str | None = None
+    rank_tied_with: tuple[str, ...] = ()
+    price_decimals: int | None = None
 
     @property
     def fill_rate(self) -> float:
@@ -163,25 +219,61 @@ class TcaResult(msgspec.Struct, frozen=True, kw_only=True):
         )
 
     def to_response(self) -> TCAResponse:
-        """The spec's TCAResponse (unavailable numbers are omitted from the JSON). Basis points
-        and the score are rounded to 1e-6 (float noise such as -1.5e-12 bps reads as a cost
-        that is not there); prices are given as computed."""
+        """The spec's TCAResponse plus its extensions, rounded once here, at the edge: basis
+        points, the score and currency amounts to 1e-6 (float noise such as -1.5e-12 bps reads
+        as a cost that is not there), prices to the instrument's precision (`price_decimals`,
+        else 6 places). Every absent figure is named in `unavailable` with its reason."""
+        places = self.price_decimals
         return TCAResponse(
             order_id=self.order_id,
             execution_id=self.execution_id,
             benchmark=self.benchmark,
-            benchmark_price=self.benchmark_price,
-            average_execution_price=self.average_price,
-            slippage_bps=_tidy(self.slippage_bps),
-            market_impact_bps=_tidy(self.market_impact_bps),
-            total_cost_bps=_tidy(self.total_cost_bps),
-            savings_opportunity_bps=_tidy(self.savings_opportunity_bps),
-            execution_quality_score=_tidy(self.execution_quality_score),
+            benchmark_price=tidy_price(self.benchmark_price, places),
+            average_execution_price=tidy_price(self.average_price, places),
+            slippage_bps=tidy_bps(self.slippage_bps),
+            market_impact_bps=tidy_bps(self.market_impact_bps),
+            total_cost_bps=tidy_bps(self.total_cost_bps),
+            savings_opportunity_bps=tidy_bps(self.savings_opportunity_bps),
+            execution_quality_score=tidy_bps(self.execution_quality_score),
             broker_performance_rank=self.broker_performance_rank,
             recommendations=tuple(r.to_wire() for r in self.recommendations),
+            fees_bps=tidy_bps(self.fees_bps),
+            implementation_shortfall=None if self.shortfall is None else self.shortfall.to_wire(places),
+            ranked_by=self.ranked_by,
+            ranked_brokers=self.ranked_brokers if self.ranked_by is not None else None,
+            rank_tied_with=self.rank_tied_with,
+            unavailable=self.unavailable_fields(),
         )
 
+    def unavailable_fields(self) -> dict[str, str]:
+        """`unavailable` keyed by the response's field names: the engine's entries as they are
+        (benchmark names such as "VWAP" included), plus "benchmarkPrice",
+        "averageExecutionPrice", "feesBps" and "implementationShortfall" when those are absent."""
+        out = {u.measure: u.reason for u in self.unavailable}
+        aliases = {
+            "benchmarkPrice": str(self.benchmark),
+            "averageExecutionPrice": "averagePrice",
+            "feesBps": "averagePrice",
+            "implementationShortfall": str(TCABenchmark.IMPLEMENTATION_SHORTFALL),
+        }
+        present = {
+            "benchmarkPrice": self.benchmark_price,
+            "averageExecutionPrice": self.average_price,
+            "feesBps": self.fees_bps,
+            "implementationShortfall": self.shortfall,
+        }
+        for name, source in aliases.items():
+            if present[name] is None and source in out:
+                out[name] = out[source]
+        out.pop("averagePrice", None)
+        return out
 
-def _tidy(value: float | None) -> float | None:
-    """`value` rounded to 1e-6, with no negative zero."""
+
+def tidy_bps(value: float | None) -> float | None:
+    """`value` rounded to 1e-6, with no negative zero (bps, scores, currency amounts)."""
     return None if value is None else round(value, 6) + 0.0
+
+
+def tidy_price(value: float | None, places: int | None) -> float | None:
+    """A price rounded to the instrument's precision (`places` decimals; None: 6)."""
+    return None if value is None else round(value, 6 if places is None else places) + 0.0

@@ -34,6 +34,7 @@ ORDER_OPTIONAL = (
     "window_start",
     "window_end",
     "close_price",
+    "commission",
 )
 FILL_REQUIRED = ("order_id", "time", "quantity", "price")
 FILL_OPTIONAL = ("fees", "fill_id", "venue")
@@ -47,7 +48,7 @@ _STRINGS = frozenset(
 )
 _FLOATS = frozenset(
     {"quantity", "price", "size", "bid", "ask", "fees", "close", "close_price"}
-    | {"arrival_price", "decision_price", "end_price"}
+    | {"arrival_price", "decision_price", "end_price", "commission"}
 )
 _TIMES = ("arrival_time", "end_time", "window_start", "window_end", "time")
 
@@ -158,6 +159,7 @@ def load(
     _bad(orders, ~(pl.col("quantity") > 0), "orders", "have a quantity that is not > 0")
     for column in ("arrival_price", "decision_price", "end_price", "close_price"):
         _bad(orders, pl.col(column) <= 0, "orders", f"have a {column} that is not > 0")
+    _bad(orders, pl.col("commission") < 0, "orders", "have a commission that is not >= 0")
     _bad(
         orders,
         pl.col("window_start").is_null() != pl.col("window_end").is_null(),
@@ -237,6 +239,7 @@ def load(
         window_start_ns=times("window_start"),
         window_end_ns=times("window_end"),
         close_price=prices("close_price"),
+        commission=orders["commission"].fill_null(0.0).to_numpy().astype(np.float64),
     )
     return Inputs(orders, symbols, order_batch, fill_batch, trades, quotes)
 
@@ -321,6 +324,7 @@ def engine_case(
         end_price=opt_price(ob.end_price[row]),
         window_start_ns=opt_time(ob.window_start_ns[row]),
         window_end_ns=opt_time(ob.window_end_ns[row]),
+        commission=0.0 if ob.commission is None else float(ob.commission[row]),
     )
     lo, hi = np.searchsorted(fb.order, [row, row + 1])
     fills = tuple(

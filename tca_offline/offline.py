@@ -28,6 +28,7 @@ from api.enums import TCABenchmark
 from tca.batch import NO_TIME, Measures, Status, compute
 from tca.model import DEFAULT_CONFIG, TcaConfig
 from tca.peers import (
+    RANKED_BY,
     BrokerRank,
     Dimension,
     PeerStats,
@@ -122,46 +123,100 @@ def run_offline(
     )
 
 
+#: What the broker ranking is computed from, whatever `--benchmark` asks for (said in the JSON
+#: and the report): a rank must compare every broker on the one cost all orders have.
+RANKING_BENCHMARK_NOTE = (
+    "The ranking, the savings and the recommendations compare arrival cost (slippage against the"
+    " arrival price plus fees) whatever the benchmark requested; the requested benchmark drives"
+    " benchmarkPrice, slippageBps and totalCostBps only."
+)
+
+
+class _Keys(msgspec.Struct, frozen=True):
+    """The peer-group keys of every order (numpy string arrays, one element per order)."""
+
+    asset: np.ndarray  # type: ignore[type-arg]
+    brokers: np.ndarray  # type: ignore[type-arg]
+    strategies: np.ndarray  # type: ignore[type-arg]
+    order_types: np.ndarray  # type: ignore[type-arg]
+    hours: np.ndarray  # type: ignore[type-arg]
+
+
 def analyse_table(
     inputs: Inputs, m: Measures, benchmark: TCABenchmark, config: TcaConfig = DEFAULT_CONFIG
 ) -> tuple[pl.DataFrame, dict[str, tuple[BrokerRank, ...]], PeerStats]:
     """The per-order table (one row per order, snake_case columns), the broker ranking of every
-    asset class, and the peer statistics behind them."""
-    orders = inputs.orders
-    ob = inputs.order_batch
-    sign = ob.sign
-    hours = (np.floor_divide(ob.arrival_ns, 3_600_000_000_000) % 24).astype(np.int64)
-    hour_keys = np.char.zfill(hours.astype(np.str_), 2)
-    asset = orders["asset_class"].to_numpy().astype(np.str_)
-    brokers = orders["broker_id"].to_numpy().astype(np.str_)
-    strategies = orders["strategy"].to_numpy().astype(np.str_)
-    order_types = orders["order_type"].to_numpy().astype(np.str_)
+    asset class, and the peer statistics behind them. Steps: peer keys -> peer statistics ->
+    ranks -> savings -> recommendations -> the columns -> the nested lists (recommendations,
+    what is unavailable and why)."""
+    keys = _peer_keys(inputs)
     peers = peer_stats(
-        asset_classes=asset,
+        asset_classes=keys.asset,
         buckets=m.size_bucket,
         costs=m.arrival_cost_bps,
         weights=m.notional,
-        brokers=brokers,
-        strategies=strategies,
-        order_types=order_types,
-        hours=hour_keys,
+        brokers=keys.brokers,
+        strategies=keys.strategies,
+        order_types=keys.order_types,
+        hours=keys.hours,
     )
-
-    # Broker rank per asset class, mapped onto the orders.
-    ranking = {ac: rank_brokers(peers, ac, config.min_samples) for ac in sorted(set(asset.tolist()))}
+    ranking = {
+        ac: rank_brokers(peers, ac, config.min_samples, config.confidence)
+        for ac in sorted(set(keys.asset.tolist()))
+    }
     rank_of = {(ac, r.broker_id): r for ac, ranks in ranking.items() for r in ranks}
-    rank = np.array(
-        [
-            -1 if (r := rank_of.get((a, b))) is None or r.rank is None else r.rank
-            for a, b in zip(asset.tolist(), brokers.tolist(), strict=True)
-        ],
-        dtype=np.int64,
-    )
-    ranked_count = {ac: sum(1 for r in ranks if r.rank is not None) for ac, ranks in ranking.items()}
+    savings, basis = _savings(peers, keys, m, inputs.order_batch.sign, config)
+    columns = _columns(inputs, m, benchmark, config)
+    columns |= _rank_columns(ranking, rank_of, keys)
+    columns |= {"savings_opportunity_bps": savings, "savings_basis": basis}
+    table = _tidy(pl.DataFrame(columns))
+    recs = _recommendations(peers, keys, m, config)
+    gaps = _unavailable(m, table, benchmark, rank_of, keys.asset, keys.brokers, config)
+    return _nest(table, recs, gaps), ranking, peers
 
-    # Savings: against the best-ranked broker of the asset class and size bucket, else the best
-    # print of the window.
-    best_mean = np.full(len(ob), np.nan)
+
+def _peer_keys(inputs: Inputs) -> _Keys:
+    orders = inputs.orders
+    hours = (np.floor_divide(inputs.order_batch.arrival_ns, 3_600_000_000_000) % 24).astype(np.int64)
+    return _Keys(
+        asset=orders["asset_class"].to_numpy().astype(np.str_),
+        brokers=orders["broker_id"].to_numpy().astype(np.str_),
+        strategies=orders["strategy"].to_numpy().astype(np.str_),
+        order_types=orders["order_type"].to_numpy().astype(np.str_),
+        hours=np.char.zfill(hours.astype(np.str_), 2),
+    )
+
+
+def _rank_columns(
+    ranking: dict[str, tuple[BrokerRank, ...]], rank_of: dict[tuple[str, str], BrokerRank], keys: _Keys
+) -> dict[str, object]:
+    """Each order's broker rank (shared when intervals overlap), the brokers it is tied with,
+    and how many brokers of its asset class are ranked."""
+    mine = [rank_of.get((a, b)) for a, b in zip(keys.asset.tolist(), keys.brokers.tolist(), strict=True)]
+    ranked_count = {ac: sum(1 for r in ranks if r.rank is not None) for ac, ranks in ranking.items()}
+    return {
+        "broker_performance_rank": np.array(
+            [-1 if r is None or r.rank is None else r.rank for r in mine], dtype=np.int64
+        ),
+        "rank_tied_with": np.array(
+            [" ".join(r.tied_with) if r is not None and r.rank is not None else "" for r in mine],
+            dtype=object,
+        ),
+        "ranked_brokers": np.array([ranked_count.get(a, 0) for a in keys.asset.tolist()], dtype=np.int64),
+    }
+
+
+def _savings(
+    peers: PeerStats,
+    keys: _Keys,
+    m: Measures,
+    sign: np.ndarray,
+    config: TcaConfig,  # type: ignore[type-arg]
+) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+    """Savings against the best-ranked broker of the asset class and size bucket, else the best
+    print of the window; and the basis of each."""
+    asset = keys.asset
+    best_mean = np.full(len(sign), np.nan)
     for ac, bucket in {(a, int(b)) for a, b in zip(asset.tolist(), m.size_bucket.tolist(), strict=True)}:
         best = None if bucket < 0 else best_broker(peers, ac, bucket, config.min_samples)
         if best is not None:
@@ -172,20 +227,25 @@ def analyse_table(
     use_broker = np.isfinite(vs_broker)
     savings = np.where(use_broker, vs_broker, vs_print)
     basis = np.where(use_broker, "BEST_BROKER", np.where(np.isfinite(vs_print), "BEST_PRICE_IN_WINDOW", ""))
+    return savings, basis
 
-    # Recommendations: one evaluation per peer group (dimension, asset class, size bucket, key),
-    # spread onto its orders as a long table (order row, recommendation).
-    keys = {
-        Dimension.BROKER: brokers,
-        Dimension.STRATEGY: strategies,
-        Dimension.ORDER_TYPE: order_types,
-        Dimension.HOUR: hour_keys,
+
+def _recommendations(peers: PeerStats, keys: _Keys, m: Measures, config: TcaConfig) -> pl.DataFrame:
+    """One evaluation per peer group (dimension, asset class, size bucket, key), spread onto its
+    orders as a long table (order row, recommendation)."""
+    by_dimension = {
+        Dimension.BROKER: keys.brokers,
+        Dimension.STRATEGY: keys.strategies,
+        Dimension.ORDER_TYPE: keys.order_types,
+        Dimension.HOUR: keys.hours,
     }
     rec_rows: list[np.ndarray] = []  # type: ignore[type-arg]
     rec_items: list[Recommendation] = []
     rec_index: list[np.ndarray] = []  # type: ignore[type-arg]
-    for dimension, column in keys.items():
-        combined = np.char.add(np.char.add(np.char.add(asset, "\x1f"), m.size_bucket.astype(np.str_)), "\x1f")
+    combined = np.char.add(
+        np.char.add(np.char.add(keys.asset, "\x1f"), m.size_bucket.astype(np.str_)), "\x1f"
+    )
+    for dimension, column in by_dimension.items():
         groups, inverse = np.unique(np.char.add(combined, column), return_inverse=True)
         for g, text in enumerate(groups.tolist()):
             ac, bucket, key = text.split("\x1f")
@@ -197,7 +257,14 @@ def analyse_table(
                 rec_rows.append(rows)
                 rec_index.append(np.full(len(rows), len(rec_items)))
                 rec_items.append(rec)
+    return _long_recommendations(rec_rows, rec_index, rec_items)
 
+
+def _columns(inputs: Inputs, m: Measures, benchmark: TCABenchmark, config: TcaConfig) -> dict[str, object]:
+    """The per-order columns that need no peer statistics: ids, fills, the requested
+    benchmark's price, slippage and total cost, every benchmark, the shortfall and its parts."""
+    orders, ob = inputs.orders, inputs.order_batch
+    sign = ob.sign
     slippage = {
         TCABenchmark.ARRIVAL_PRICE: m.slippage_bps(sign, m.arrival),
         TCABenchmark.VWAP: m.slippage_bps(sign, m.vwap),
@@ -214,8 +281,7 @@ def analyse_table(
     }[benchmark]
     chosen = slippage[benchmark]
     total = m.is_bps if benchmark is TCABenchmark.IMPLEMENTATION_SHORTFALL else chosen + m.fees_bps
-
-    columns: dict[str, object] = {
+    return {
         "order_id": orders["order_id"],
         "execution_id": orders["execution_id"],
         "broker_id": orders["broker_id"],
@@ -242,10 +308,6 @@ def analyse_table(
         "arrival_cost_bps": m.arrival_cost_bps,
         "market_impact_bps": m.market_impact_bps,
         "execution_quality_score": m.quality_score,
-        "savings_opportunity_bps": savings,
-        "savings_basis": basis,
-        "broker_performance_rank": rank,
-        "ranked_brokers": np.array([ranked_count.get(a, 0) for a in asset.tolist()], dtype=np.int64),
         "size_bucket": m.size_bucket,
         "size_bucket_label": np.array(
             [bucket_label(b, config.size_bucket_edges) for b in range(-1, len(config.size_bucket_edges) + 1)]
@@ -264,39 +326,69 @@ def analyse_table(
         "slippage_twap_bps": slippage[TCABenchmark.TWAP],
         "slippage_close_bps": slippage[TCABenchmark.CLOSE_PRICE],
         "slippage_decision_bps": slippage[TCABenchmark.IMPLEMENTATION_SHORTFALL],
-        "is_total": m.is_total,
-        "is_bps": m.is_bps,
+    } | _shortfall_columns(m, ob.quantity)
+
+
+def _shortfall_columns(m: Measures, quantity: np.ndarray) -> dict[str, object]:  # type: ignore[type-arg]
+    """Perold's shortfall and its components in currency and in bps of the paper value
+    (S x decision price), CFA and Wagner names (docs/tca.md): `is_explicit_cost` (fees),
+    `is_delay_cost` (filled shares), `is_opportunity_delay`, `is_realized_cost` (Wagner's trading
+    cost), `is_missed_opportunity_cost` (Perold's, vs decision) and `wagner_opportunity_cost`."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        paper = quantity * m.decision
+        fees = np.where(np.isnan(m.is_total), np.nan, m.fees)
+    parts = {
+        "is_explicit_cost": fees,
         "is_execution_cost": m.is_execution,
-        "is_opportunity_cost": m.is_opportunity,
+        "is_delay_cost": m.wagner_trading_delay,
+        "is_opportunity_delay": m.wagner_opportunity_delay,
+        "is_realized_cost": m.wagner_trading,
+        "is_missed_opportunity_cost": m.is_opportunity,
         "wagner_delay_cost": m.wagner_delay,
-        "wagner_trading_delay": m.wagner_trading_delay,
-        "wagner_opportunity_delay": m.wagner_opportunity_delay,
-        "wagner_trading_cost": m.wagner_trading,
         "wagner_opportunity_cost": m.wagner_opportunity,
     }
-    table = pl.DataFrame(columns).with_columns(
+    out: dict[str, object] = {"is_paper_value": paper, "is_total": m.is_total, "is_bps": m.is_bps}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for name, amount in parts.items():
+            out[name] = amount
+            out[name + "_bps"] = amount / paper * 1e4
+    # The names these had before the CFA ones (kept: desks' scripts read them).
+    out["is_opportunity_cost"] = m.is_opportunity
+    out["wagner_trading_delay"] = m.wagner_trading_delay
+    out["wagner_opportunity_delay"] = m.wagner_opportunity_delay
+    out["wagner_trading_cost"] = m.wagner_trading
+    return out
+
+
+def _tidy(table: pl.DataFrame) -> pl.DataFrame:
+    """Absent values as null (NO_TIME, -1 ranks, empty texts, NaN), no -0.0, bps-scale floats
+    rounded once to 1e-6 (prices and currency amounts are as computed)."""
+    table = table.with_columns(
         pl.col("broker_performance_rank").replace(-1, None),
         pl.col("savings_basis").replace("", None),
         pl.col("close_source").replace("", None),
+        pl.col("rank_tied_with").replace("", None),
         *(pl.col(c).replace(NO_TIME, None) for c in ("window_start_ns", "window_end_ns")),
     )
     # NaN -> null (unavailable), and -0.0 -> 0.0 (a zero cost times a sell's sign).
     table = table.with_columns(pl.col(pl.Float64).fill_nan(None) + 0.0)
-    row = pl.int_range(pl.len(), dtype=pl.UInt32).alias("row")
-    table = table.with_columns(row)
-    recs = _long_recommendations(rec_rows, rec_index, rec_items)
-    gaps = _unavailable(m, table, benchmark, rank_of, asset, brokers, config)
+    scores = [c for c in table.columns if c.endswith("_bps")] + ["execution_quality_score"]
+    return table.with_columns(pl.col(scores).round(6) + 0.0)
+
+
+def _nest(table: pl.DataFrame, recs: pl.DataFrame, gaps: pl.DataFrame) -> pl.DataFrame:
+    """The recommendations and the unavailable measures of each order as list columns."""
+    table = table.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"))
     nested = (
         recs.group_by("row").agg(pl.struct(pl.exclude("row")).alias("recommendations")),
         gaps.group_by("row").agg(pl.struct(pl.exclude("row")).alias("unavailable")),
     )
     for part in nested:
         table = table.join(part, on="row", how="left", maintain_order="left")
-    table = table.with_columns(
+    return table.with_columns(
         pl.col("recommendations").fill_null(pl.lit([], dtype=table.schema["recommendations"])),
         pl.col("unavailable").fill_null(pl.lit([], dtype=table.schema["unavailable"])),
     ).drop("row")
-    return table, ranking, peers
 
 
 def _long_recommendations(
@@ -481,6 +573,8 @@ def _json_document(
                 "orders": r.samples,
                 "notional": r.notional,
                 "reason": r.reason,
+                "tiedWith": list(r.tied_with),
+                "intervalBps": None if r.rank is None or math.isinf(r.high_bps) else [r.low_bps, r.high_bps],
             }
             for r in ranks
         ]
@@ -488,6 +582,8 @@ def _json_document(
     }
     head = {
         "benchmark": str(benchmark),
+        "rankedBy": RANKED_BY,
+        "rankingBenchmark": RANKING_BENCHMARK_NOTE,
         "config": msgspec.to_builtins(config),
         "summary": summary,
         "brokers": brokers,

@@ -22,7 +22,7 @@ import polars as pl
 from api.enums import TCABenchmark
 from tca.batch import Measures
 from tca.model import TcaConfig
-from tca.peers import BrokerRank
+from tca.peers import RANKED_BY, BrokerRank
 from tca_offline.charts import PALETTE, Axes, bar_ranking, box_plot, data_uri
 from tca_offline.files import Inputs
 
@@ -53,8 +53,9 @@ def write_report(
         " Box: quartiles; line: median; whiskers: 5th-95th percentile; diamond: notional-weighted mean.</p>",
         _images(_cost_boxplot(table), "cost distribution per broker"),
         "<h2>Broker ranking</h2>",
-        f"<p>By notional-weighted mean arrival cost; brokers with fewer than {config.min_samples} orders"
-        " are not ranked (grey). Whiskers show a 95 % interval.</p>",
+        f"<p>Ranked by {html.escape(RANKED_BY)}. Brokers with fewer than {config.min_samples} orders"
+        " are not ranked (grey). Whiskers show the 95 % interval; a rank counts only the brokers whose"
+        f" whole interval lies below. {html.escape(_benchmark_note(benchmark))}</p>",
         _images(_ranking_chart(ranking), "broker ranking"),
         _ranking_table(ranking),
         f"<h2>Slippage against {benchmark}</h2>",
@@ -228,11 +229,25 @@ def _ranking_table(ranking: dict[str, tuple[BrokerRank, ...]]) -> str:
         f'<td class="l">{html.escape(r.broker_id)}</td><td>{r.samples:,}</td><td>{_fmt(r.notional, 0)}</td>'
         f"<td>{_fmt(r.mean_cost_bps)}</td>"
         f"<td>{'&ndash;' if math.isinf(r.standard_error_bps) else _fmt(1.96 * r.standard_error_bps)}</td>"
-        f'<td class="l">{html.escape(r.reason or "")}</td></tr>'
+        f'<td class="l">{html.escape(r.reason or _tied(r))}</td></tr>'
         for ac, ranks in ranking.items()
         for r in ranks
     )
     return f"<table>{head}{body}</table>"
+
+
+def _tied(rank: BrokerRank) -> str:
+    return f"tied with {', '.join(rank.tied_with)}" if rank.tied_with else ""
+
+
+def _benchmark_note(benchmark: TCABenchmark) -> str:
+    """Whether the requested benchmark drives the ranking: it never does (said in the report)."""
+    if benchmark is TCABenchmark.ARRIVAL_PRICE:
+        return "The requested benchmark, ARRIVAL_PRICE, is the one the ranking uses."
+    return (
+        f"The requested benchmark, {benchmark}, does not drive the ranking: the ranking, the savings"
+        " and the recommendations compare arrival cost for every benchmark."
+    )
 
 
 def _slippage_histogram(table: pl.DataFrame, benchmark: TCABenchmark) -> list[str]:

@@ -171,6 +171,8 @@ def struct_shape(t: mi.Type) -> Any:
         return ("object", t.cls.__name__)
     if isinstance(t, (mi.VarTupleType, mi.ListType)):
         return ("array", struct_shape(t.item_type))
+    if isinstance(t, mi.DictType):  # string keys: an object with additionalProperties
+        return ("map", struct_shape(t.value_type))
     simple = {
         mi.StrType: "string",
         mi.IntType: "integer",
@@ -196,6 +198,8 @@ def shape(schema: dict[str, Any], components: dict[str, Any]) -> Any:
         return ("array", shape(schema["items"], components))
     if kind == "string" and schema.get("format") == "date-time":
         return ("date-time",)
+    if kind == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return ("map", shape(schema["additionalProperties"], components))
     if kind == "object" and "properties" in schema:
         raise AssertionError(f"inline object {schema}: give it a component named after its Struct")
     assert kind in ("string", "number", "integer", "boolean"), schema

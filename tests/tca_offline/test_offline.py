@@ -84,9 +84,19 @@ def test_run_offline_writes_csv_json_and_an_html_report_with_plots(day: object, 
     ):
         assert key in first
     ranking = document["brokers"]["EQUITY"]
-    assert sorted(r["rank"] for r in ranking if r["rank"]) == list(
-        range(1, 1 + sum(1 for r in ranking if r["rank"]))
-    )
+    ranked = [r for r in ranking if r["rank"]]
+    assert ranked and min(r["rank"] for r in ranked) == 1
+    for r in ranked:  # a rank counts only the brokers whose whole interval lies below
+        low = r["intervalBps"][0]
+        assert r["rank"] == 1 + sum(1 for o in ranked if o["intervalBps"][1] < low)
+        overlapping = {
+            o["brokerId"]
+            for o in ranked
+            if o is not r and o["intervalBps"][0] <= r["intervalBps"][1] and low <= o["intervalBps"][1]
+        }
+        assert set(r["tiedWith"]) == overlapping
+    assert "arrivalCostBps" in document["rankedBy"]
+    assert "whatever the benchmark requested" in document["rankingBenchmark"]
     no_fill = [o for o in document["orders"] if o["filledQuantity"] == 0]
     assert no_fill, "the generated day has orders without fills"
     assert all(o["slippageBps"] is None for o in no_fill)
