@@ -339,6 +339,12 @@ views_refresh_s = 3600.0
 [rest]
 enabled = false
 
+# One account floods: the per-account rate and daily limits off, every other safeguard on (as
+# in `_common.daemon_config`).
+[safeguards]
+max_orders_per_second = 0
+max_daily_notional = 0
+
 [market_data]
 publish_simulated = true
 
