@@ -4,7 +4,6 @@ orders, health that tells live from ready, and one JSON access-log line per REST
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import oms
 from tests.support.daemon import TEST_TOKEN, DaemonProcess
+from tests.support.polling import poll_until
 
 #: The names the runbook and the alert rules use (daemon/metrics.py's contract).
 EXPECTED = {
@@ -61,10 +61,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
+    poll_until(check, what=getattr(check, "__name__", "condition"), timeout=timeout, interval=0.1)
 
 
 def test_metrics_are_public_named_as_documented_and_move_with_orders(daemon: DaemonProcess) -> None:

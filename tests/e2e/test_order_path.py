@@ -3,7 +3,6 @@ updates on JetStream, state in PostgreSQL."""
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -11,18 +10,17 @@ import psycopg
 
 from tests.support import oms
 from tests.support.daemon import DaemonProcess
+from tests.support.polling import poll_until
 
 
 def wait_execution(url: str, order_id: str, status: str, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        reply = oms.get_execution(url, orderId=order_id)
-        last = reply.body
-        if reply.error_code is None and last["status"] == status:
-            return dict(last)
-        time.sleep(0.05)
-    raise AssertionError(f"execution of {order_id} never reached {status}: last {last}")
+    reply = poll_until(
+        lambda: oms.get_execution(url, orderId=order_id),
+        lambda r: r.error_code is None and r.body["status"] == status,
+        what=f"execution of {order_id} {status}",
+        timeout=timeout,
+    )
+    return dict(reply.body)
 
 
 def broker_order_rows(database_url: str, order_id: str) -> list[tuple[Any, ...]]:

@@ -23,6 +23,7 @@ import pytest
 from daemon.servers import NatsServer
 from tests.support import oms
 from tests.support.daemon import DaemonProcess
+from tests.support.polling import poll_until
 
 
 @pytest.fixture
@@ -77,7 +78,13 @@ def test_ready_only_once_serving_then_watchdog_then_stopping_on_sigterm(
         readiness = wait_for_readiness(daemon.rest_url)
         assert readiness == {
             "ready": True,
-            "checks": {"database": "ok", "nats": "ok", "subscriptions": "ok", "brokers": "ok", "intake": "ok"},
+            "checks": {
+                "database": "ok",
+                "nats": "ok",
+                "subscriptions": "ok",
+                "brokers": "ok",
+                "intake": "ok",
+            },
         }
     finally:
         code = daemon.stop(signal.SIGTERM)
@@ -89,13 +96,13 @@ def test_ready_only_once_serving_then_watchdog_then_stopping_on_sigterm(
 
 def wait_for_readiness(rest_url: str, timeout: float = 10.0) -> Any:
     """GET /ready until it says 200 (the brokers connect just after READY=1); its body."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def ready() -> tuple[int, str]:
         reply = httpx.get(f"{rest_url}/ready", timeout=5)
-        if reply.status_code == 200 or time.monotonic() > deadline:
-            assert reply.status_code == 200, reply.text
-            return reply.json()
-        time.sleep(0.1)
+        return reply.status_code, reply.text
+
+    _, body = poll_until(ready, lambda r: r[0] == 200, what="GET /ready 200", timeout=timeout, interval=0.1)
+    return json.loads(body)
 
 
 async def _burst(url: str, orders: list[dict[str, Any]], fire: threading.Event) -> list[Any]:

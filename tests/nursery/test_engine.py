@@ -216,7 +216,7 @@ async def test_a_fill_is_persisted_and_queued_for_publication_once(
         update = await publish.receive()
     assert update.msg_id == f"{response.execution_id}:2"
     assert b'"status":"PARTIALLY_FILLED"' in update.payload
-    await trio.sleep(0.1)
+    await engine.wait_settled()  # the repeat is applied too
     with pytest.raises(trio.WouldBlock):
         publish.receive_nowait()  # the repeat changed nothing and published nothing
     with psycopg.connect(migrated_database_url) as conn:

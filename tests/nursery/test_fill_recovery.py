@@ -9,7 +9,6 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-import trio
 
 from adapters.base import ServerError
 from adapters.simulated import SimulatedMarket
@@ -24,6 +23,7 @@ from sql.store import Store
 from tests.nursery.test_failover import venue
 from tests.support.engine_stack import engine_stack
 from tests.support.faults import FaultyBroker
+from tests.support.polling import condition, wait_until
 
 
 class LossyBroker(FaultyBroker):
@@ -80,13 +80,14 @@ def resting(order_id: str, price: Decimal) -> OrderRoutingRequest:
 
 
 async def status_becomes(stack: Stack, order_id: str, status: BrokerOrderStatus) -> BrokerOrder:
-    with trio.fail_after(8):
-        while True:
-            execution = await stack.store.load_latest_execution(order_id)
-            assert execution is not None
-            if execution.status is status:
-                return execution
-            await trio.sleep(0.02)
+    execution = await wait_until(
+        lambda: stack.store.load_latest_execution(order_id),
+        lambda e: e is not None and e.status is status,
+        what=f"execution of {order_id} {status}",
+        timeout=8,
+    )
+    assert execution is not None
+    return execution
 
 
 async def test_fills_lost_by_the_stream_are_recovered_after_the_reconnect(stack: Stack) -> None:
@@ -96,7 +97,8 @@ async def test_fills_lost_by_the_stream_are_recovered_after_the_reconnect(stack:
     assert response.status is RoutingStatus.ACCEPTED
     stack.broker.losing = True
     stack.market.set_quote("AAPL", quote.bid - Decimal("0.01"), quote.bid)  # fills at the venue...
-    await trio.sleep(0.1)
+    await wait_until(lambda: condition(lambda: list(stack.broker.engine.fills)), what="the venue's fill")
+    await stack.engine.wait_settled()  # whatever reached the engine is applied
     execution = await stack.store.load_latest_execution(request.order_id)
     assert execution is not None and execution.status is BrokerOrderStatus.ACCEPTED  # ...unheard
     assert stack.broker.engine.fills  # the venue knows it filled
@@ -116,7 +118,7 @@ async def test_an_order_the_broker_cancelled_unheard_is_found_cancelled_after_th
     execution = await status_becomes(stack, request.order_id, BrokerOrderStatus.ACCEPTED)
     # The broker cancels it (its own risk desk, say) and the event is lost on the way.
     stack.broker.engine.cancel(execution.client_order_id, stack.market.now())
-    await trio.sleep(0.05)
+    await stack.engine.wait_settled()  # whatever reached the engine is applied
     unheard = await stack.store.load_latest_execution(request.order_id)
     assert unheard is not None and unheard.status is BrokerOrderStatus.ACCEPTED
     stack.broker.drop_connection()
