@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 import psycopg
@@ -50,6 +50,22 @@ class Sleep(WriteOp[int]):
         row = await cur.fetchone()
         assert row is not None
         return [row[0]] * len(ops)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold(WriteOp[int]):
+    """`Sleep`, telling the test when a lane has taken it (`taken`): from then on that lane is
+    busy for `seconds`, and what is submitted meanwhile queues up."""
+
+    seconds: float
+    taken: trio.Event = field(default_factory=trio.Event, compare=False)
+    phase: ClassVar[int] = -1
+
+    @classmethod
+    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[int]:
+        for op in ops:
+            op.taken.set()
+        return await Sleep.run_batch(conn, [Sleep(op.seconds) for op in ops])
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +139,14 @@ async def test_concurrent_submissions_share_transactions(
 
 
 async def test_a_failing_op_fails_alone(writer: GroupWriter, table: str, migrated_database_url: str) -> None:
+    hold = Hold(0.3)
+
     async def hold_writer() -> None:
-        await writer.submit([Sleep(0.3)])
+        await writer.submit([hold])
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(hold_writer)
-        await trio.sleep(0.1)  # the writer's lane is busy: everything below queues up together
+        await hold.taken.wait()  # the writer's lane is busy: everything below queues up together
         ops = [Insert(table, i) for i in range(20)] + [Insert(table, -1), Insert(table, -2)]
         outcomes = await submit_all(writer, ops)
     assert isinstance(outcomes[20], errors.CheckViolation)
@@ -148,8 +166,9 @@ async def test_cancelled_before_taken_writes_nothing(
     writer: GroupWriter, table: str, migrated_database_url: str
 ) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(writer.submit, [Sleep(0.3)])
-        await trio.sleep(0.1)
+        hold = Hold(0.3)
+        nursery.start_soon(writer.submit, [hold])
+        await hold.taken.wait()
         with trio.move_on_after(0.05) as scope:
             await writer.submit([Insert(table, 1)])
         assert scope.cancelled_caught
@@ -205,8 +224,9 @@ async def test_stopped_writer_fails_what_it_did_not_take(migrated_database_url: 
 
     async with trio.open_nursery() as callers, trio.open_nursery() as service:
         await service.start(writer.run)
-        callers.start_soon(one, 0, Sleep(0.3))
-        await trio.sleep(0.1)
+        hold = Hold(0.3)
+        callers.start_soon(one, 0, hold)
+        await hold.taken.wait()
         for i in range(1, 6):
             callers.start_soon(one, i, Insert(table, i))
         await trio.testing.wait_all_tasks_blocked()

@@ -34,6 +34,7 @@ from tca_online import windows
 from tca_online.reporter import ExecutionReporter, _online
 from tests.nursery.test_failover import venue
 from tests.support.engine_stack import engine_stack
+from tests.support.polling import wait_until
 
 SYMBOL = "AAPL"
 
@@ -96,13 +97,13 @@ def order(side: Side = Side.BUY, **changes: object) -> OrderRoutingRequest:
 
 async def reported(desk: Desk, order_id: str) -> None:
     """Wait until the execution is final and its report task is done."""
-    with trio.fail_after(5):
-        while True:
-            execution = await desk.store.load_latest_execution(order_id)
-            if execution is not None and execution.status.is_final:
-                await desk.engine.wait_settled()
-                return
-            await trio.sleep(0.01)
+    await wait_until(
+        lambda: desk.store.load_latest_execution(order_id),
+        lambda e: e is not None and e.status.is_final,
+        what=f"execution of {order_id} final",
+        timeout=5,
+    )
+    await desk.engine.wait_settled()
 
 
 async def test_a_filled_order_gets_its_report_and_every_benchmark(desk: Desk) -> None:
@@ -275,9 +276,9 @@ async def test_a_fill_that_arrives_after_the_cancel_rewrites_the_report(desk: De
         venue="SIMX",
     )
     desk.engine._applier.enqueue(late)
-    with trio.fail_after(5):
-        while await desk.store.load_report(execution.id) is None:  # noqa: ASYNC110
-            await trio.sleep(0.02)
+    await wait_until(
+        lambda: desk.store.load_report(execution.id), lambda r: r is not None, what="the report", timeout=5
+    )
     await desk.engine.wait_settled()
     tca = await desk.engine.transaction_cost_analysis(TCARequest(order_id=request.order_id))
     assert tca.average_execution_price == pytest.approx(float(quote.bid - Decimal(1)))
