@@ -24,6 +24,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Sequence
 
+import msgspec
 import numpy as np
 
 from api.enums import TCABenchmark
@@ -401,92 +402,38 @@ class _Peers:
         return found
 
 
-def _assemble(
-    order: TcaOrder, benchmark: TCABenchmark, f: _Figures, peers: _Peers, config: TcaConfig
-) -> TcaResult:
-    """The result of one order from its measures: benchmark, costs, peers, and every measure
-    that is unavailable with its reason (in a fixed order)."""
-    sign = order.side.sign
-    average, arrival, window_reason = f.average, f.arrival, f.window_reason
-    missing: list[Unavailable] = []
+class _Costs(msgspec.Struct, frozen=True):
+    """The cost figures of one order against its benchmark (None: unavailable)."""
 
-    def gone(measure: str, reason: str) -> None:
-        missing.append(Unavailable(measure, reason))
+    prices: BenchmarkPrices
+    benchmark_price: float | None
+    slippage: float | None
+    total: float | None
+    arrival_slippage: float | None
+    arrival_cost: float | None
 
-    if average is None:
-        gone("averagePrice", "no fills")
-    if arrival is None:
-        gone("ARRIVAL_PRICE", "no stored arrival price and no quote or trade at or before arrival")
-    for name in ("VWAP", "TWAP"):
-        if window_reason is not None and not (name == "TWAP" and f.twap is not None):
-            gone(name, window_reason)
-    if f.close is None:
-        gone("CLOSE_PRICE", "no official close for the trade date")
-    if f.decision is None:
-        gone("IMPLEMENTATION_SHORTFALL", "no decision price and no arrival price")
-    elif f.shortfall is None:
-        gone("IMPLEMENTATION_SHORTFALL", "part of the order is unfilled and its end price is unknown")
-    prices_of = BenchmarkPrices(arrival=arrival, vwap=f.vwap, twap=f.twap, close=f.close, decision=f.decision)
 
-    benchmark_price = prices_of.of(benchmark)
-    slippage = (
-        None
-        if average is None or benchmark_price is None
-        else measures.slippage_bps(sign, average, benchmark_price)
-    )
-    fee_bps = f.fee_bps
-    if benchmark is TCABenchmark.IMPLEMENTATION_SHORTFALL:
-        total = None if f.shortfall is None else f.shortfall.bps
-    else:
-        total = None if slippage is None or fee_bps is None else slippage + fee_bps
-    arrival_slippage = (
-        None if average is None or arrival is None else measures.slippage_bps(sign, average, arrival)
-    )
-    arrival_cost = None if arrival_slippage is None or fee_bps is None else arrival_slippage + fee_bps
+class _Standing(msgspec.Struct, frozen=True):
+    """What the peers say about one order: rank, savings and their basis, recommendations."""
 
-    if f.impact is None:
-        gone("marketImpactBps", "no fills" if average is None else "no arrival mid or no mid after the end")
-    if f.quality is None:
-        gone(
-            "executionQualityScore",
-            "no fills" if average is None else (window_reason or "no volume in the window"),
-        )
-
-    bucket = f.bucket
     rank: int | None = None
-    ranked_count = 0
+    ranked_count: int = 0
     tied_with: tuple[str, ...] = ()
     savings: float | None = None
     basis: str | None = None
     recommendations: tuple[Recommendation, ...] = ()
-    if peers.stats is not None:
-        ranking, ranked_count = peers.ranking(order.asset_class)
-        mine = next((r for r in ranking if r.broker_id == order.broker_id), None)
-        rank = None if mine is None else mine.rank
-        tied_with = () if mine is None or rank is None else mine.tied_with
-        if rank is None:
-            gone("brokerPerformanceRank", _unranked_reason(mine, order, config.min_samples))
-        best = None if bucket < 0 else peers.best(order.asset_class, bucket)
-        if best is not None and arrival_cost is not None:
-            savings, basis = max(arrival_cost - best.mean, 0.0), "BEST_BROKER"
-        recommendations = peers.advice(order, bucket)
-    else:
-        gone("brokerPerformanceRank", "no peer statistics given")
-    if savings is None and average is not None and f.best_print is not None:
-        savings, basis = (
-            max(measures.slippage_bps(sign, average, f.best_print), 0.0),
-            "BEST_PRICE_IN_WINDOW",
-        )
-    if savings is None:
-        gone("savingsOpportunityBps", "no ranked broker for this size and no prints in the window")
-    if slippage is None:
-        gone("slippageBps", "no fills" if average is None else f"benchmark {benchmark} unavailable")
-    if total is None:
-        gone(
-            "totalCostBps",
-            "no fills" if f.shortfall is None and average is None else f"benchmark {benchmark} unavailable",
-        )
 
+
+def _assemble(
+    order: TcaOrder, benchmark: TCABenchmark, f: _Figures, peers: _Peers, config: TcaConfig
+) -> TcaResult:
+    """The result of one order from its measures, in steps: the benchmark prices and what of
+    them is missing, the costs, the peers' view, then every other missing measure with its
+    reason (in a fixed order)."""
+    missing: list[Unavailable] = _missing_prices(f)
+    costs = _costs(order, benchmark, f)
+    standing = _standing(order, f, costs, peers, config, missing)
+    missing += _missing_costs(benchmark, f, costs, standing)
     window = f.window
     return TcaResult(
         order_id=order.order_id,
@@ -501,32 +448,148 @@ def _assemble(
         arrival_ns=order.arrival_ns,
         quantity=order.quantity,
         filled_quantity=f.filled,
-        average_price=average,
+        average_price=f.average,
         executed_notional=f.notional,
         fees=f.fees,
         window_start_ns=None if window is None else window[0],
         window_end_ns=None if window is None else window[1],
-        benchmarks=prices_of,
-        benchmark_price=benchmark_price,
-        slippage_bps=slippage,
-        fees_bps=fee_bps,
-        total_cost_bps=total,
-        arrival_slippage_bps=arrival_slippage,
-        arrival_cost_bps=arrival_cost,
+        benchmarks=costs.prices,
+        benchmark_price=costs.benchmark_price,
+        slippage_bps=costs.slippage,
+        fees_bps=f.fee_bps,
+        total_cost_bps=costs.total,
+        arrival_slippage_bps=costs.arrival_slippage,
+        arrival_cost_bps=costs.arrival_cost,
         market_impact_bps=f.impact,
         execution_quality_score=f.quality,
         shortfall=f.shortfall,
-        size_bucket=bucket,
-        broker_performance_rank=rank,
-        ranked_brokers=ranked_count,
-        savings_opportunity_bps=savings,
-        savings_basis=basis,
-        recommendations=recommendations,
+        size_bucket=f.bucket,
+        broker_performance_rank=standing.rank,
+        ranked_brokers=standing.ranked_count,
+        savings_opportunity_bps=standing.savings,
+        savings_basis=standing.basis,
+        recommendations=standing.recommendations,
         unavailable=tuple(missing),
         ranked_by=None if peers.stats is None else RANKED_BY,
-        rank_tied_with=tied_with,
+        rank_tied_with=standing.tied_with,
         price_decimals=order.price_decimals,
     )
+
+
+def _missing_prices(f: _Figures) -> list[Unavailable]:
+    """The average price and the benchmark prices that are unavailable, and why."""
+    missing: list[Unavailable] = []
+    if f.average is None:
+        missing.append(Unavailable("averagePrice", "no fills"))
+    if f.arrival is None:
+        missing.append(
+            Unavailable("ARRIVAL_PRICE", "no stored arrival price and no quote or trade at or before arrival")
+        )
+    for name in ("VWAP", "TWAP"):
+        if f.window_reason is not None and not (name == "TWAP" and f.twap is not None):
+            missing.append(Unavailable(name, f.window_reason))
+    if f.close is None:
+        missing.append(Unavailable("CLOSE_PRICE", "no official close for the trade date"))
+    if f.decision is None:
+        missing.append(Unavailable("IMPLEMENTATION_SHORTFALL", "no decision price and no arrival price"))
+    elif f.shortfall is None:
+        missing.append(
+            Unavailable(
+                "IMPLEMENTATION_SHORTFALL", "part of the order is unfilled and its end price is unknown"
+            )
+        )
+    return missing
+
+
+def _costs(order: TcaOrder, benchmark: TCABenchmark, f: _Figures) -> _Costs:
+    """Slippage and total cost against the benchmark; slippage and cost against arrival."""
+    sign, average, arrival = order.side.sign, f.average, f.arrival
+    prices = BenchmarkPrices(arrival=arrival, vwap=f.vwap, twap=f.twap, close=f.close, decision=f.decision)
+    benchmark_price = prices.of(benchmark)
+    slippage = (
+        None
+        if average is None or benchmark_price is None
+        else measures.slippage_bps(sign, average, benchmark_price)
+    )
+    if benchmark is TCABenchmark.IMPLEMENTATION_SHORTFALL:
+        total = None if f.shortfall is None else f.shortfall.bps
+    else:
+        total = None if slippage is None or f.fee_bps is None else slippage + f.fee_bps
+    arrival_slippage = (
+        None if average is None or arrival is None else measures.slippage_bps(sign, average, arrival)
+    )
+    arrival_cost = None if arrival_slippage is None or f.fee_bps is None else arrival_slippage + f.fee_bps
+    return _Costs(prices, benchmark_price, slippage, total, arrival_slippage, arrival_cost)
+
+
+def _standing(
+    order: TcaOrder,
+    f: _Figures,
+    costs: _Costs,
+    peers: _Peers,
+    config: TcaConfig,
+    missing: list[Unavailable],
+) -> _Standing:
+    """Rank (shared when the peers' intervals overlap), savings against the best broker of the
+    size bucket (else the best print of the window) and the recommendations. An unranked
+    broker's reason goes to `missing`."""
+    standing = _Standing()
+    if peers.stats is not None:
+        ranking, ranked_count = peers.ranking(order.asset_class)
+        mine = next((r for r in ranking if r.broker_id == order.broker_id), None)
+        rank = None if mine is None else mine.rank
+        if rank is None:
+            missing.append(
+                Unavailable("brokerPerformanceRank", _unranked_reason(mine, order, config.min_samples))
+            )
+        best = None if f.bucket < 0 else peers.best(order.asset_class, f.bucket)
+        savings = basis = None
+        if best is not None and costs.arrival_cost is not None:
+            savings, basis = max(costs.arrival_cost - best.mean, 0.0), "BEST_BROKER"
+        standing = _Standing(
+            rank=rank,
+            ranked_count=ranked_count,
+            tied_with=() if mine is None or rank is None else mine.tied_with,
+            savings=savings,
+            basis=basis,
+            recommendations=peers.advice(order, f.bucket),
+        )
+    else:
+        missing.append(Unavailable("brokerPerformanceRank", "no peer statistics given"))
+    if standing.savings is None and f.average is not None and f.best_print is not None:
+        savings = max(measures.slippage_bps(order.side.sign, f.average, f.best_print), 0.0)
+        standing = msgspec.structs.replace(standing, savings=savings, basis="BEST_PRICE_IN_WINDOW")
+    return standing
+
+
+def _missing_costs(
+    benchmark: TCABenchmark, f: _Figures, costs: _Costs, standing: _Standing
+) -> list[Unavailable]:
+    """Impact, quality score, savings, slippage and total cost that are unavailable, and why."""
+    missing: list[Unavailable] = []
+    no_fills = f.average is None
+    if f.impact is None:
+        missing.append(
+            Unavailable(
+                "marketImpactBps", "no fills" if no_fills else "no arrival mid or no mid after the end"
+            )
+        )
+    if f.quality is None:
+        reason = "no fills" if no_fills else (f.window_reason or "no volume in the window")
+        missing.append(Unavailable("executionQualityScore", reason))
+    if standing.savings is None:
+        reason = "no fills" if no_fills else "no ranked broker for this size and no prints in the window"
+        missing.append(Unavailable("savingsOpportunityBps", reason))
+    unpriced = f"benchmark {benchmark} unavailable"
+    if costs.slippage is None:
+        missing.append(Unavailable("slippageBps", "no fills" if no_fills else unpriced))
+    if costs.total is None:
+        if benchmark is TCABenchmark.IMPLEMENTATION_SHORTFALL:
+            reason = unpriced
+        else:
+            reason = "no fills" if no_fills else unpriced
+        missing.append(Unavailable("totalCostBps", reason))
+    return missing
 
 
 def _window_problem(window: tuple[int, int] | None, times: Sequence[int]) -> str | None:

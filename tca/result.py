@@ -221,8 +221,8 @@ class TcaResult(msgspec.Struct, frozen=True, kw_only=True):
     def to_response(self) -> TCAResponse:
         """The spec's TCAResponse plus its extensions, rounded once here, at the edge: basis
         points, the score and currency amounts to 1e-6 (float noise such as -1.5e-12 bps reads
-        as a cost that is not there), prices to the instrument's precision (`price_decimals`,
-        else 6 places). Every absent figure is named in `unavailable` with its reason."""
+        as a cost that is not there), prices to the instrument's precision (`price_decimals`)
+        plus `PRICE_EXTRA_DECIMALS`, else 6 places. Every absent figure is named in `unavailable` with its reason."""
         places = self.price_decimals
         return TCAResponse(
             order_id=self.order_id,
@@ -274,6 +274,15 @@ def tidy_bps(value: float | None) -> float | None:
     return None if value is None else round(value, 6) + 0.0
 
 
+#: Derived prices (a mid, a VWAP, an average over fills) fall between ticks: they are shown to a
+#: hundredth of a tick, so a mid half a tick away (189.935 with 0.01 ticks) is not rounded onto
+#: the next tick and the shown prices reproduce the shown slippage.
+PRICE_EXTRA_DECIMALS = 2
+
+
 def tidy_price(value: float | None, places: int | None) -> float | None:
-    """A price rounded to the instrument's precision (`places` decimals; None: 6)."""
-    return None if value is None else round(value, 6 if places is None else places) + 0.0
+    """A price rounded to the instrument's precision (`places` decimals, the tick's) plus
+    `PRICE_EXTRA_DECIMALS`; 6 decimals when the precision is unknown."""
+    if value is None:
+        return None
+    return round(value, 6 if places is None else places + PRICE_EXTRA_DECIMALS) + 0.0

@@ -479,7 +479,7 @@ def _unavailable(
         (
             "savingsOpportunityBps",
             table["savings_opportunity_bps"].is_null().to_numpy(),
-            "no ranked broker for this size and no prints in the window",
+            either_fills("no ranked broker for this size and no prints in the window"),
         ),
         ("brokerPerformanceRank", table["broker_performance_rank"].is_null().to_numpy(), rank_reason),
     ]

