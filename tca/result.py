@@ -222,7 +222,8 @@ class TcaResult(msgspec.Struct, frozen=True, kw_only=True):
         """The spec's TCAResponse plus its extensions, rounded once here, at the edge: basis
         points, the score and currency amounts to 1e-6 (float noise such as -1.5e-12 bps reads
         as a cost that is not there), prices to the instrument's precision (`price_decimals`)
-        plus `PRICE_EXTRA_DECIMALS`, else 6 places. Every absent figure is named in `unavailable` with its reason."""
+        plus `PRICE_EXTRA_DECIMALS`, else 6 places. Every absent figure is named in
+        `unavailable` with its reason."""
         places = self.price_decimals
         return TCAResponse(
             order_id=self.order_id,
