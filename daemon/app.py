@@ -43,7 +43,7 @@ from api.events import AnyBrokerEvent
 from daemon import collector, credentials, runtime, servers
 from daemon.accesslog import AccessLog
 from daemon.brokers import BrokerSetupError, build_handles
-from daemon.bus import NatsBus
+from daemon.bus import NatsBus, server_urls
 from daemon.config import Config
 from daemon.endpoints import OVERLOADED, admin_endpoints, pretrade_endpoints, service_endpoints
 from daemon.logs import register_secret
@@ -87,12 +87,17 @@ class StartupError(RuntimeError):
 
 
 class Endpoints:
-    """Where the running daemon can be reached (written to <state>/runtime.json for the CLI)."""
+    """Where the running daemon can be reached (written to <state>/runtime.json for the CLI,
+    shown in the ready banner). Holds no secret: each NATS server URL (`nats_url` may list a
+    cluster's, comma-separated) and the database URL are kept without their passwords."""
 
     def __init__(self, nats_url: str, rest_url: str | None, database: str) -> None:
-        self.nats_url = nats_url
+        self.nats_url = ",".join(servers.redact_url(url) for url in server_urls(nats_url))
         self.rest_url = rest_url
-        self.database = database
+        self.database = servers.redact_url(database)
+
+    def __repr__(self) -> str:
+        return f"<Endpoints nats={self.nats_url} rest={self.rest_url} database={self.database}>"
 
 
 @contextlib.asynccontextmanager

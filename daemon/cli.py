@@ -228,27 +228,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _run_daemon_process(config: Config) -> int:
     """The daemon in this process until it stops; its exit code. The caller holds the state lock."""
-    import os
     import signal
 
     import trio
 
     from daemon.app import run_daemon
-    from daemon.logs import configure_logging, register_secret
+    from daemon.logs import configure_logging, redact_text
 
     configure_logging(config.service.log_level)
-    alpaca_secrets = [
-        os.environ.get(name) for a in config.alpaca_brokers for name in (a.key_env, a.secret_env)
-    ]
-    alpaca_secrets += [os.environ.get(f.password_env) for f in config.fix_brokers if f.password_env]
-    for secret in (
-        *config.rest.tokens,
-        _password(config.database.url),
-        _password(config.nats.url),
-        *alpaca_secrets,
-    ):
-        if secret:
-            register_secret(secret)
+    _register_secrets(config)
 
     def banner(endpoints: Endpoints) -> None:
         brokers = ", ".join(config.broker_ids)
@@ -257,7 +245,7 @@ def _run_daemon_process(config: Config) -> int:
             return
         print(
             f"\nBroker Integration Service is ready\n"
-            f"  NATS      {endpoints.nats_url}\n"
+            f"  NATS      {_shown_nats_url(endpoints.nats_url)}\n"
             f"  REST      {endpoints.rest_url or 'disabled'}"
             f"{'  (no auth: set rest.tokens to require a bearer token)' if not config.rest.tokens else ''}\n"
             f"  database  {endpoints.database}\n"
@@ -280,10 +268,31 @@ def _run_daemon_process(config: Config) -> int:
         import logging
 
         logging.getLogger("daemon").critical("daemon failed", exc_info=exc)
-        for cause in _leaf_errors(exc):
-            print(f"broker-integration failed: {cause}", file=sys.stderr)
+        for cause in _leaf_errors(exc):  # a connect error names the URLs: never their passwords
+            print(f"broker-integration failed: {redact_text(str(cause))}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _register_secrets(config: Config) -> None:
+    """Mask in every log line the secrets this configuration loads: REST tokens, the database
+    password, the password of each NATS server URL, the brokers' keys from the environment."""
+    import os
+
+    from daemon.logs import register_secret
+
+    alpaca_secrets = [
+        os.environ.get(name) for a in config.alpaca_brokers for name in (a.key_env, a.secret_env)
+    ]
+    alpaca_secrets += [os.environ.get(f.password_env) for f in config.fix_brokers if f.password_env]
+    for secret in (
+        *config.rest.tokens,
+        _password(config.database.url),
+        *_nats_passwords(config.nats.url),
+        *alpaca_secrets,
+    ):
+        if secret:
+            register_secret(secret)
 
 
 def _ready_record(endpoints: Endpoints, config: Config) -> dict[str, Any]:
@@ -295,7 +304,7 @@ def _ready_record(endpoints: Endpoints, config: Config) -> dict[str, Any]:
         "level": "INFO",
         "logger": "daemon.cli",
         "message": "Broker Integration Service is ready",
-        "nats": endpoints.nats_url,
+        "nats": _shown_nats_url(endpoints.nats_url),
         "rest": endpoints.rest_url,
         "rest_auth": bool(config.rest.tokens),
         "database": endpoints.database,
@@ -317,6 +326,30 @@ def _password(url: str) -> str | None:
         return urlsplit(url).password if url else None
     except ValueError:
         return None
+
+
+def _nats_passwords(url: str) -> list[str]:
+    """The password of every server URL in `url` (a cluster's URLs, comma-separated:
+    `daemon.bus.server_urls`), as written and percent-decoded, for the log's masking."""
+    from urllib.parse import unquote
+
+    from daemon.bus import server_urls
+
+    if not url.strip():
+        return []
+    found: list[str] = []
+    for server in server_urls(url):
+        password = _password(server)
+        if password:
+            found += [password, unquote(password)]
+    return list(dict.fromkeys(found))
+
+
+def _shown_nats_url(url: str) -> str:
+    """`url` (one server or a comma-separated list) fit to print: each server without its password."""
+    from daemon.servers import redact_url
+
+    return ",".join(redact_url(part.strip()) for part in url.split(",") if part.strip())
 
 
 def _database_url(args: argparse.Namespace) -> str | None:
@@ -443,17 +476,39 @@ class _Failed:
 
 def _request(args: argparse.Namespace, subject: str, payload: Any) -> Any:
     """The decoded reply, or `_Failed()` after printing the error and its field errors."""
-    from daemon.client import ClientError, request, resolve_nats_url
+    from daemon.client import ClientError, request
+    from daemon.logs import redact_text
 
     try:
-        url = resolve_nats_url(args.nats, _state_dir(args))
+        url = _client_nats_url(args)
         return asyncio.run(request(url, subject, payload, args.timeout))
     except ClientError as exc:
-        print(f"error{f' {exc.code}' if exc.code else ''}: {exc}", file=sys.stderr)
+        print(f"error{f' {exc.code}' if exc.code else ''}: {redact_text(str(exc))}", file=sys.stderr)
         if isinstance(exc.body, dict):
             for error in exc.body.get("errors", []):
                 print(f"  {error.get('field')}: {error.get('message')}", file=sys.stderr)
         return _Failed()
+
+
+def _client_nats_url(args: argparse.Namespace) -> str:
+    """The NATS URL to reach the daemon (`daemon.client.resolve_nats_url`). The daemon's
+    runtime.json never holds a password: when its URL needs one, say where to give it."""
+    from daemon.client import ClientError, resolve_nats_url
+    from daemon.logs import MASK
+
+    url = resolve_nats_url(args.nats, _state_dir(args))
+    if f":{MASK}@" in url and not args.nats and not _environ("NATS_URL"):
+        raise ClientError(
+            f"the daemon's NATS server needs a password ({url}), never written to runtime.json: "
+            "pass --nats URL or set NATS_URL with it"
+        )
+    return url
+
+
+def _environ(name: str) -> str | None:
+    import os
+
+    return os.environ.get(name) or None
 
 
 def _state_dir(args: argparse.Namespace) -> Path | None:
@@ -686,7 +741,8 @@ def _cmd_maintenance(args: argparse.Namespace) -> int:
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    from daemon.client import ClientError, resolve_nats_url, updates_subject, watch_updates
+    from daemon.client import ClientError, updates_subject, watch_updates
+    from daemon.logs import redact_text
 
     subject = updates_subject(args.broker, args.status, args.order)
 
@@ -723,8 +779,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         print(text, file=sys.stderr, flush=True)
 
     try:
-        url = resolve_nats_url(args.nats, _state_dir(args))
-        print(f"watching {subject} on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        url = _client_nats_url(args)
+        print(f"watching {subject} on {_shown_nats_url(url)} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         asyncio.run(
             watch_updates(
                 url,
@@ -736,7 +792,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             )
         )
     except ClientError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         pass
