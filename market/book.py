@@ -205,6 +205,14 @@ class MarketBook:
             and instrument.quotes.covers(start_ns)
         )
 
+    def quote_ns(self, symbol: str) -> int | None:
+        """The market time of the quote `mid` is taken from (the newest received), or None
+        before the first. A trade never moves it: a mid is only as fresh as its quote."""
+        instrument = self._instruments.get(symbol)
+        if instrument is None or instrument.bid is None:
+            return None
+        return instrument.quote_ns
+
     def latest_ns(self, symbol: str) -> int | None:
         """The market time of the newest quote or trade of `symbol` on the tapes."""
         instrument = self._instruments.get(symbol)

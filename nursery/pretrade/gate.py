@@ -37,7 +37,9 @@ class QuoteView(Protocol):
 
     def mid(self, symbol: str) -> Decimal | None: ...
 
-    def latest_ns(self, symbol: str) -> int | None: ...
+    def quote_ns(self, symbol: str) -> int | None:
+        """The market time of the quote `mid` comes from (a trade does not refresh it)."""
+        ...
 
 
 def _today() -> date:
@@ -73,12 +75,13 @@ class PreTradeGate:
         return self._limits.of(account_id, symbol, asset_class)
 
     def fresh_mid(self, symbol: str) -> Decimal | None:
-        """The last quote's mid if it is at most `max_quote_age_s` old, else None."""
+        """The last quote's mid if that quote is at most `max_quote_age_s` old, else None. The
+        quote's own time decides: trades printing on a stale quote do not make its mid fresh."""
         mid = self._market.mid(symbol)
         if mid is None:
             return None
-        latest = self._market.latest_ns(symbol)
-        if latest is None or self._clock_ns() - latest > self._max_age_ns:
+        quoted = self._market.quote_ns(symbol)
+        if quoted is None or self._clock_ns() - quoted > self._max_age_ns:
             return None
         return mid
 

@@ -31,7 +31,7 @@ class Quotes:
     def mid(self, symbol: str) -> Decimal | None:
         return self.mids.get(symbol)
 
-    def latest_ns(self, symbol: str) -> int | None:
+    def quote_ns(self, symbol: str) -> int | None:
         return self.at.get(symbol)
 
 
@@ -150,3 +150,25 @@ def test_a_check_costs_microseconds() -> None:
         g.check(o, AssetClass.EQUITY, float(n))
     per_order_us = (time.perf_counter() - started) / len(orders) * 1e6
     assert per_order_us < 20, per_order_us  # a few us on the bench host; generous for a busy CI
+
+
+def test_a_trade_without_a_new_quote_does_not_make_a_stale_quote_fresh() -> None:
+    """The real book: the last quote is 40 s old, a trade printed 1 s ago. The MARKET order's
+    quote is stale all the same (the freshness is the quote's, `MarketBook.quote_ns`)."""
+    from market.book import MarketBook
+    from market.messages import QuoteMessage, TradeMessage
+    from tca.model import ns_of
+
+    clock = [ns_of(T0)]
+    book = MarketBook({"AAPL": AssetClass.EQUITY}, clock_ns=lambda: clock[0])
+    g = PreTradeGate(SafeguardsConfig(max_quote_age_s=30), book, clock_ns=lambda: clock[0])
+    market_order = order(type=OrderType.MARKET, price=None)
+    book.on_quote(QuoteMessage("AAPL", Decimal("189.99"), Decimal("190.01"), T0))
+    book.on_trade(TradeMessage("AAPL", Decimal("190.00"), Decimal(100), T0 + timedelta(seconds=39)))
+    clock[0] = ns_of(T0 + timedelta(seconds=40))
+    assert book.quote_ns("AAPL") == ns_of(T0) and book.latest_ns("AAPL") == ns_of(T0 + timedelta(seconds=39))
+    refusal = g.check(market_order, AssetClass.EQUITY, 1.0)
+    assert isinstance(refusal, Refusal) and refusal.safeguard == "market_without_quote", refusal
+    book.on_quote(QuoteMessage("AAPL", Decimal("189.99"), Decimal("190.01"), T0 + timedelta(seconds=40)))
+    assert isinstance(g.check(market_order, AssetClass.EQUITY, 2.0), Reservation)
+    assert book.quote_ns("MSFT") is None and MarketBook({"X": AssetClass.EQUITY}).quote_ns("X") is None

@@ -69,7 +69,7 @@ class RecordingBroker:
 
 
 class FreshQuotes(AaplMarket):
-    def latest_ns(self, symbol: str) -> int | None:
+    def quote_ns(self, symbol: str) -> int | None:
         return trio_wall_ns()
 
 
