@@ -106,6 +106,8 @@ class NatsBus:
         self.connection_lost = connection_lost
         self._service: Any = None
         self._unanswered = 0  # requests handed to Trio and not yet answered
+        #: nats.micro's endpoints by subject, whose $SRV.STATS we keep truthful (`_count_errors`).
+        self._stats: dict[str | None, Any] = {}
         self._answered = trio.Event()
         self._answered.set()
         #: Subscription messages dropped because Trio had not taken the previous ones yet.
@@ -219,6 +221,7 @@ class NatsBus:
             try:
                 send.send_nowait((handlers[request.subject], request))
             except (trio.WouldBlock, trio.ClosedResourceError):
+                self._count_error(request.subject, "503 service overloaded or stopping")
                 await request.respond_error("503", "service overloaded or stopping", overloaded)
                 return
             self._unanswered += 1
@@ -236,6 +239,7 @@ class NatsBus:
             await aio_as_trio(self._service.add_endpoint)(
                 name=endpoint.name, subject=endpoint.subject, handler=on_request
             )
+        self._stats = {getattr(e, "_subject", None): e for e in getattr(self._service, "_endpoints", ())}
         replies_send, replies_receive = trio.open_memory_channel[tuple[MicroRequest, Reply | None]](
             backlog + workers
         )
@@ -306,6 +310,10 @@ class NatsBus:
                         batch.append(receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+                for request, reply in batch:
+                    if reply is None or reply.error_code is not None:
+                        error = reply if reply is not None else _HANDLER_FAILED
+                        self._count_error(request.subject, f"{error.error_code} {error.error_text}")
                 try:
                     failed = await aio_as_trio(_respond_all)(batch)
                 except Exception as exc:  # NATS is down: the requesters time out and retry
@@ -317,6 +325,15 @@ class NatsBus:
                 self._unanswered -= len(batch)
                 if self._unanswered == 0:
                     self._answered.set()
+
+    def _count_error(self, subject: str, error: str) -> None:
+        """Count an error reply in the endpoint's $SRV.STATS (`num_errors`, `last_error`).
+        nats.micro counts only exceptions raised by its handler, and ours never raises: it
+        hands the request to Trio, whose answer (an error reply too) is sent later, here."""
+        endpoint = self._stats.get(subject)
+        if endpoint is not None:
+            endpoint._num_errors += 1
+            endpoint._last_error = error
 
     # --- publishing -----------------------------------------------------------------------
 
