@@ -48,6 +48,7 @@ import nats.js.api
 import psycopg
 
 from tests.support.flood import Flood, Trace
+from tests.support.polling import NotReached, poll_until
 
 STREAM = "BROKER_EXECUTIONS"
 T = TypeVar("T")
@@ -145,18 +146,26 @@ def unreported_count(database_url: str) -> int:
 def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.2) -> tuple[T | None, float]:
     """Call `check` until it returns something other than None, at most `timeout` seconds
     (errors such as a database still down count as "not yet"). Returns (result or None, seconds
-    waited)."""
+    waited): a scenario judges a timeout itself and reports how long recovery took.
+
+    The waiting is `tests.support.polling.poll_until`'s (the one polling implementation)."""
     started = time.monotonic()
-    while True:
-        try:
-            result = check()
-        except (psycopg.OperationalError, OSError):
-            result = None
-        if result is not None:
-            return result, time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            return None, time.monotonic() - started
-        time.sleep(interval)
+    try:
+        result: T | None = poll_until(
+            check,
+            _present,
+            what="chaos ledger check",
+            timeout=timeout,
+            interval=interval,
+            retry_on=(psycopg.OperationalError, OSError),
+        )
+    except NotReached:
+        result = None
+    return result, time.monotonic() - started
+
+
+def _present(value: object) -> bool:
+    return value is not None
 
 
 def settled(database_url: str) -> bool | None:

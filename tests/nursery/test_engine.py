@@ -18,10 +18,11 @@ import trio
 from adapters.base import BrokerAck, BrokerOrderSnapshot, BrokerRejected, OutcomeUnknown, SubmitRequest
 from api.capabilities import Capabilities
 from api.contracts import CommissionStructure, GetExecutionRequest
-from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, RoutingStatus
+from api.enums import AssetClass, BrokerFeature, BrokerOrderStatus, ExecutionStatus, RoutingStatus
 from api.events import AnyBrokerEvent, OrderFilled
 from nursery.engine import ExecutionEngine
 from tests.support.engine_stack import AaplMarket, aapl_order, engine_stack
+from tests.support.polling import condition, wait_until
 
 NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
@@ -107,17 +108,6 @@ async def stack(migrated_database_url: str) -> AsyncIterator[tuple[ExecutionEngi
         yield built.engine, broker, built.published
 
 
-async def settled_status(engine: ExecutionEngine, order_id: str, wait: float = 0.3) -> str:
-    """The execution's status once it has left PENDING, or PENDING after `wait` seconds."""
-    with trio.move_on_after(wait):
-        for _ in range(10_000):
-            details = await engine.get_execution(GetExecutionRequest(order_id=order_id))
-            if details.status.value != "PENDING":
-                return details.status.value
-            await trio.sleep(0.01)
-    return "PENDING"
-
-
 def new_id() -> str:
     return f"t-{uuid.uuid4().hex[:20]}"
 
@@ -190,7 +180,14 @@ async def test_unknown_outcome_past_the_budget_is_pending_and_resolved_in_the_ba
     order_id = new_id()
     response = await engine.route_order(aapl_order(order_id))
     assert response.status is RoutingStatus.PENDING
-    assert await settled_status(engine, order_id) == "PENDING"  # still asking
+    asked = broker.query_count
+    await wait_until(
+        lambda: condition(lambda: broker.query_count),
+        lambda count: count > asked,
+        what="the background reconciliation asking the broker again",
+    )
+    details = await engine.get_execution(GetExecutionRequest(order_id=order_id))
+    assert details.status is ExecutionStatus.PENDING  # still asking
     broker.queries_hang = False  # the broker answers again: it never got the order
     with trio.fail_after(10):
         update = await publish.receive()

@@ -14,6 +14,7 @@ import msgspec
 import psycopg
 import pytest
 import trio
+import trio.testing
 
 from adapters.fix import FixBroker, build_fix_broker
 from adapters.simulated import SimulatedMarket
@@ -28,6 +29,7 @@ from sql.migrate import apply_migrations
 from tests.support.databases import sibling_database
 from tests.support.engine_stack import EngineStack, engine_stack
 from tests.support.fix_acceptor import FixAcceptor, fix_config_for, fresh_acceptor
+from tests.support.polling import condition, wait_until
 
 #: Reconnects wait this long (x 0.8-1.2), so what the acceptor does right after dropping the
 #: connection happens while nobody is logged on.
@@ -45,12 +47,13 @@ class Stack:
         return execution
 
     async def status_becomes(self, order_id: str, status: BrokerOrderStatus) -> BrokerOrder:
-        with trio.fail_after(10):
-            while True:
-                execution = await self.execution(order_id)
-                if execution.status is status:
-                    return execution
-                await trio.sleep(0.02)
+        """The stored execution once its status is `status` (rows have no event to wait on)."""
+        return await wait_until(
+            lambda: self.execution(order_id),
+            lambda execution: execution.status is status,
+            what=f"execution of {order_id} {status.value}",
+            interval=0.02,
+        )
 
     async def drop_connection(self) -> None:
         """The connection drops; returns once nobody is logged on at the acceptor."""
@@ -66,12 +69,14 @@ async def logged_on_again(acceptor: FixAcceptor, logons: int) -> None:
     await acceptor.wait_for(lambda: acceptor.logons > logons and acceptor.logged_on, 10)
 
 
-async def eventually(holds: Callable[[], bool], timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while True:
-            if holds():
-                return
-            await trio.sleep(0.02)
+async def eventually(holds: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    await wait_until(lambda: condition(holds), what=what, timeout=timeout, interval=0.02)
+
+
+def answered_twice_more(acceptor: FixAcceptor) -> Callable[[], bool]:
+    """True once two more TestRequests than now have arrived: the first of them was answered."""
+    requests = len(acceptor.received_of("1"))
+    return lambda: len(acceptor.received_of("1")) >= requests + 2
 
 
 @pytest.fixture
@@ -181,7 +186,9 @@ async def test_fills_whose_reports_a_sequence_reset_discarded_are_reconstructed_
     # The broker's real reports turn up after all: counted by the reconstruction, not booked again.
     for exec_id in trades:
         await stack.acceptor.repeat_execution(exec_id)
-    await eventually(lambda: recorded_by_the_adapter(stack.url, trades))
+    await eventually(
+        lambda: recorded_by_the_adapter(stack.url, trades), "the repeated reports recorded by the adapter"
+    )
     await stack.engine.wait_settled()
     after = await stack.execution(execution.order_id)
     assert after.filled_quantity == 10 and len(after.fills) == 1 and after.sequence == filled.sequence
@@ -208,7 +215,9 @@ async def test_an_order_the_broker_no_longer_knows_ends_cancelled_and_a_cancel_i
     answer = await stack.engine.cancel_order(CancelOrderRequest(execution.order_id, stack.adapter.broker_id))
     assert answer.status is CancellationStatus.REJECTED
     assert answer.rejection_reason == "order is already CANCELED"
-    await trio.sleep(0.3)  # nothing keeps asking the broker to cancel what it does not have
+    # Absence over a while: nothing keeps asking the broker to cancel what it does not have (no
+    # event announces that nothing happens, so this sleep stays).
+    await trio.sleep(0.3)
     assert stack.acceptor.received_of("F") == []
     again = await stack.engine.cancel_order(CancelOrderRequest(execution.order_id, stack.adapter.broker_id))
     assert again.status is CancellationStatus.REJECTED
@@ -241,12 +250,17 @@ async def test_a_reconnect_rereads_fills_only_from_the_lost_connection_not_from_
                 drain=True,
             ):
                 for _ in range(2):
-                    await trio.sleep(0.5)  # heartbeats answered: the connection is known alive
+                    # Heartbeats answered on this connection, so it is known alive: the supervisor
+                    # sends its next TestRequest only once the previous one was answered.
+                    await acceptor.wait_for(answered_twice_more(acceptor), 5)
+                    # ...and the answer to the second one taken in (everything here is one Trio
+                    # run), so no answer lands between `dropped_at` and the drop.
+                    await trio.testing.wait_all_tasks_blocked(cushion=0.01)
                     logons = acceptor.logons
                     dropped_at = datetime.now(UTC)
                     await acceptor.disconnect()
                     await logged_on_again(acceptor, logons)
-                    await eventually(lambda: len(asked) == acceptor.logons)
+                    await eventually(lambda: len(asked) == acceptor.logons, "a recovery per logon")
                     since = asked[-1]
                     assert since is not None
                     assert dropped_at - RECOVERY_OVERLAP - timedelta(seconds=0.5) <= since

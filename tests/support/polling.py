@@ -13,7 +13,9 @@ engine's own waits (`ExecutionEngine.wait_settled`).
 Contract: the probe is called at once and then every `interval` seconds until `done(value)` is
 true, which returns that value; past `timeout` seconds an `AssertionError` names `what`, the
 timeout and the last value seen (or the last exception the probe raised, when `retry_on` lets it
-count as "not yet"). Exceptions not in `retry_on` propagate at once.
+count as "not yet"). Exceptions not in `retry_on` propagate at once. The `AssertionError` is a
+`NotReached`, so a caller that measures how long a wait took (the chaos scenarios) can tell a
+timeout from a failing probe.
 """
 
 from __future__ import annotations
@@ -24,21 +26,26 @@ from typing import TypeVar
 
 import trio
 
-__all__ = ["condition", "poll_until", "wait_until"]
+__all__ = ["NotReached", "condition", "poll_until", "wait_until"]
 
 T = TypeVar("T")
 
 _NOTHING = object()
 
 
-def _failure(what: str, timeout: float, last: object, error: BaseException | None) -> AssertionError:
+class NotReached(AssertionError):
+    """A wait's condition did not come true within its timeout (the message says what and the
+    last value or error seen)."""
+
+
+def _failure(what: str, timeout: float, last: object, error: BaseException | None) -> NotReached:
     if last is not _NOTHING:
         seen = f"last seen: {last!r}"
     elif error is not None:
         seen = f"last error: {error!r}"
     else:
         seen = "the probe never returned"
-    return AssertionError(f"{what}: not reached within {timeout:g} s; {seen}")
+    return NotReached(f"{what}: not reached within {timeout:g} s; {seen}")
 
 
 def _truthy(value: object) -> bool:

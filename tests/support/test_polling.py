@@ -6,10 +6,12 @@ from __future__ import annotations
 import itertools
 import re
 
+import psycopg
 import pytest
 import trio
 
-from tests.support.polling import condition, poll_until, wait_until
+from tests.chaos.ledger import poll as chaos_poll
+from tests.support.polling import NotReached, condition, poll_until, wait_until
 
 
 def test_poll_until_returns_the_first_done_value() -> None:
@@ -55,3 +57,30 @@ async def test_wait_until_fails_with_the_last_value_and_a_hanging_probe_times_ou
         AssertionError, match=re.escape("hang: not reached within 0.05 s; the probe never returned")
     ):
         await wait_until(trio.sleep_forever, what="hang", timeout=0.05)
+
+
+def test_a_timeout_is_a_not_reached_and_a_failing_probe_is_not() -> None:
+    with pytest.raises(NotReached):
+        poll_until(lambda: 0, what="never", timeout=0.02, interval=0.01)
+
+    def broken() -> int:
+        raise AssertionError("the probe's own failure")
+
+    with pytest.raises(AssertionError, match="the probe's own failure") as failure:
+        poll_until(broken, what="never", timeout=0.02, interval=0.01)
+    assert not isinstance(failure.value, NotReached)
+
+
+def test_the_chaos_poll_waits_through_poll_until_and_reports_a_timeout_as_none() -> None:
+    calls = itertools.count()
+
+    def database_back_on_the_third_call() -> str | None:
+        n = next(calls)
+        if n == 0:
+            raise psycopg.OperationalError("connection refused")  # still down: not yet
+        return "settled" if n >= 2 else None
+
+    result, waited = chaos_poll(database_back_on_the_third_call, timeout=5.0, interval=0.01)
+    assert result == "settled" and next(calls) == 3 and 0.0 < waited < 5.0
+    result, waited = chaos_poll(lambda: None, timeout=0.05, interval=0.01)
+    assert result is None and waited >= 0.05
