@@ -59,6 +59,7 @@ from api.enums import BrokerOrderStatus
 from api.events import AnyBrokerEvent, OrderAccepted, OrderFilled
 from api.lifecycle import IllegalTransition, Transition, apply_event
 from api.orders import BrokerOrder, OrderFill
+from nursery import milestones
 from nursery.brokers import BrokerHandle
 from nursery.identity import execution_of_client_order
 from nursery.live import LiveBook, LiveExecution
@@ -439,6 +440,9 @@ class EventApplier:
         was_final = live.order.status.is_final
         live.order = order
         live.announce_change()
+        for transition in changes:
+            if transition.fill is not None:
+                milestones.fill(transition.order, transition.fill)
         late_fill = was_final and any(t.fill is not None for t in changes)
         if late_fill:
             try:
@@ -448,6 +452,7 @@ class EventApplier:
         if order.status.is_final:
             self._live.finished(live)
             if not was_final:
+                milestones.final(order)
                 try:  # statistics and reports: never allowed to stop the publication
                     self._hooks.after_execution.execution_finished(live)
                 except Exception:

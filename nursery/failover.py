@@ -36,6 +36,7 @@ from api.enums import AssetClass, BrokerOrderStatus, RoutingStatus
 from api.errors import Unavailable
 from api.events import OrderAccepted, OrderRejected
 from api.orders import BrokerOrder
+from nursery import milestones
 from nursery.answers import routing_answer
 from nursery.applier import EventApplier, Spawn
 from nursery.brokers import BrokerHandle
@@ -215,6 +216,7 @@ class Failover:
             live, routing_id, RoutingStatus.ACCEPTED, self._clock(), broker_order_id=broker_order_id
         )
         live.accepted_at = at
+        milestones.acked(live.order, broker_order_id)
         # The reply goes out before the ack is written: the claim made the order recoverable
         # (see nursery.applier, "Deferred writes").
         accepted = OrderAccepted(live.order.client_order_id, at, broker_order_id)

@@ -41,6 +41,7 @@ from api.contracts import FieldError, OrderRoutingRequest, OrderRoutingResponse
 from api.enums import AssetClass, RoutingStatus
 from api.errors import InvalidRequest, Unavailable
 from api.orders import BrokerOrder
+from nursery import milestones
 from nursery.brokers import BrokerHandle
 from nursery.failover import Failover, estimate_ms
 from nursery.identity import client_order_id, execution_id, request_hash
@@ -195,6 +196,7 @@ class OrderRouter:
         self, request: OrderRoutingRequest, asset_class: AssetClass, fingerprint: str
     ) -> OrderRoutingResponse:
         received = self._clock()
+        milestones.received(request)
         arrival = self._market.mid(request.symbol)
         reference = request.price or request.stop_price or arrival
         gate = self.pre_trade
@@ -264,6 +266,7 @@ class OrderRouter:
             return await self._answer_repeat(request.order_id, fingerprint, result, may_take=True)
         if self.pre_trade is not None:
             self.pre_trade.count(refusal)
+        milestones.refused(request.order_id, received, refusal.rejection_reason)
         log.warning(
             "order refused before routing",
             extra={
@@ -372,8 +375,11 @@ class OrderRouter:
         if not result.claimed:
             return await self._answer_repeat(request.order_id, fingerprint, result, may_take=True), False
         if response is not None:  # no eligible broker: the rejection is the recorded answer
+            milestones.refused(request.order_id, received, response.rejection_reason)
             return response, False
         assert order is not None
+        chosen = selection.score_of(order.broker_id)
+        milestones.routed(order, chosen.score if chosen is not None else None)
         live = LiveExecution(order)
         live.estimate_ms = estimate_ms(selection, order.broker_id)
         live.arrival_price, live.arrival_known = arrival, True

@@ -140,3 +140,25 @@ def test_every_rest_request_is_one_json_access_line_without_secrets(daemon: Daem
     assert lines and all(line.startswith("{") for line in lines), [x for x in lines if not x.startswith("{")][
         :5
     ]
+
+
+def test_each_order_milestone_is_one_json_info_line(daemon: DaemonProcess) -> None:
+    routed_id = f"ms-{uuid.uuid4().hex[:8]}"
+    reply = oms.route(daemon.nats_url, oms.order(routed_id))
+    assert isinstance(reply.body, dict) and reply.body["status"] == "ACCEPTED", reply
+
+    def milestones(order_id: str) -> list[dict[str, object]]:
+        records = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+        return [r for r in records if r.get("logger") == "orders" and r.get("order_id") == order_id]
+
+    eventually(lambda: any(r["milestone"] == "final" for r in milestones(routed_id)))
+    lines = milestones(routed_id)
+    kinds = [r["milestone"] for r in lines]
+    assert kinds[:3] == ["received", "routed", "acked"], kinds
+    assert "fill" in kinds and kinds[-1] == "final", kinds
+    assert all(r["level"] == "INFO" for r in lines)
+    for record in lines[1:]:  # once routed: the broker, our client order id, the time since receipt
+        assert record["broker_id"] and record["client_order_id"], record
+        assert isinstance(record["latency_ms"], float) and record["latency_ms"] >= 0, record
+    assert lines[-1]["status"] == "FILLED"
+    assert isinstance(lines[1]["score"], float)
