@@ -26,6 +26,9 @@ Contract (the runbook and the alert rules rely on these names; change them only 
 | bis_reconciliations_total | counter | | completed reconciliations with a broker after a connect |
 | bis_orders_stranded_total | counter | | orders a crash or dead peer left unanswered, taken over here |
 | bis_orders_reconstructed_total | counter | | fills rebuilt from a broker's cumulative quantity |
+| bis_safeguard_rejections_total | counter | safeguard (pretrade.checks.SAFEGUARDS) | refused before routing |
+| bis_kill_switch_engaged | gauge | scope (global, account) | global: 1 or 0; account: accounts stopped |
+| bis_risk_verdicts_total | counter | verdict (approved, refused, unavailable) | risk service answers |
 
 Conventions: base units (seconds), `_total` counters, bounded label sets (a broker id, an
 outcome, a reason class: never an order id). Each daemon has its own `CollectorRegistry`
@@ -37,7 +40,10 @@ observation in the driver and one ack observation per broker attempt; per execut
 a byte search in its payload (`observe_update`). `bis_db_writer_*` come from the writer's
 cumulative `WriterStats`, sampled at each scrape: exact counts and sums, each interval's batches
 in the bucket of its mean size; commit durations only once the writer reports each batch
-(`observe_db_batch`; see the hook note in `_db_families`).
+(`observe_db_batch`; see the hook note in `_db_families`). The pre-trade families are read from
+the router's hooks (`bind_pretrade`): the gate's `rejections` and `kill_switches.gauge()`, the
+risk client's `verdicts`; every label value is present from the start (0), whether or not the
+safeguards or the risk service are on, so `rate()` and `increase()` see the first refusal.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
@@ -59,6 +65,7 @@ from api.enums import ConnectionStatus, RoutingStatus, Urgency
 from api.subjects import unescape_token
 from daemon.meters import Histogram, LabelledCounter, counter_family, histogram_family
 from nursery.breaker import BreakerState
+from nursery.pretrade.checks import SAFEGUARDS
 from routing.stats import RoutingStats, StatsConfig
 
 if TYPE_CHECKING:
@@ -68,11 +75,22 @@ if TYPE_CHECKING:
     from market.intake import Intake
     from nursery.brokers import BrokerHandle
     from nursery.orphans import OrphanSweeper
+    from nursery.pretrade.gate import PreTradeGate
+    from nursery.pretrade.risk import RiskAssessor
     from sql.store import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OUTCOMES", "DaemonMetrics", "MeteredRoutingStats", "Sources", "reason_class"]
+__all__ = [
+    "KILL_SWITCH_SCOPES",
+    "OUTCOMES",
+    "RISK_VERDICTS",
+    "DaemonMetrics",
+    "MeteredRoutingStats",
+    "PreTradeHooks",
+    "Sources",
+    "reason_class",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTCOMES = ("accepted", "rejected", "error")
@@ -86,6 +104,9 @@ RECENT_ACKS = 1000
 NO_BROKER = "none"
 
 _SUBJECT_PREFIX_TOKENS = 4  # trading.broker.v1.executions
+#: The label values of bis_kill_switch_engaged{scope} and bis_risk_verdicts_total{verdict}.
+KILL_SWITCH_SCOPES = ("global", "account")
+RISK_VERDICTS = ("APPROVED", "REFUSED", "UNAVAILABLE")
 
 
 def reason_class(reason: str | None) -> str:
@@ -110,6 +131,17 @@ _REASON_CLASSES = (
     ("timeout", "timeout"),
     ("did not answer", "timeout"),
 )
+
+
+class PreTradeHooks(Protocol):
+    """Where the pre-trade parts are found (`nursery.router.OrderRouter`): the daemon sets them
+    after the metrics are bound, so the scrape reads them each time (None: not set, or off)."""
+
+    @property
+    def pre_trade(self) -> PreTradeGate | None: ...
+
+    @property
+    def risk(self) -> RiskAssessor | None: ...
 
 
 @dataclass
@@ -148,6 +180,7 @@ class DaemonMetrics:
         self.outbox_depth = 0.0
         self.outbox_oldest_age = 0.0
         self.sources: Sources | None = None
+        self.pretrade: PreTradeHooks | None = None
         self.registry.register(self)  # type: ignore[arg-type]  # a collector: has collect()
 
     def __repr__(self) -> str:
@@ -155,6 +188,10 @@ class DaemonMetrics:
 
     def bind(self, sources: Sources) -> None:
         self.sources = sources
+
+    def bind_pretrade(self, hooks: PreTradeHooks) -> None:
+        """Read the safeguard refusals, kill switches and risk verdicts from `hooks` at scrape."""
+        self.pretrade = hooks
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric now (call on the Trio thread)."""
@@ -266,6 +303,7 @@ class DaemonMetrics:
         if self.sources is not None:
             yield from self._state_families(self.sources)
         yield from self._db_families()
+        yield from self._pretrade_families()
 
     def _per_broker(self, counter: LabelledCounter) -> Iterator[tuple[tuple[str, ...], float]]:
         """Every known broker, at 0 until it counts (so rate() works from the first event)."""
@@ -349,6 +387,37 @@ class DaemonMetrics:
         yield histogram_family(
             "bis_db_writer_commit_duration_seconds", "Duration of one group commit", [], {(): self.db_commit}
         )
+
+    def _pretrade_families(self) -> Iterator[Metric]:
+        gate = self.pretrade.pre_trade if self.pretrade is not None else None
+        risk = self.pretrade.risk if self.pretrade is not None else None
+        refused = CounterMetricFamily(
+            "bis_safeguard_rejections_total",
+            "Orders refused before routing, by safeguard (kill_switch included)",
+            labels=["safeguard"],
+        )
+        counted = gate.rejections if gate is not None else {}
+        for safeguard in sorted(set(SAFEGUARDS) | set(counted)):
+            refused.add_metric([safeguard], counted.get(safeguard, 0))
+        yield refused
+        engaged = GaugeMetricFamily(
+            "bis_kill_switch_engaged",
+            "Kill switches engaged: global 1 or 0; account: how many accounts are stopped",
+            labels=["scope"],
+        )
+        gauge = gate.kill_switches.gauge() if gate is not None else {}
+        for scope in KILL_SWITCH_SCOPES:
+            engaged.add_metric([scope], gauge.get(scope, 0))
+        yield engaged
+        verdicts = CounterMetricFamily(
+            "bis_risk_verdicts_total",
+            "Risk Analysis Service verdicts (unavailable: no usable answer, the account's policy applied)",
+            labels=["verdict"],
+        )
+        answered = risk.verdicts if risk is not None else {}
+        for verdict in RISK_VERDICTS:
+            verdicts.add_metric([verdict.lower()], answered.get(verdict, 0))
+        yield verdicts
 
 
 def _reason_of(payload: bytes) -> str | None:

@@ -25,6 +25,7 @@ from daemon.liveness import Liveness
 from daemon.metrics import DaemonMetrics, MeteredRoutingStats, Sources
 from daemon.scrape import metrics_blueprint
 from nursery.brokers import BrokerHandle
+from nursery.engine import ExecutionEngine
 from sql.store import Store
 from tca.peers import PeerStats
 
@@ -55,8 +56,12 @@ class Observability:
         return f"<Observability {self.metrics!r} {self.feed!r} {self.liveness!r}>"
 
     def bind(self, sources: Sources, service: BrokerService, peers: Callable[[], PeerStats]) -> None:
-        """Point the scrape and the console at the daemon's state (once it exists)."""
+        """Point the scrape and the console at the daemon's state (once it exists). When the
+        service is the execution engine, the pre-trade metrics follow its router's hooks (the
+        gate and the risk client, set later by `daemon.pretrade.start_pretrade`)."""
         self.metrics.bind(sources)
+        if isinstance(service, ExecutionEngine):
+            self.metrics.bind_pretrade(service.router)
         writer = sources.store.writer_stats
         if hasattr(writer, "on_batch"):  # the writer reports each batch: exact batch sizes and durations
             writer.on_batch = self.metrics.observe_db_batch

@@ -148,6 +148,9 @@ def test_the_alertable_metrics_are_all_covered() -> None:
         "bis_market_data_age_seconds",
         "bis_orders_stranded_total",
         "bis_orders_reconstructed_total",
+        "bis_safeguard_rejections_total",
+        "bis_kill_switch_engaged",
+        "bis_risk_verdicts_total",
     }
     assert must <= used, f"no alert on {sorted(must - used)}"
 

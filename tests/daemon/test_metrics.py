@@ -3,18 +3,23 @@ that the feed passes every update on unchanged while the console's listeners onl
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.codec import encode
-from api.contracts import ExecutionUpdate, Fill, OrderRoutingResponse
-from api.enums import ExecutionStatus, RoutingStatus
+from api.contracts import ExecutionUpdate, Fill, OrderRoutingRequest, OrderRoutingResponse
+from api.enums import AssetClass, ExecutionStatus, OrderType, RoutingStatus, Side
 from api.subjects import execution_subject
 from daemon.feed import UpdatesFeed
 from daemon.metrics import DaemonMetrics, reason_class
+from nursery.pretrade.checks import SAFEGUARDS, Refusal
+from nursery.pretrade.config import RiskConfig, SafeguardsConfig
+from nursery.pretrade.gate import PreTradeGate
+from nursery.pretrade.killswitch import KillSwitch, Scope
+from nursery.pretrade.risk import RiskAssessor
 from sql.records import OutboxEvent
 
 NOW = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -78,7 +83,8 @@ def test_updates_count_fills_cancels_rejects_and_reconstructions_per_broker() ->
         for sample in family.samples
         for key in sample.labels
     }
-    assert labels <= {"broker", "reason_class", "outcome", "le"}  # bounded: never an order id
+    bounded = {"broker", "reason_class", "outcome", "le", "safeguard", "scope", "verdict"}
+    assert labels <= bounded  # never an order id
 
 
 def test_route_answers_by_outcome_and_gateway_refusals_as_broker_none() -> None:
@@ -136,3 +142,79 @@ async def test_the_feed_forwards_everything_in_order_and_closes_downstream() -> 
     assert metrics.fills.get("sim.a") == 4
     assert [subject for subject, _ in feed.recent] == [e.subject for e in events[-2:]]
     assert feed.missed == 3 and feed.passed == 4
+
+
+class RouterHooks:
+    """The two router attributes the scrape reads (`daemon.metrics.PreTradeHooks`), set after
+    binding as the daemon does."""
+
+    def __init__(self) -> None:
+        self.pre_trade: PreTradeGate | None = None
+        self.risk: RiskAssessor | None = None
+
+
+def pretrade_samples(metrics: DaemonMetrics) -> dict[tuple[str, str], float]:
+    families = text_string_to_metric_families(metrics.render().decode())
+    wanted = {"bis_safeguard_rejections", "bis_kill_switch_engaged", "bis_risk_verdicts"}
+    return {
+        (sample.name, next(iter(sample.labels.values()))): sample.value
+        for family in families
+        if family.name in wanted
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+async def test_safeguard_refusals_kill_switches_and_risk_verdicts_read_at_scrape() -> None:
+    metrics = DaemonMetrics()
+    hooks = RouterHooks()
+    metrics.bind_pretrade(hooks)
+    before = pretrade_samples(metrics)  # nothing set yet: every series at 0, none missing
+    assert before[("bis_safeguard_rejections_total", "price_collar")] == 0
+    assert before[("bis_kill_switch_engaged", "global")] == 0
+    assert before[("bis_risk_verdicts_total", "unavailable")] == 0
+    assert len(before) == len(SAFEGUARDS) + 2 + 3
+
+    gate = PreTradeGate(SafeguardsConfig(), NoQuotes())
+    hooks.pre_trade = gate
+    market = OrderRoutingRequest(
+        order_id="o-1",
+        account_id="ACC-1",
+        symbol="AAPL",
+        side=Side.BUY,
+        type=OrderType.MARKET,
+        quantity=Decimal(1),
+    )
+    for _ in range(2):
+        refusal = gate.check(market, AssetClass.EQUITY, 1.0)
+        assert isinstance(refusal, Refusal)
+        gate.count(refusal)
+    for account in ("ACC-1", "ACC-2"):
+        gate.kill_switches.apply(KillSwitch(Scope.ACCOUNT, True, NOW, account_id=account))
+    gate.kill_switches.apply(KillSwitch(Scope.GLOBAL, True, NOW))
+
+    async def answer(subject: str, payload: bytes, timeout: float) -> tuple[bytes, dict[str, str]]:
+        return b'{"verdict":"REFUSE","reason":"too big"}', {}
+
+    risk = RiskAssessor(RiskConfig(enabled=True), answer)
+    hooks.risk = risk
+    verdict = await risk.assess(market, AssetClass.EQUITY, None, "sim-a", Decimal(190))
+    assert verdict.verdict == "REFUSED"
+
+    after = pretrade_samples(metrics)
+    assert after[("bis_safeguard_rejections_total", "market_without_quote")] == 2
+    assert after[("bis_safeguard_rejections_total", "price_collar")] == 0
+    assert after[("bis_kill_switch_engaged", "global")] == 1
+    assert after[("bis_kill_switch_engaged", "account")] == 2
+    assert after[("bis_risk_verdicts_total", "refused")] == 1
+    assert after[("bis_risk_verdicts_total", "approved")] == 0
+    gate.kill_switches.apply(KillSwitch(Scope.GLOBAL, False, NOW + timedelta(seconds=1)))
+    assert pretrade_samples(metrics)[("bis_kill_switch_engaged", "global")] == 0
+
+
+class NoQuotes:
+    def mid(self, symbol: str) -> Decimal | None:
+        return None
+
+    def quote_ns(self, symbol: str) -> int | None:
+        return None

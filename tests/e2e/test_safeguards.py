@@ -184,3 +184,38 @@ def test_the_kill_switch_over_rest(daemon: Any) -> None:
     body["engaged"] = False
     del body["reason"]
     assert httpx.put(url, json=body, headers=auth, timeout=10).status_code == 200
+
+
+def scrape(process: DaemonProcess) -> dict[tuple[str, str], float]:
+    """The pre-trade series of the daemon's /metrics: (sample name, its one label) -> value."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{process.rest_url}/metrics", timeout=10).text
+    wanted = ("bis_safeguard_rejections", "bis_kill_switch_engaged", "bis_risk_verdicts")
+    return {
+        (sample.name, next(iter(sample.labels.values()))): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name in wanted
+        for sample in family.samples
+    }
+
+
+def test_refusals_and_kill_switches_show_in_metrics(daemon: Any) -> None:
+    process, cli = daemon
+    before = scrape(process)
+    reply = oms.route(process.nats_url, oms.order(new_id(), type="LIMIT", price=1900, quantity=10))
+    assert reply.body is not None and reply.body["status"] == "REJECTED"
+    account = f"KM-{uuid.uuid4().hex[:6]}"
+    assert cli("kill-switch", "engage", "--account", account).returncode == 0
+    try:
+        during = scrape(process)
+    finally:
+        assert cli("kill-switch", "release", "--account", account).returncode == 0
+    collar = ("bis_safeguard_rejections_total", "price_collar")
+    assert during[collar] == before[collar] + 1, (before, during)
+    engaged = ("bis_kill_switch_engaged", "account")
+    assert during[engaged] == before[engaged] + 1
+    assert scrape(process)[engaged] == before[engaged]
+    assert during[("bis_kill_switch_engaged", "global")] == 0
+    assert during[("bis_risk_verdicts_total", "unavailable")] == 0  # [risk] off: nothing asked
