@@ -40,7 +40,7 @@ NEED_PYTHON := Install Python 3.11+, or name one: make $(MAKECMDGOALS) PYTHON=/p
 NEED_NEW_VENV := Remove the old virtualenv (make distclean) and try again, with PYTHON=python3.11 if needed.
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint browser bench clean distclean
+.PHONY: help install run test lint browser promtool bench clean distclean
 
 help:
 	@echo "make run        start the daemon (embedded NATS, PostgreSQL, simulated brokers; state in $(STATE_DIR))"
@@ -48,6 +48,7 @@ help:
 	@echo "make test       lint, then pytest (PYTEST_ARGS='...' passed through)"
 	@echo "make lint       ruff check and mypy --strict over the packages"
 	@echo "make browser    install chromium for the console's browser test (root, apt-get) if missing"
+	@echo "make promtool   install promtool to check docs/alerts.yml (root, apt-get prometheus) if missing"
 	@echo "make bench      run every bench/*.py (BENCH_ARGS='...' passed through)"
 	@echo "make install    create $(VENV) and install the project (editable)"
 	@echo "make clean      remove caches and build artefacts (keeps $(VENV) and .state)"
@@ -99,7 +100,20 @@ browser:
 	  echo "WARNING: no chromium and not root: the console's browser test will be SKIPPED (a failure under CI=true); apt-get install chromium, or set BIS_CHROMIUM" >&2; \
 	fi
 
-test: lint browser
+# `promtool check rules` validates docs/alerts.yml (tests/test_docs_alerts.py); Debian's
+# `prometheus` package ships it. Installed when missing if we are root with apt-get; else the
+# test is skipped with its reason, and fails under CI=true.
+promtool:
+	@if command -v promtool >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing promtool (apt-get prometheus) to check docs/alerts.yml"; \
+	  { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
+	  echo "WARNING: promtool could not be installed: the alert rules' promtool test will be SKIPPED (a failure under CI=true)" >&2; \
+	else \
+	  echo "WARNING: no promtool and not root: the alert rules' promtool test will be SKIPPED (a failure under CI=true); apt-get install prometheus" >&2; \
+	fi
+
+test: lint browser promtool
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(INSTALL_STAMP)

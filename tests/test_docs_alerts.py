@@ -1,18 +1,21 @@
 """docs/alerts.yml, the example Prometheus alert rules: well-formed rule groups, every metric
 they name in daemon/metrics.py's contract, every runbook link a real section of
 docs/operations.md, and `promtool check rules` accepting the file when promtool is installed
-(Debian's `prometheus` package ships it; without it that test is skipped with the reason and a
-warning, so the skip shows in the summary).
+(Debian's `prometheus` package ships it; `make test` installs it where it can). Without it
+those tests are skipped with the reason and a warning, so the skip shows in the summary; under
+CI=true a missing promtool is a failure, as a missing browser is for the console's test.
 
 The metrics a real daemon exposes are checked against the same file in
 tests/e2e/test_alerts_metrics.py."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -155,15 +158,34 @@ def test_the_alertable_metrics_are_all_covered() -> None:
     assert must <= used, f"no alert on {sorted(must - used)}"
 
 
+def promtool_or_skip(environ: Mapping[str, str] = os.environ) -> str:
+    """The promtool executable; without one a skip with its reason, a failure under CI=true."""
+    promtool = shutil.which("promtool", path=environ.get("PATH"))
+    if promtool is not None:
+        return promtool
+    message = (
+        "PROMTOOL CHECK NOT RUN: promtool not installed, docs/alerts.yml was not checked by "
+        "Prometheus itself (`make promtool`, or apt-get install prometheus)"
+    )
+    if environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " — a missing promtool is a failure under CI=true")
+    warnings.warn(message, stacklevel=2)
+    pytest.skip(message)
+
+
+def test_without_promtool_ci_fails_and_elsewhere_skips(tmp_path: Path) -> None:
+    no_promtool = str(tmp_path)  # an empty PATH: no promtool on it
+    with pytest.raises(pytest.fail.Exception, match="failure under CI=true"):
+        promtool_or_skip({"PATH": no_promtool, "CI": "true"})
+    with (
+        pytest.raises(pytest.skip.Exception, match="PROMTOOL CHECK NOT RUN"),
+        pytest.warns(UserWarning, match="promtool not installed"),
+    ):
+        promtool_or_skip({"PATH": no_promtool})
+
+
 def test_promtool_accepts_the_rules() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        message = (
-            "promtool not installed: docs/alerts.yml was not checked by Prometheus itself "
-            "(apt-get install prometheus provides /usr/bin/promtool)"
-        )
-        warnings.warn(message, stacklevel=1)
-        pytest.skip(message)
+    promtool = promtool_or_skip()
     result = subprocess.run(
         [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60
     )
@@ -174,9 +196,7 @@ def test_promtool_accepts_the_rules() -> None:
 
 def test_promtool_refuses_a_broken_rule(tmp_path: Path) -> None:
     """The check above can fail: the same promtool refuses a rule with a PromQL syntax error."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (see test_promtool_accepts_the_rules)")
+    promtool = promtool_or_skip()
     broken = tmp_path / "broken.yml"
     broken.write_text(ALERTS.read_text().replace("bis_db_available == 0", "bis_db_available == == 0", 1))
     result = subprocess.run(
