@@ -275,11 +275,13 @@ def _run_daemon_process(config: Config) -> int:
 
 
 def _register_secrets(config: Config) -> None:
-    """Mask in every log line the secrets this configuration loads: REST tokens, the database
-    password, the password of each NATS server URL, the brokers' keys from the environment."""
+    """Mask in every log line the secrets this configuration loads: REST tokens, the metrics
+    token (`rest.metrics_token`, `$BIS_METRICS_TOKEN`), the database password, the password of
+    each NATS server URL, the brokers' keys from the environment."""
     import os
 
     from daemon.logs import register_secret
+    from daemon.observability import METRICS_TOKEN_VARIABLE
 
     alpaca_secrets = [
         os.environ.get(name) for a in config.alpaca_brokers for name in (a.key_env, a.secret_env)
@@ -287,6 +289,8 @@ def _register_secrets(config: Config) -> None:
     alpaca_secrets += [os.environ.get(f.password_env) for f in config.fix_brokers if f.password_env]
     for secret in (
         *config.rest.tokens,
+        config.rest.metrics_token,
+        os.environ.get(METRICS_TOKEN_VARIABLE),
         _password(config.database.url),
         *_nats_passwords(config.nats.url),
         *alpaca_secrets,

@@ -11,7 +11,8 @@ nursery: a failed sample keeps the last figures.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 
 import msgspec
@@ -31,7 +32,11 @@ from tca.peers import PeerStats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Observability"]
+__all__ = ["METRICS_TOKEN_VARIABLE", "Observability", "resolve_metrics_token"]
+
+#: The environment variable holding the `/metrics` token: set, it replaces `rest.metrics_token`
+#: (so the token can stay out of the configuration file, like `NATS_URL` and `DATABASE_URL`).
+METRICS_TOKEN_VARIABLE = "BIS_METRICS_TOKEN"
 
 #: How often the outbox is sampled (s), and how many unpublished rows one sample reads at most
 #: (bis_outbox_depth saturates there: "at least that many").
@@ -41,15 +46,24 @@ OUTBOX_SAMPLE_ROWS = 10_000
 Recover = Callable[[BrokerHandle, datetime | None], Awaitable[None]]
 
 
+def resolve_metrics_token(configured: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The token `/metrics` requires: `$BIS_METRICS_TOKEN` when set (not empty), else the
+    configured `rest.metrics_token`, else None (public). Never logged: `daemon.cli` registers
+    both for masking."""
+    env = os.environ if environ is None else environ
+    return env.get(METRICS_TOKEN_VARIABLE) or configured or None
+
+
 class Observability:
-    def __init__(self, *, metrics_token: str | None = None) -> None:
+    def __init__(self, *, metrics_token: str | None = None, environ: Mapping[str, str] | None = None) -> None:
+        """`metrics_token`: the configured `rest.metrics_token` (`$BIS_METRICS_TOKEN` wins)."""
         self.metrics = DaemonMetrics()
         self.stats = MeteredRoutingStats(self.metrics)
         self.feed = UpdatesFeed(self.metrics)
         self.liveness = Liveness()
         #: Set while the NATS endpoints are subscribed (readiness: "subscriptions").
         self.serving = False
-        self._metrics_token = metrics_token
+        self._metrics_token = resolve_metrics_token(metrics_token, environ)
         self._console: ConsoleSources | None = None
 
     def __repr__(self) -> str:
