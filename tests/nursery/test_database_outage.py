@@ -11,7 +11,7 @@ connections (and its sessions are ended) while the engine runs, then given back.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -31,6 +31,7 @@ from sql.migrate import apply_migrations
 from sql.writer import DatabaseUnavailable
 from tests.support.databases import sibling_database
 from tests.support.engine_stack import AaplMarket, EngineStack, aapl_order, engine_stack
+from tests.support.polling import wait_until
 
 
 class Venue:
@@ -138,21 +139,14 @@ def rows(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(sql.encode(), params).fetchall()
 
 
-async def until(check: Any, what: str, timeout: float = 10.0) -> None:
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
     """Wait for an async check (run in this thread) to hold."""
-    deadline = trio.current_time() + timeout
-    while not await check():
-        if trio.current_time() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await trio.sleep(0.01)
+    await wait_until(check, what=what, timeout=timeout, interval=0.01)
 
 
-async def eventually(check: Any, what: str, timeout: float = 15.0) -> None:
-    deadline = trio.current_time() + timeout
-    while not await trio.to_thread.run_sync(check):
-        if trio.current_time() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await trio.sleep(0.05)
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Wait for a blocking check (a query of PostgreSQL, run in a worker thread) to hold."""
+    await wait_until(lambda: trio.to_thread.run_sync(check), what=what, timeout=timeout, interval=0.05)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from sql.records import ClaimTakenOver
 from sql.store import Store
 from tests.support.databases import sibling_database
 from tests.support.engine_stack import AaplMarket, EngineStack, aapl_order, engine_stack
+from tests.support.polling import condition, wait_until
 
 LEASE_S = 0.6
 
@@ -156,10 +157,25 @@ async def stored_response(store: Store, order_id: str) -> OrderRoutingResponse |
 
 
 async def wait_answer(store: Store, order_id: str, timeout: float = 10.0) -> OrderRoutingResponse:
-    with trio.fail_after(timeout):
-        while (answer := await stored_response(store, order_id)) is None:  # noqa: ASYNC110
-            await trio.sleep(0.05)
+    """The answer another daemon stores (a row: no event reaches this one)."""
+    answer = await wait_until(
+        lambda: stored_response(store, order_id),
+        what=f"a stored answer to {order_id}",
+        timeout=timeout,
+        interval=0.05,
+    )
+    assert answer is not None
     return answer
+
+
+async def may_judge_leases(lease: Lease) -> None:
+    """Until `lease`'s daemon has renewed its own lease for `LEASE_S` without a break: from then
+    on it judges the others' (and any lease older than its vouching has lapsed)."""
+    await wait_until(
+        lambda: condition(lease.vouched_for),
+        lambda vouched: vouched >= LEASE_S,
+        what=f"{lease.seat.instance_id} renewing its lease unbroken for {LEASE_S} s",
+    )
 
 
 async def test_a_dead_daemons_order_at_the_broker_is_answered_accepted_by_a_survivor(database: str) -> None:
@@ -197,9 +213,10 @@ async def test_a_repeated_request_takes_the_orphan_over_at_once(database: str) -
     venue = Venue()
     order_id = new_id()
     await claim_and_die(database, venue, order_id)
-    await trio.sleep(LEASE_S)  # the dead daemon's lease has lapsed
     async with daemon(database, venue, "survivor", sweep_every=3600) as survivor:
-        await trio.sleep(LEASE_S)  # the survivor may judge leases
+        # The survivor may judge leases, and the dead daemon's (registered before the survivor
+        # started) has lapsed.
+        await may_judge_leases(survivor.lease)
         started = trio.current_time()
         with trio.fail_after(5):
             answer = await survivor.stack.engine.route_order(aapl_order(order_id))
@@ -215,7 +232,10 @@ async def test_a_live_peers_orders_are_left_alone(database: str) -> None:
     async with daemon(database, venue, "busy", deadline=30.0) as busy, trio.open_nursery() as nursery:
         nursery.start_soon(busy.stack.engine.route_order, aapl_order(order_id))
         async with daemon(database, venue, "peer") as peer:
-            await trio.sleep(LEASE_S * 3)
+            await may_judge_leases(peer.lease)  # and the busy order's claim is old enough to take
+            # Sweeps that judge leases take nothing: the busy daemon's lease is renewed.
+            assert await peer.sweeper.sweep() == 0, "peer"
+            assert await busy.sweeper.sweep() == 0, "busy"
             assert peer.sweeper.adopted == 0, "peer"
             assert busy.sweeper.adopted == 0, "busy"
             assert await stored_response(peer.stack.store, order_id) is None
