@@ -342,22 +342,12 @@ class EventApplier:
         write, which may then share the next commit (`sql.writer` "Lingering"); broker events
         from the stream, deferred writes and the flusher's are never urgent."""
         try:
-            await self._apply(live, events, response, publish=publish, durable=durable, urgent=urgent)
+            async with live.lock:
+                await self._apply_locked(
+                    live, events, response, publish=publish, durable=durable, urgent=urgent
+                )
         finally:
             live.settle()  # an idle execution keeps no lock (100,000 resting orders)
-
-    async def _apply(
-        self,
-        live: LiveExecution,
-        events: Sequence[AnyBrokerEvent],
-        response: OrderRoutingResponse | None,
-        *,
-        publish: bool,
-        durable: bool,
-        urgent: bool,
-    ) -> None:
-        async with live.lock:
-            await self._apply_locked(live, events, response, publish=publish, durable=durable, urgent=urgent)
 
     async def _apply_locked(
         self,
