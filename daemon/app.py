@@ -332,7 +332,9 @@ async def _serve(
                 root.start_soon(close_sessions_daily, closers, config.market.session_close_utc)
             endpoints = Endpoints(nats_url, rest_url, servers.redact_url(database_url))
             _write_runtime(config.state_dir, endpoints, embedded_database=not config.database.url)
-            notifier.ready(f"serving {len(handles)} brokers; NATS {nats_url}; REST {rest_url or 'off'}")
+            notifier.ready(
+                f"serving {len(handles)} brokers; NATS {endpoints.nats_url}; REST {rest_url or 'off'}"
+            )
             # The watchdog follows liveness (the loop turns), not dependencies: a daemon waiting
             # out a NATS or PostgreSQL outage recovers by itself and must not be restarted.
             root.start_soon(notifier.run_watchdog, observe.liveness.is_live)

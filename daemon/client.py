@@ -19,6 +19,7 @@ import nats.errors
 import nats.js.api
 
 from api.subjects import EXECUTIONS, escape_token
+from daemon.bus import server_urls
 from daemon.runtime import RuntimeNotFound, find_runtime
 
 
@@ -53,7 +54,7 @@ async def request(url: str, subject: str, payload: Any, timeout: float) -> Any:
     """Send one request; return the decoded reply or raise ClientError for an error reply."""
     try:
         nc = await nats.connect(
-            servers=[url],
+            servers=server_urls(url),
             connect_timeout=min(timeout, 5.0),
             allow_reconnect=False,
             max_reconnect_attempts=1,  # also bounds the first connect: one retry, then the error
@@ -108,7 +109,7 @@ async def watch_updates(
             on_connection("reconnected")
 
     nc = await nats.connect(
-        servers=[url],
+        servers=server_urls(url),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         error_cb=_quiet,

@@ -133,6 +133,8 @@ def test_why_explains_the_routing_decision_of_an_order(daemon: DaemonProcess, or
     assert why.returncode == 0, why.stderr
     lines = why.stdout.splitlines()
     assert lines[0].startswith(f"order {order_id}: ") and f"at {chosen}" in lines[0]
+    assert lines[1] == "safeguards: passed", lines  # the pre-trade checks come before the brokers
+    del lines[1]
     assert lines[1].startswith("SMART at urgency MEDIUM, notional ")  # valued at the arrival mid
     assert lines[2].startswith(f"1. {chosen} (score ")
     brokers = [b["id"] for b in json.loads(cli(daemon, "--json", "brokers").stdout)]
