@@ -8,12 +8,12 @@ from decimal import Decimal
 
 import msgspec
 import pytest
-import trio
 
 from adapters.alpaca.config import LIVE_URL, PAPER_URL, AlpacaConfig, AlpacaCredentials
 from adapters.base import BrokerError, SubmitRequest
 from api.enums import AssetClass, OrderType, Side, TimeInForce
 from tests.support.alpaca_emulator import open_alpaca_adapter
+from tests.support.polling import condition, wait_until
 
 D = Decimal
 
@@ -98,9 +98,13 @@ async def test_credentials_appear_in_no_log_line_repr_or_error(caplog: pytest.Lo
             await adapter.submit(msgspec.structs.replace(request, client_order_id="c-3"))
         errors.append(limited.value)
         emu.drop_stream()
-        with trio.fail_after(1.5):
-            while adapter.connections < 2:  # noqa: ASYNC110
-                await trio.sleep(0.005)
+        await wait_until(
+            lambda: condition(lambda: adapter.connections),
+            lambda connections: connections >= 2,
+            what="the stream reconnected",
+            timeout=1.5,
+            interval=0.005,
+        )
         emu.revoke_keys()
         with pytest.raises(BrokerError) as refused:
             await adapter.heartbeat()

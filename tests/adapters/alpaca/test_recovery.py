@@ -17,6 +17,7 @@ from adapters.base import ConnectionLost, SubmitRequest
 from api.enums import AssetClass, OrderType, Side, TimeInForce
 from api.events import AnyBrokerEvent, OrderAccepted, OrderExpired, OrderFilled
 from tests.support.alpaca_emulator import AlpacaDriver, AlpacaEmulator, open_alpaca_adapter, supervise
+from tests.support.polling import condition, wait_until
 
 D = Decimal
 
@@ -35,11 +36,9 @@ def limit(client_order_id: str, quantity: str = "10") -> SubmitRequest:
     )
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 1.5) -> None:
+async def until(holds: Callable[[], bool], what: str, timeout: float = 1.5) -> None:
     """Poll adapter state that has no event of its own (connected, connection count)."""
-    with trio.fail_after(timeout):
-        while not condition():  # noqa: ASYNC110
-            await trio.sleep(0.005)
+    await wait_until(lambda: condition(holds), what=what, timeout=timeout, interval=0.005)
 
 
 async def collect_until(
@@ -49,7 +48,8 @@ async def collect_until(
     with trio.fail_after(timeout):
         while not seen or not done(seen[-1]):
             seen.append(await driver.events.receive())
-    await trio.sleep(0.05)  # anything duplicated would arrive right behind
+    # Absence: anything duplicated would arrive right behind (no event says "nothing more").
+    await trio.sleep(0.05)
     return seen + driver.pending_events()
 
 
@@ -63,11 +63,11 @@ async def test_stream_drop_during_fills_recovers_every_fill_exactly_once() -> No
         events += await collect_until(driver, lambda e: isinstance(e, OrderFilled))
 
         with emu.stream_outage():
-            await wait_until(lambda: not adapter.connected)
+            await until(lambda: not adapter.connected, "the stream lost")
             emu.fill("a", D(2), D("98.50"))  # all three happen while nobody listens
             emu.fill("b", D(10), D("97.00"))
             emu.expire("c")
-        await wait_until(lambda: adapter.connected and adapter.connections == 2)
+        await until(lambda: adapter.connected and adapter.connections == 2, "the second connection up")
         driver.fill("a", D(7), D("99.00"))  # after the reconnect: on the stream again
         events += await collect_until(
             driver, lambda e: isinstance(e, OrderFilled) and e.fill_id.endswith(":10")
@@ -94,7 +94,10 @@ async def test_drop_without_a_gap_emits_nothing_twice() -> None:
         for _ in range(3):
             connections = adapter.connections
             driver.emulator.drop_stream()
-            await wait_until(lambda: adapter.connected and adapter.connections == connections + 1)  # noqa: B023
+            await until(
+                lambda: adapter.connected and adapter.connections == connections + 1,  # noqa: B023
+                f"connection {connections + 1} up",
+            )
         driver.fill("a", D(5), D("99"))
         events += await collect_until(driver, lambda e: isinstance(e, OrderFilled) and e.quantity == D(5))
         assert [type(e) for e in events] == [OrderAccepted, OrderFilled, OrderFilled]

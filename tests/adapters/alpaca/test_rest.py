@@ -102,10 +102,11 @@ async def test_waiting_for_a_free_slot_past_the_deadline_sends_nothing() -> None
             emu.config(max_concurrent_requests=1, connect_timeout=0.1, request_timeout=0.1), emu.credentials
         )
         rest._deadline = 0.3  # the slot is held by a thread stuck longer than this
-        release = trio.Event()
+        taken, release = trio.Event(), trio.Event()
         token = trio.lowlevel.current_trio_token()
 
         def occupy(client: TradingClient) -> None:
+            trio.from_thread.run_sync(taken.set, trio_token=token)
             trio.from_thread.run(release.wait, trio_token=token)
 
         async def hold_the_slot() -> None:
@@ -114,7 +115,7 @@ async def test_waiting_for_a_free_slot_past_the_deadline_sends_nothing() -> None
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hold_the_slot)
-            await trio.sleep(0.05)
+            await taken.wait()  # the only slot is held by a thread
             with pytest.raises(DeniedLocally, match="no REST slot"):
                 await rest.call(lambda client: client.post("/orders", {**ORDER, "client_order_id": "never"}))
             release.set()
