@@ -18,6 +18,7 @@ import pytest
 from daemon.runtime import RuntimeNotFound, embedded_database_url, find_runtime, remove_runtime, write_runtime
 from daemon.servers import NatsServer, embedded_postgres
 from tests.support.daemon import REPO
+from tests.support.polling import poll_until
 
 
 def test_runtime_json_is_written_to_the_user_state_dir_and_found_from_anywhere(
@@ -88,14 +89,15 @@ def test_watch_says_when_the_connection_drops_and_comes_back(tmp_path: Path) -> 
     reader.start()
 
     def wait_for(text: str, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in lines):
-            assert time.monotonic() < deadline, f"no {text!r} in {lines}"
-            time.sleep(0.05)
+        poll_until(
+            lambda: [line for line in lines if text in line], what=f"{text!r} from watch", timeout=timeout
+        )
 
     try:
         wait_for("watching")
-        time.sleep(0.3)  # subscribed
+        # "watching" is printed before connecting, and this nats-server shows nobody its
+        # connections: time for the watcher to connect (a stop before that is another path).
+        time.sleep(0.3)
         server.stop()
         wait_for("connection to NATS lost")
         server.start()

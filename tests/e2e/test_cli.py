@@ -6,9 +6,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 from tests.support.daemon import REPO, DaemonProcess
+from tests.support.polling import poll_until
 
 
 def cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,13 +49,28 @@ def test_order_prints_the_response_and_watch_replays_its_updates(
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert watch.stdout is not None
+        lines.extend(watch.stdout)  # line by line, as the watcher prints them
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        time.sleep(2.0)
+        poll_until(  # the replay reached the order's last update
+            lambda: [line for line in lines if "COMPLETED" in line],
+            what=f"watch --replay printing {order_id} COMPLETED",
+            timeout=15,
+        )
     finally:
         watch.send_signal(signal.SIGINT)
-        out, err = watch.communicate(timeout=10)
+        watch.wait(timeout=10)
+        reader.join(10)
+    assert watch.stderr is not None
+    err = watch.stderr.read()  # a few lines: the pipe never filled
     assert watch.returncode == 0, err
-    lines = out.strip().splitlines()
+    out = "".join(lines)
     assert any("EXECUTING" in line for line in lines), out
     assert any("COMPLETED" in line and "filled 5" in line for line in lines), out
 

@@ -4,14 +4,13 @@ PostgreSQL, and GetTransactionCostAnalysis / POST /analysis/tca answer for it.""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import psycopg
 
 from api import subjects
 from tests.support.daemon import DaemonProcess
 from tests.support.oms import order, request, route, run, updates_for
+from tests.support.polling import poll_until
 
 
 def test_a_filled_order_is_analysed_over_nats_and_rest_and_reported_in_postgres(
@@ -38,15 +37,14 @@ def test_a_filled_order_is_analysed_over_nats_and_rest_and_reported_in_postgres(
     missing = run(request(daemon.nats_url, subjects.GET_TCA, {"orderId": "nope"}))
     assert missing.error_code == 404
 
-    deadline = time.monotonic() + 10
-    row = None
-    with psycopg.connect(database_url) as conn:
-        while row is None and time.monotonic() < deadline:
-            row = conn.execute(
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = poll_until(
+            lambda: conn.execute(
                 "SELECT benchmark_type, asset_class, size_bucket, market_window IS NOT NULL, arrival_price"
                 " FROM execution_reports WHERE broker_order_id = %s",
                 (execution_id,),
-            ).fetchone()
-            time.sleep(0.05)
+            ).fetchone(),
+            what=f"the execution report of {execution_id} in PostgreSQL",
+        )
     assert row is not None
     assert row[0] == "ARRIVAL_PRICE" and row[1] == "EQUITY" and row[2] == 0 and row[3] and row[4] > 0

@@ -23,6 +23,7 @@ from market.messages import ENCODER, CloseMessage, QuoteMessage, TradeMessage
 from market.subjects import parse, subject, subscriptions
 from market.tape import Tape
 from tca.model import ns_of
+from tests.support.polling import condition, wait_until
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
@@ -126,9 +127,12 @@ async def test_the_simulated_feed_reaches_the_book_over_nats(nats_url: str) -> N
     market = SimulatedMarket(MarketConfig(seed=1, tick_interval_ms=None, instruments=default_instruments()))
     book = MarketBook({s: market.asset_class(s) or AssetClass.EQUITY for s in market.symbols}, capacity=50)
     closes: list[CloseMessage] = []
+    every_close = trio.Event()
 
     async def on_close(message: CloseMessage) -> None:
         closes.append(message)
+        if len(closes) == len(market.symbols):
+            every_close.set()
 
     intake = Intake(book, prefix="test.md", on_close=on_close)
     feed = SimulatedFeed(market, prefix="test.md")
@@ -139,15 +143,16 @@ async def test_the_simulated_feed_reaches_the_book_over_nats(nats_url: str) -> N
     ):
         await nursery.start(intake.run, bus)
         await nursery.start(feed.run, bus)  # publishes a snapshot of every quote first
-        with trio.fail_after(5):
-            while not book.has_quotes(market.symbols):  # noqa: ASYNC110
-                await trio.sleep(0.01)
+        await wait_until(  # the book has no event of its own
+            lambda: condition(lambda: book.has_quotes(market.symbols)),
+            what="a quote of every symbol in the book",
+            timeout=5,
+        )
         for _ in range(50):
             market.tick()
         feed.publish_closes(date(2026, 3, 2))
         with trio.fail_after(5):
-            while len(closes) < len(market.symbols):  # noqa: ASYNC110
-                await trio.sleep(0.01)
+            await every_close.wait()  # the closes come after the ticks' quotes, on one connection
         nursery.cancel_scope.cancel()
     for symbol in market.symbols:
         quote = market.quote(symbol)
