@@ -12,7 +12,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import trio
 
 from adapters.simulated import SimulatedMarket
 from adapters.simulated.config import MarketConfig, SimulatedBrokerConfig, default_instruments
@@ -22,6 +21,7 @@ from api.enums import AssetClass, BrokerFeature, OrderType, RoutingStatus, Side,
 from sql.records import OutboxEvent
 from tests.support.engine_stack import EngineStack, engine_stack
 from tests.support.faults import Fault, FaultyBroker
+from tests.support.polling import condition, wait_until
 
 DEADLINE = 0.3  # per attempt
 SETTLE = 0.4  # how long an order may still arrive at a broker after we stopped waiting
@@ -95,9 +95,17 @@ def resting_order(**changes: Any) -> OrderRoutingRequest:
     return OrderRoutingRequest(**fields)
 
 
-async def settled(stack: Stack, seconds: float = 1.0) -> None:
-    """Let late arrivals, zombie cancels and event processing happen."""
-    await trio.sleep(seconds)
+async def settled(stack: Stack) -> None:
+    """Until the requests left in the network have reached their venue (the fault double says
+    which are still on their way), no routing or cancel request is in progress, and the events
+    all that caused are applied and persisted (`ExecutionEngine.wait_settled`)."""
+    await wait_until(
+        lambda: condition(lambda: [*stack.a.stuck_requests(), *stack.b.stuck_requests()]),
+        lambda stuck: not stuck,
+        what="the late requests arriving at their venue",
+    )
+    await stack.engine.wait_idle()
+    await stack.engine.wait_settled()
 
 
 async def attempts(stack: Stack, order_id: str) -> list[tuple[str, str]]:
@@ -199,9 +207,15 @@ async def test_accept_after_the_settle_window_leaves_no_second_live_order(stack:
     order = resting_order()
     response = await stack.engine.route_order(order)
     assert (response.status, response.selected_broker) == (RoutingStatus.ACCEPTED, "fo-b")
-    await settled(stack, 2.0)
+    await settled(stack)
+    cancels = await wait_until(  # the zombie is cancelled as soon as its acknowledgement is seen
+        lambda: condition(lambda: [c.client_order_id for c in stack.a.cancels]),
+        what="the zombie at fo-a cancelled",
+    )
+    await stack.engine.wait_settled()
     assert stack.live_orders() == [("b", stack.b.submits[0].client_order_id)]
-    assert [c.client_order_id for c in stack.a.cancels] == [stack.a.submits[0].client_order_id]
+    assert cancels == [stack.a.submits[0].client_order_id]
+    assert [c.client_order_id for c in stack.a.cancels] == cancels  # once
 
 
 async def test_every_attempt_is_persisted_with_its_own_client_order_id(
