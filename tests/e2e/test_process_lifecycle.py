@@ -134,7 +134,9 @@ def test_a_second_signal_while_stopping_is_ignored(
     daemon.start()
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGINT)
-    time.sleep(0.02)
+    poll_until(  # the second signal lands while it is stopping, not before the first was seen
+        daemon.log, lambda log: '"message":"stopping' in log, what="the daemon logging that it is stopping"
+    )
     daemon.proc.send_signal(signal.SIGINT)
     assert daemon.wait() == 0
     log = daemon.log()

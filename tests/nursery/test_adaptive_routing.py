@@ -93,6 +93,8 @@ async def test_a_degrading_broker_loses_its_traffic_and_wins_it_back_when_it_rec
     assert degraded[-20:].count("ad-a") <= 3, degraded
 
     venues.a.config = msgspec.structs.replace(venues.a.config, reject_rate=0.0)  # A recovers
+    # Time passing is what is tested: the evidence fades on the engine's Trio clock, which its
+    # deadlines and heartbeats also run on (a jumped clock would time them out), so real time.
     await trio.sleep(6 * STALE_AFTER_S)  # its refusals fade; its heartbeats stay fine
     recovered = await first_choices(venues.engine, 30)
     assert recovered[-15:].count("ad-a") >= 13, recovered

@@ -115,6 +115,8 @@ async def test_a_filled_order_gets_its_report_and_every_benchmark(desk: Desk) ->
     arrival = (quote.bid + quote.ask) / 2
     low = limit - Decimal("0.02")
     desk.market.set_quote(SYMBOL, low, limit, ask_size=Decimal(40))  # a first fill of 40
+    # The two sleeps separate timestamps on the market's wall clock: first fill, then the prints,
+    # then the second fill, each strictly later (the window and the benchmarks depend on it).
     await trio.sleep(0.01)
     prints = [(limit + Decimal("0.05"), Decimal(300)), (limit + Decimal("0.10"), Decimal(100))]
     for price, size in prints:  # the market trades above our limit between our fills
