@@ -11,6 +11,7 @@ Without a browser the test is skipped with the reason; under CI=true a missing b
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
@@ -53,6 +54,18 @@ def page(tmp_path: Path) -> Iterator[Any]:
     executable = _browser_or_skip()
     from playwright.sync_api import sync_playwright
 
+    # playwright's sync API makes an asyncio loop of its own in this thread. Once an earlier
+    # test in this process has imported trio-asyncio, `asyncio.new_event_loop()` makes
+    # trio-asyncio's sync loop instead, which playwright cannot run: ask for asyncio's own
+    # loops meanwhile (trio-asyncio honours a policy set in a thread outside Trio).
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        yield from _page(executable, sync_playwright)
+    finally:
+        asyncio.set_event_loop_policy(None)
+
+
+def _page(executable: str, sync_playwright: Any) -> Iterator[Any]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable, args=["--no-sandbox", "--disable-dev-shm-usage"], timeout=30_000
