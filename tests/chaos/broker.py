@@ -141,8 +141,8 @@ rate_limits = {{ requests_per_second = 0, requests_per_minute = 0, requests_per_
         async with trio.open_nursery() as nursery:
             await nursery.start(self.emulator.serve)
             self._ready.set()
-            while not self._stop.is_set():  # noqa: ASYNC110 (the test thread sets a threading.Event)
-                await trio.sleep(0.05)
+            # The test thread sets a threading.Event: waited for in a worker thread, no polling.
+            await trio.to_thread.run_sync(self._stop.wait, abandon_on_cancel=True)
             nursery.cancel_scope.cancel()
 
 

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from daemon.servers import free_port
+from tests.support.polling import NotReached, poll_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,23 +156,25 @@ class DaemonProcess:
         # The daemon also writes runtime.json to the user's state directory: the test's own.
         full_env.setdefault("XDG_STATE_HOME", str(self.workdir / "xdg-state"))
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
+            self.proc = proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config)],
                 cwd=REPO,
                 env=full_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
-            if runtime.exists():
-                self.runtime = json.loads(runtime.read_text())
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"daemon not ready after {timeout}s:\n{self.log()}")
+
+        def written() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {proc.returncode}:\n{self.log()}")
+            return runtime.exists()
+
+        try:
+            poll_until(written, what=f"the daemon's {runtime}", timeout=timeout)
+        except NotReached as exc:
+            self.stop()
+            raise RuntimeError(f"daemon not ready: {exc}\n{self.log()}") from None
+        self.runtime = json.loads(runtime.read_text())
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         proc, self.proc = self.proc, None

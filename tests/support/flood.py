@@ -36,6 +36,7 @@ import nats
 import nats.errors
 
 from api import subjects
+from tests.support.polling import NotReached, poll_until
 
 #: Error codes an OMS retries (same payload): the service could not complete the request now.
 RETRYABLE_CODES = frozenset({500, 503})
@@ -153,14 +154,18 @@ class Flood:
             raise RuntimeError(f"the flood failed: {self.error!r}") from self.error
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        """Poll `predicate` until it holds; fail with `what` and the flood's state after `timeout`."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
+        """Poll `predicate` until it holds (`tests.support.polling.poll_until`); fail with `what`
+        and the flood's state after `timeout` (TimeoutError), at once if the flood failed."""
+
+        def holds() -> bool:
             if self.error is not None:
                 raise RuntimeError(f"the flood failed while waiting for {what}: {self.error!r}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not within {timeout}s: {what} ({self!r})")
-            time.sleep(0.02)
+            return predicate()
+
+        try:
+            poll_until(holds, what=what, timeout=timeout, interval=0.02)
+        except NotReached as exc:
+            raise TimeoutError(f"{exc} ({self!r})") from None
 
     @property
     def done(self) -> bool:

@@ -33,6 +33,7 @@ from typing import Any
 import nats
 
 from daemon.servers import ServerStartError, free_port, nats_server_binary, wait_for_port
+from tests.support.polling import NotReached, poll_until
 
 CLUSTER_NAME = "bis-test"
 
@@ -171,10 +172,9 @@ class NatsCluster:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Every live node routed to every other live node and JetStream healthy on each."""
-        deadline = time.monotonic() + timeout
-        problems: list[str] = []
-        while time.monotonic() < deadline:
-            problems = []
+
+        def problems() -> list[str]:
+            found: list[str] = []
             for node in self.alive:
                 try:
                     routed = {
@@ -182,18 +182,20 @@ class NatsCluster:
                     }
                     health = node.monitor("/healthz")
                 except OSError as exc:
-                    problems.append(f"{node.name}: monitoring not answering ({exc!r})")
+                    found.append(f"{node.name}: monitoring not answering ({exc!r})")
                     continue
                 missing = {other.name for other in self.alive if other is not node} - routed
                 if missing:
-                    problems.append(f"{node.name}: no route to {sorted(missing)}")
+                    found.append(f"{node.name}: no route to {sorted(missing)}")
                 if health.get("status") != "ok":
-                    problems.append(f"{node.name}: healthz {health}")
-            if not problems:
-                return
-            time.sleep(0.1)
-        tails = "\n".join(f"--- {n.name}\n{n.log_tail()}" for n in self.nodes)
-        raise ClusterError(f"cluster not ready after {timeout}s: {problems}\n{tails}")
+                    found.append(f"{node.name}: healthz {health}")
+            return found
+
+        try:
+            poll_until(problems, lambda found: not found, what="cluster ready", timeout=timeout, interval=0.1)
+        except NotReached as exc:
+            tails = "\n".join(f"--- {n.name}\n{n.log_tail()}" for n in self.nodes)
+            raise ClusterError(f"{exc}\n{tails}") from None
 
     def connections(self, name_prefix: str) -> dict[str, list[str]]:
         """Node name -> names of the client connections starting with `name_prefix` it holds."""

@@ -18,13 +18,13 @@ import contextlib
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 
 from daemon.servers import free_port, wait_for_port
+from tests.support.polling import NotReached, poll_until
 
 SUPERUSER = "postgres"
 #: The unprivileged system user the server runs as when the tests run as root (pgserver's own).
@@ -127,17 +127,19 @@ class RestartablePostgres:
             timeout=timeout + 10,
         )
         wait_for_port("127.0.0.1", self.port, timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with psycopg.connect(self.url(), connect_timeout=2):
-                    return
-            except psycopg.OperationalError as exc:
-                if time.monotonic() > deadline:
-                    raise PostgresError(
-                        f"PostgreSQL on :{self.port} not ready: {exc}\n{self.log_tail()}"
-                    ) from exc
-                time.sleep(0.05)
+        def connects() -> bool:
+            with psycopg.connect(self.url(), connect_timeout=2):
+                return True
+
+        try:
+            poll_until(
+                connects,
+                what=f"PostgreSQL on :{self.port} accepting connections",
+                timeout=timeout,
+                retry_on=(psycopg.OperationalError,),
+            )
+        except NotReached as exc:
+            raise PostgresError(f"{exc}\n{self.log_tail()}") from None
 
     def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
         """`pg_ctl stop -m <mode>`: "immediate" is the crash (no checkpoint, backends killed),

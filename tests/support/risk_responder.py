@@ -20,9 +20,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from tests.support.polling import NotReached, poll_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,12 +66,18 @@ class RiskResponder:
             ],
             cwd=REPO,
         )  # fmt: skip
-        deadline = time.monotonic() + 15
-        while not self._ready.exists():
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("risk responder did not start")
-            time.sleep(0.02)
+        proc = self._proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"risk responder exited with {proc.returncode}")
+            return self._ready.exists()
+
+        try:
+            poll_until(ready, what="the risk responder's ready file", timeout=15, interval=0.02)
+        except (NotReached, RuntimeError) as exc:
+            self.stop()
+            raise RuntimeError(f"risk responder did not start: {exc}") from None
         return self
 
     def stop(self) -> None:
