@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,12 +40,13 @@ from api.enums import TCABenchmark  # noqa: E402
 from bench._common import print_table  # noqa: E402
 from tca import analyse  # noqa: E402
 from tca.batch import compute  # noqa: E402
+from tca.result import TcaResult  # noqa: E402
 from tca_offline.files import engine_case, load  # noqa: E402
 from tca_offline.offline import analyse_table, run_offline  # noqa: E402
 from tca_offline.synthetic import DayFiles, generate_day  # noqa: E402
 
 TARGET_S = 3.0
-COMPARED = (
+COMPARED: tuple[tuple[str, Callable[[TcaResult], float | None]], ...] = (
     ("average_price", lambda r: r.average_price),
     ("benchmark_price", lambda r: r.benchmark_price),
     ("slippage_bps", lambda r: r.slippage_bps),
@@ -56,6 +58,38 @@ COMPARED = (
     ("is_total", lambda r: None if r.shortfall is None else r.shortfall.total),
     ("vwap", lambda r: r.benchmarks.vwap),
     ("twap", lambda r: r.benchmarks.twap),
+    ("is_paper_value", lambda r: None if r.shortfall is None else r.shortfall.paper_value),
+    ("is_bps", lambda r: None if r.shortfall is None else r.shortfall.bps),
+)
+#: The offline table's implementation-shortfall components (issue 14), each in currency and in
+#: bps of the paper value (`<column>_bps`), against the naive engine's `Shortfall` fields.
+SHORTFALL_COMPONENTS = (
+    ("is_explicit_cost", "fees"),
+    ("is_execution_cost", "execution_cost"),
+    ("is_delay_cost", "trading_delay"),
+    ("is_opportunity_delay", "opportunity_delay"),
+    ("is_realized_cost", "trading_cost"),
+    ("is_missed_opportunity_cost", "opportunity_cost"),
+    ("wagner_delay_cost", "delay_cost"),
+    ("wagner_opportunity_cost", "wagner_opportunity_cost"),
+)
+
+
+def _component(field: str, in_bps: bool) -> Callable[[TcaResult], float | None]:
+    def get(result: TcaResult) -> float | None:
+        shortfall = result.shortfall
+        if shortfall is None:
+            return None
+        amount: float | None = getattr(shortfall, field)
+        return shortfall.bps_of(amount) if in_bps else amount
+
+    return get
+
+
+COMPARED += tuple(
+    (column + suffix, _component(field, in_bps=bool(suffix)))
+    for column, field in SHORTFALL_COMPONENTS
+    for suffix in ("", "_bps")
 )
 
 
