@@ -127,6 +127,7 @@ class RestartablePostgres:
             timeout=timeout + 10,
         )
         wait_for_port("127.0.0.1", self.port, timeout)
+
         def connects() -> bool:
             with psycopg.connect(self.url(), connect_timeout=2):
                 return True
