@@ -25,9 +25,10 @@ Urgent first. A batch is led by the urgent submissions queued (claims: a reply w
 and carries at most `fold_ops` (32) ops of non-urgent ones; the rest wait in a backlog for the
 next free lane, oldest first. So a claim never waits behind a burst of post-trade writes (a few
 hundred ops of one round of fills take tens of milliseconds), while at one order at a time the
-previous order's write still rides along with the next claim. With two lanes (the default) one
-is mostly the claims' and the other the backlog's; with one lane, a batch led by urgent
-submissions is followed by one for the backlog whenever it is not empty, so neither starves.
+previous order's write still rides along with the next claim. A batch that left waiting ones
+behind is followed by one that takes them (with whatever urgent ones are queued, in arrival
+order), so under a steady stream of claims the backlog still goes every other batch; with two
+lanes (the default) that batch commits beside the next claims' instead of in front of them.
 
 A write is a `WriteOp`. Ops of the same class in a batch run together through the class's
 `run_batch` (an executemany in pipeline mode), classes in `phase` order; so the ops of one
@@ -246,7 +247,8 @@ class GroupWriter:
         #: Submissions received but not taken yet: non-urgent ones waiting for room in a batch
         #: (and, rarely, urgent ones put back so that these get their turn).
         self._backlog: deque[_Submission] = deque()
-        self._urgent_led = False
+        #: The last batch was led by urgent submissions and left waiting ones in the backlog.
+        self._passed_over = False
         self._running = False
         self._stopped = trio.Event()
         #: Set while writing works; replaced by an unset event for the length of an outage.
@@ -447,9 +449,9 @@ class GroupWriter:
     def _take(self, received: list[_Submission]) -> list[_Submission]:
         """The next batch, from `received`, everything queued and the backlog (see "Urgent
         first"): the urgent submissions (up to `max_batch` ops) with at most `fold_ops` ops of
-        waiting ones folded in; or, when there is no urgent one — or the previous batch was
-        urgent-led and others are waiting (so they are never starved on one lane) — the
-        waiting ones, oldest first, up to `max_batch` ops. The rest stays in the backlog."""
+        waiting ones folded in; or, when there is no urgent one — or the previous batch left
+        waiting ones behind (so that they are never starved) — everything in arrival order
+        from the backlog's oldest, up to `max_batch` ops. The rest stays in the backlog."""
         urgent: list[_Submission] = []
         size = 0
         for sub in received:
@@ -469,8 +471,8 @@ class GroupWriter:
             else:
                 self._backlog.append(sub)
         backlog = self._backlog
-        if urgent and backlog and self._urgent_led and len(self._lanes) == 1:
-            # two urgent-led batches in a row with others waiting: this one is theirs
+        if urgent and backlog and self._passed_over:
+            # the previous batch went without the waiting ones: this one is theirs too
             backlog.extendleft(reversed(urgent))
             urgent, size = [], 0
         budget = min(self._fold_ops, self._max_batch - size) if urgent else self._max_batch
@@ -484,7 +486,7 @@ class GroupWriter:
                 continue
             batch.append(sub)
             budget -= len(sub.ops)
-        self._urgent_led = bool(urgent)
+        self._passed_over = bool(urgent) and bool(backlog)
         for sub in batch:
             sub.taken = True
         return batch
