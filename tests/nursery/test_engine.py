@@ -234,3 +234,48 @@ async def test_a_repeat_gets_the_first_answer_byte_for_byte_even_before_it_is_wr
     await engine.wait_settled()
     third = await engine.route_order(aapl_order(order_id))  # from the database now
     assert msgspec.json.encode(third) == msgspec.json.encode(first)
+
+
+async def test_a_burst_of_fills_for_many_executions_is_written_in_one_round(
+    migrated_database_url: str,
+) -> None:
+    """Broker events that arrive together are applied in one round: one writer submission for
+    all of their executions (not one per event), each execution's updates still in order."""
+    broker = ProbeBroker(migrated_database_url)
+    async with engine_stack(
+        migrated_database_url, [broker], AaplMarket(), deadline=2.0, recover=False, drain=True
+    ) as built:
+        engine = built.engine
+        responses = [await engine.route_order(aapl_order(new_id())) for _ in range(20)]
+        await engine.wait_settled()
+        before = built.store.writer_stats.submissions
+        assert broker.events is not None
+        for i, request in enumerate(broker.submits):  # all queued before the engine runs again
+            for n in (1, 2):
+                broker.events.send_nowait(
+                    OrderFilled(
+                        request.client_order_id,
+                        NOW,
+                        f"X-{i}-{n}",
+                        Decimal(50),
+                        Decimal("190.25"),
+                        Decimal(0),
+                        "P",
+                    )
+                )
+        await engine.wait_settled()
+        assert built.store.writer_stats.submissions - before <= 2  # a round, maybe a straggler
+    with psycopg.connect(migrated_database_url) as conn:
+        rows = conn.execute(
+            "SELECT bo.status, bo.filled_quantity, count(f.id) FROM broker_orders bo"
+            " JOIN order_fills f ON f.broker_order_id = bo.id WHERE bo.id = ANY(%s)"
+            " GROUP BY bo.id, bo.status, bo.filled_quantity",
+            ([r.execution_id for r in responses],),
+        ).fetchall()
+        sequences = conn.execute(
+            "SELECT execution_id, array_agg(sequence ORDER BY sequence) FROM execution_events"
+            " WHERE execution_id = ANY(%s) GROUP BY execution_id",
+            ([r.execution_id for r in responses],),
+        ).fetchall()
+    assert sorted(rows) == [("FILLED", Decimal(100), 2)] * 20
+    assert all(seqs == [1, 2, 3] for _, seqs in sequences) and len(sequences) == 20
