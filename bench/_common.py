@@ -103,10 +103,13 @@ def daemon_config(
     database_url: str,
     tick_interval_ms: float = 100.0,
     log_level: str = "WARNING",
+    safeguards_off: Sequence[str] = (),
 ) -> str:
     """The daemon's TOML for the benchmark: like tests/support/daemon.py, but brokers answer with
     zero simulated latency and never reject, REST is off, logging is quiet, and the materialized
-    views are not refreshed during the run (an hourly refresh would only add noise)."""
+    views are not refreshed during the run (an hourly refresh would only add noise).
+    `safeguards_off`: further `[safeguards]` limits a benchmark's orders would trip (0: off)."""
+    extra_off = "".join(f"{name} = 0\n" for name in safeguards_off)
     return f"""
 [service]
 state_dir = {json.dumps(str(state_dir))}
@@ -129,7 +132,7 @@ enabled = false
 [safeguards]
 max_orders_per_second = 0
 max_daily_notional = 0
-
+{extra_off}
 [market]
 seed = 11
 tick_interval_ms = {tick_interval_ms}
