@@ -47,10 +47,8 @@ open executions and recovers the same way (fills by id are stored once).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
 
 import trio
 
@@ -61,6 +59,7 @@ from api.lifecycle import IllegalTransition, Transition, apply_event
 from api.orders import BrokerOrder, OrderFill
 from nursery import milestones
 from nursery.brokers import BrokerHandle
+from nursery.hooks import ApplierHooks, Spawn
 from nursery.identity import execution_of_client_order
 from nursery.live import LiveBook, LiveExecution
 from nursery.updates import outbox_event
@@ -70,47 +69,10 @@ from sql.writer import DatabaseUnavailable, WriteTimeout
 
 log = logging.getLogger(__name__)
 
-Spawn = Callable[..., None]
 Change = tuple[BrokerOrder, OrderFill | None, OutboxEvent | None]
 
 #: Changes kept in memory while the database is unavailable, across all executions.
 MAX_UNSAVED = 100_000
-
-
-class ZombieCanceller(Protocol):
-    """Cancels an order a broker took after we declared it absent (`nursery.cancels.Cancels`).
-    The applier runs it as a task of its own."""
-
-    async def cancel_zombie(self, live: LiveExecution) -> None: ...
-
-
-class ExecutionObserver(Protocol):
-    """Told what happened to executions (`nursery.post_trade.PostTrade`: routing statistics,
-    reports). Called inside `apply`, after the change is applied: quick, never blocking; an
-    exception is logged and does not stop the change's publication."""
-
-    def execution_finished(self, live: LiveExecution) -> None:
-        """Once, when `live` reaches a final status."""
-
-    def late_fill(self, live: LiveExecution) -> None:
-        """When a fill reaches `live` after it had ended (its report is stale)."""
-
-
-class DroppedEventsRecovery(Protocol):
-    """Asks every broker again for what happened since `since` (`ExecutionEngine`, through
-    `nursery.resync`): called once the database is back after broker events were dropped,
-    with the time of the first drop. Starts the work and returns."""
-
-    def recover_all_since(self, since: datetime) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ApplierHooks:
-    """Whom the applier tells what, in place of callbacks: each a small protocol above."""
-
-    zombies: ZombieCanceller
-    after_execution: ExecutionObserver
-    dropped_events: DroppedEventsRecovery
 
 
 class EventApplier:

@@ -4,7 +4,7 @@ made to fail over, and cancels of zombie orders.
 Cancels go by client order id and are idempotent at the broker, so they are retried with
 backoff until the broker answers; a refusal (already filled, unknown) is a final answer.
 Nothing here applies events: what the broker does with a cancel comes back on its stream.
-`Cancels` is the applier's `ZombieCanceller` (`nursery.applier.ApplierHooks`).
+`Cancels` is the applier's `ZombieCanceller` (`nursery.hooks.ApplierHooks`).
 """
 
 from __future__ import annotations

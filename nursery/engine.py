@@ -56,10 +56,11 @@ from api.enums import BrokerOrderStatus
 from api.errors import InvalidRequest, NotFound, Unavailable
 from api.events import AnyBrokerEvent
 from api.orders import BrokerOrder
-from nursery.applier import MAX_UNSAVED, ApplierHooks, EventApplier
+from nursery.applier import MAX_UNSAVED, EventApplier
 from nursery.brokers import BrokerHandle
 from nursery.cancels import Cancels
 from nursery.failover import Failover
+from nursery.hooks import ApplierHooks
 from nursery.live import LiveBook, LiveExecution
 from nursery.post_trade import PostTrade, Reporter
 from nursery.quiet import drain_nowait

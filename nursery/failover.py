@@ -38,9 +38,10 @@ from api.events import OrderAccepted, OrderRejected
 from api.orders import BrokerOrder
 from nursery import milestones
 from nursery.answers import routing_answer
-from nursery.applier import EventApplier, Spawn
+from nursery.applier import EventApplier
 from nursery.brokers import BrokerHandle
 from nursery.cancels import Cancels
+from nursery.hooks import Spawn
 from nursery.identity import client_order_id, execution_id
 from nursery.live import LiveBook, LiveExecution
 from nursery.placement import Outcome, Placement, place

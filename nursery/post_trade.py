@@ -27,7 +27,7 @@ import trio
 from api.contracts import TCARequest, TCAResponse
 from api.enums import AssetClass, BrokerOrderStatus, Urgency
 from api.orders import BrokerOrder
-from nursery.applier import Spawn
+from nursery.hooks import Spawn
 from nursery.live import LiveExecution
 from nursery.placement import Outcome, Placement
 from routing.stats import RoutingStats

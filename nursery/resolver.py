@@ -26,8 +26,9 @@ import trio
 from api.enums import BrokerOrderStatus
 from api.events import OrderAccepted, OrderRejected
 from nursery.answers import adopted_answer
-from nursery.applier import EventApplier, Spawn
+from nursery.applier import EventApplier
 from nursery.brokers import BrokerHandle
+from nursery.hooks import Spawn
 from nursery.live import LiveBook, LiveExecution
 from nursery.reconcile import Finding, Resolution, find_order
 from sql.store import Store

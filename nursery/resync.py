@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 import trio
 
 from api.enums import BrokerOrderStatus
-from nursery.applier import EventApplier, Spawn
+from nursery.applier import EventApplier
 from nursery.brokers import BrokerHandle
+from nursery.hooks import Spawn
 from nursery.identity import execution_of_client_order
 from nursery.live import LiveBook
 from nursery.recovery import reconcile_with_broker
