@@ -31,24 +31,15 @@ answered.
 Later changes of the execution are written behind the deferred ones, in order: a durable
 `apply` writes everything still unsaved first, in the same submission.
 
-PostgreSQL outages. A change the database cannot take now (`DatabaseUnavailable`, or a write
-whose outcome is unknown) is not lost and does not fail the caller: the in-memory state moves
-on, and the unsaved changes stay queued on the execution (`LiveExecution.unsaved`), ahead of
-anything that execution changes later. The flusher writes them, in order, as soon as the
-database is back, then publishes their updates. Every write is idempotent, so a change whose
-first write did commit is written again harmlessly. The buffer is bounded (`max_unsaved`
-changes): past it, further broker events are dropped — and only dropped because the broker
-still holds them: once the database is back, the `dropped_events` hook asks every broker again
-for what happened since the first drop (fills since, order status), the recovery every reconnect
-does (`nursery.resync`). A crash during an outage loses only memory: the next start reloads the
-open executions and recovers the same way (fills by id are stored once).
+PostgreSQL outages: a change the database cannot take now is kept, in order, and written by
+the flusher once it is back (`nursery.outage`); past `max_unsaved` kept changes, broker events
+are dropped and asked from the brokers again afterwards.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 
 import trio
 
@@ -62,6 +53,7 @@ from nursery.brokers import BrokerHandle
 from nursery.hooks import ApplierHooks, Spawn
 from nursery.identity import execution_of_client_order
 from nursery.live import LiveBook, LiveExecution
+from nursery.outage import OutageBacklog
 from nursery.updates import outbox_event
 from sql.records import OutboxEvent
 from sql.store import Store
@@ -97,19 +89,22 @@ class EventApplier:
         self.applying = 0
         #: Changes applied in memory and not yet written (database unavailable).
         self.unsaved = 0
-        #: Broker events dropped because the unsaved buffer was full (recovered afterwards).
-        self.dropped = 0
-        self._waiting: dict[str, LiveExecution] = {}  # executions with unsaved changes, in order
+        self._outage = OutageBacklog(
+            store, lambda live: self._save_unsaved(live, urgent=False), hooks.dropped_events, spawn
+        )
         #: Executions with a deferred write pending (a task is about to write them).
         self._deferred: set[str] = set()
         #: Executions with queued events or a deferred write, for the next round.
         self._ready: dict[str, LiveExecution] = {}
         self._in_rounds = False
-        self._flushing = False
-        self._overflow_since: datetime | None = None
 
     def __repr__(self) -> str:
         return f"<EventApplier applying={self.applying} unsaved={self.unsaved} dropped={self.dropped}>"
+
+    @property
+    def dropped(self) -> int:
+        """Broker events dropped because the unsaved buffer was full (recovered afterwards)."""
+        return self._outage.dropped
 
     # --- intake ------------------------------------------------------------------------------
 
@@ -117,7 +112,7 @@ class EventApplier:
         """Queue a broker event on its execution (loading it if it is not live here). Dropped,
         to be recovered from the broker later, while the unsaved buffer is full."""
         if self.unsaved >= self._max_unsaved:
-            self._drop(event)
+            self._outage.drop(event, self.unsaved)
             return
         live = self._live.by_client_order(event.client_order_id)
         if live is None:
@@ -127,18 +122,6 @@ class EventApplier:
         if not live.draining:  # else the task applying it alone takes this one too
             self._make_ready(live)
 
-    def _drop(self, event: AnyBrokerEvent) -> None:
-        self.dropped += 1
-        if self._overflow_since is None:
-            log.error(
-                "database unavailable and the event buffer is full: dropping broker events, "
-                "to be recovered from the brokers once the database is back",
-                extra={"unsaved": self.unsaved},
-            )
-        at = min(event.at, datetime.now(UTC))
-        self._overflow_since = at if self._overflow_since is None else min(self._overflow_since, at)
-        self._start_flusher()
-
     async def _load_and_enqueue(self, event: AnyBrokerEvent) -> None:
         self.applying += 1
         try:
@@ -146,7 +129,7 @@ class EventApplier:
             try:
                 order = await self._store.load_execution(execution) if execution else None
             except DatabaseUnavailable:
-                self._drop(event)  # not here, not readable: the broker is asked again later
+                self._outage.drop(event, self.unsaved)  # not readable here: asked again later
                 return
             if order is None:
                 log.error(
@@ -216,7 +199,7 @@ class EventApplier:
                     self._keep(live, rows, None)
                     if changes:
                         applied.append((live, order, changes))
-            await self._write_many([live for live in taken if live.order.id not in self._waiting])
+            await self._write_many([live for live in taken if not self._outage.holds(live.order.id)])
             for live, order, changes in applied:
                 self._finish(live, order, changes)
         finally:
@@ -237,7 +220,7 @@ class EventApplier:
         try:
             await self._store.save_many(rows, responses, urgent=False)
         except (DatabaseUnavailable, WriteTimeout) as exc:
-            self._wait_for_database(lives, exc)
+            self._outage.keep(lives, exc)
             return
         except Exception:
             if len(lives) == 1:
@@ -268,7 +251,7 @@ class EventApplier:
                             await self._apply_locked(
                                 live, events, None, publish=True, durable=True, urgent=False
                             )
-                        elif live.order.id not in self._waiting:
+                        elif not self._outage.holds(live.order.id):
                             await self._write_unsaved(live, urgent=False)
                     except Exception:  # a bug or a row that is not there: loud, never the engine's end
                         log.exception(
@@ -421,7 +404,7 @@ class EventApplier:
         or behind changes of this execution still unsaved, keep them for the flusher, in
         order. Called under `live.lock`."""
         self._keep(live, rows, response)
-        if live.order.id not in self._waiting:  # else behind an outage's backlog, for the flusher
+        if not self._outage.holds(live.order.id):  # else behind an outage's backlog, for the flusher
             await self._write_unsaved(live, urgent)
 
     def _keep(
@@ -440,18 +423,7 @@ class EventApplier:
         try:
             await self._save_unsaved(live, urgent)
         except (DatabaseUnavailable, WriteTimeout) as exc:
-            self._wait_for_database([live], exc)
-
-    def _wait_for_database(self, lives: Sequence[LiveExecution], exc: Exception) -> None:
-        """Their changes could not be written: keep them, in order, for the flusher."""
-        if not self._waiting:
-            log.warning(
-                "database unavailable: keeping execution changes in memory until it is back",
-                extra={"execution_id": lives[0].order.id, "executions": len(lives), "error": repr(exc)},
-            )
-        for live in lives:
-            self._waiting.setdefault(live.order.id, live)
-        self._start_flusher()
+            self._outage.keep([live], exc)
 
     async def _save_unsaved(self, live: LiveExecution, urgent: bool) -> None:
         """Write `live`'s unsaved changes and answer in one submission, forget them, publish
@@ -470,7 +442,7 @@ class EventApplier:
     ) -> None:
         self._keep(live, rows, response)
         execution_id = live.order.id
-        if execution_id not in self._waiting and execution_id not in self._deferred:
+        if not self._outage.holds(execution_id) and execution_id not in self._deferred:
             self._deferred.add(execution_id)
             if not live.draining:  # else its own task writes it
                 self._make_ready(live)
@@ -479,43 +451,6 @@ class EventApplier:
     def pending_writes(self) -> int:
         """Executions whose deferred write has not run yet (shutdown waits for zero)."""
         return len(self._deferred)
-
-    def _start_flusher(self) -> None:
-        if not self._flushing:
-            self._flushing = True
-            self._spawn(self._flush)
-
-    async def _flush(self) -> None:
-        """Once the database is back: every execution's unsaved changes, in order, then the
-        recovery of the broker events that were dropped. Runs until nothing is left."""
-        try:
-            while self._waiting or self._overflow_since is not None:
-                await self._store.wait_available()
-                if not await self._flush_waiting():
-                    await trio.sleep(0.05)  # unavailable again: the writer probes; wait for it
-                    continue
-                if self._overflow_since is not None:
-                    since, self._overflow_since = self._overflow_since, None
-                    log.warning(
-                        "database back: recovering dropped broker events from the brokers",
-                        extra={"since": since.isoformat(), "dropped": self.dropped},
-                    )
-                    self._hooks.dropped_events.recover_all_since(since)
-        finally:
-            self._flushing = False
-
-    async def _flush_waiting(self) -> bool:
-        """Write every waiting execution's changes, oldest first; False if the database failed
-        again (what is left stays waiting)."""
-        for execution_id, live in list(self._waiting.items()):
-            async with live.lock:
-                try:
-                    await self._save_unsaved(live, urgent=False)
-                except (DatabaseUnavailable, WriteTimeout):
-                    return False
-            live.settle()
-            del self._waiting[execution_id]
-        return True
 
     def _hand_to_publisher(self, rows: Sequence[Change]) -> None:
         for _, _, update in rows:
