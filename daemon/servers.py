@@ -100,21 +100,31 @@ class NatsServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        stop_process(proc, timeout)
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL), as a crash would."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        kill_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL past `timeout`; nothing if it is not running."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
+def kill_process(proc: subprocess.Popen[Any] | None) -> None:
+    """SIGKILL, as a crash would: no goodbye to clients or peers; nothing if it is not running."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
 
 
 @contextlib.contextmanager

@@ -368,60 +368,67 @@ async def test_a_lingering_write_alone_commits_after_the_linger(
 # --- urgent first -------------------------------------------------------------------------------
 
 
-async def _hold_lane(writer: GroupWriter, seconds: float, nursery: trio.Nursery) -> None:
-    """Keep the writer's only lane busy for `seconds` (so that what follows queues up)."""
-    hold = Hold(seconds)
-    nursery.start_soon(writer.submit, [hold])
-    await hold.taken.wait()
+class Recorded:
+    """A one-lane writer that commits what it has at once (no linger) and folds at most 4 ops
+    of waiting writes into a claim's batch; `batches` lists each batch's ops as it commits."""
+
+    def __init__(self, writer: GroupWriter, table: str) -> None:
+        self.writer, self.table = writer, table
+        self.batches: list[int] = []
+        writer.stats.on_batch = lambda ops, seconds: self.batches.append(ops)
+
+    async def hold_lane(self, seconds: float, nursery: trio.Nursery) -> None:
+        """Keep the only lane busy for `seconds` (so that what follows queues up)."""
+        hold = Hold(seconds)
+        nursery.start_soon(self.writer.submit, [hold])
+        await hold.taken.wait()
+
+    async def queue_burst(self, nursery: trio.Nursery) -> None:
+        """Ten inserts in one non-urgent submission (post-trade writes), queued."""
+        burst = [Insert(self.table, 100 + i) for i in range(10)]
+        nursery.start_soon(lambda: self.writer.submit(burst, urgent=False))
+        await trio.testing.wait_all_tasks_blocked()
+
+
+@pytest.fixture
+async def recorded(migrated_database_url: str, table: str) -> AsyncIterator[Recorded]:
+    writer = GroupWriter(migrated_database_url, timeout=10, linger=0, fold_ops=4)
+    async with trio.open_nursery() as service:
+        await service.start(writer.run)
+        yield Recorded(writer, table)
+        await writer.aclose()
+        service.cancel_scope.cancel()
 
 
 async def test_a_claim_does_not_wait_behind_a_burst_of_post_trade_writes(
-    migrated_database_url: str, table: str
+    recorded: Recorded, migrated_database_url: str, table: str
 ) -> None:
     """Queued together, an urgent submission commits in a batch of its own (with at most
     `fold_ops` ops of waiting ones); the big non-urgent one goes in the next batch."""
-    writer = GroupWriter(migrated_database_url, timeout=10, linger=0, fold_ops=4)
-    batches: list[int] = []
-    writer.stats.on_batch = lambda ops, seconds: batches.append(ops)
-    async with trio.open_nursery() as service:
-        await service.start(writer.run)
-        async with trio.open_nursery() as callers:
-            await _hold_lane(writer, 0.3, callers)
-            big = [Insert(table, 100 + i) for i in range(10)]
-            callers.start_soon(lambda: writer.submit(big, urgent=False))
-            await trio.testing.wait_all_tasks_blocked()
-            assert await writer.submit([Insert(table, 1)]) == [2]
-            assert batches == [1, 1], batches  # the hold, then the claim alone: not behind the 10
-        assert batches == [1, 1, 10], batches
-        assert await values_in(migrated_database_url, table) == {1, *range(100, 110)}
-        await writer.aclose()
-        service.cancel_scope.cancel()
+    async with trio.open_nursery() as callers:
+        await recorded.hold_lane(0.3, callers)
+        await recorded.queue_burst(callers)
+        assert await recorded.writer.submit([Insert(table, 1)]) == [2]
+        assert recorded.batches == [1, 1], recorded.batches  # the hold, then the claim alone
+    assert recorded.batches == [1, 1, 10], recorded.batches
+    assert await values_in(migrated_database_url, table) == {1, *range(100, 110)}
 
 
 async def test_waiting_writes_are_not_starved_by_a_stream_of_claims(
-    migrated_database_url: str, table: str
+    recorded: Recorded, migrated_database_url: str, table: str
 ) -> None:
     """A claim is always queued when the lane frees (each queued while the previous batch is
     committing): the non-urgent burst passed over once goes in the very next batch anyway."""
-    writer = GroupWriter(migrated_database_url, timeout=10, linger=0, fold_ops=4)
-    batches: list[int] = []
-    writer.stats.on_batch = lambda ops, seconds: batches.append(ops)
-    async with trio.open_nursery() as service:
-        await service.start(writer.run)
-        async with trio.open_nursery() as callers:
-            await _hold_lane(writer, 0.2, callers)
-            burst = [Insert(table, 100 + i) for i in range(10)]
-            callers.start_soon(lambda: writer.submit(burst, urgent=False))
-            await trio.testing.wait_all_tasks_blocked()
-            slow_claim = Hold(0.2)  # urgent, and it keeps the lane while the next claim queues
-            callers.start_soon(writer.submit, [slow_claim])
-            await slow_claim.taken.wait()  # its batch passed the burst over
-            await writer.submit([Insert(table, 1)])
-        # the hold; the slow claim alone; then the next claim with the burst, not after it
-        assert batches == [1, 1, 11], batches
-        assert await values_in(migrated_database_url, table) == {1, *range(100, 110)}
-        await writer.aclose()
-        service.cancel_scope.cancel()
+    async with trio.open_nursery() as callers:
+        await recorded.hold_lane(0.2, callers)
+        await recorded.queue_burst(callers)
+        slow_claim = Hold(0.2)  # urgent, and it keeps the lane while the next claim queues
+        callers.start_soon(recorded.writer.submit, [slow_claim])
+        await slow_claim.taken.wait()  # its batch passed the burst over
+        await recorded.writer.submit([Insert(table, 1)])
+    # the hold; the slow claim alone; then the next claim with the burst, not after it
+    assert recorded.batches == [1, 1, 11], recorded.batches
+    assert await values_in(migrated_database_url, table) == {1, *range(100, 110)}
 
 
 async def test_a_batch_past_the_timeout_leaves_a_connection_that_is_replaced(

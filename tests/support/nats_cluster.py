@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import subprocess
 import time
 import urllib.error
@@ -32,7 +31,14 @@ from typing import Any
 
 import nats
 
-from daemon.servers import ServerStartError, free_port, nats_server_binary, wait_for_port
+from daemon.servers import (
+    ServerStartError,
+    free_port,
+    kill_process,
+    nats_server_binary,
+    stop_process,
+    wait_for_port,
+)
 from tests.support.polling import NotReached, poll_until
 
 CLUSTER_NAME = "bis-test"
@@ -102,20 +108,11 @@ cluster {{
     def kill(self) -> None:
         """SIGKILL: no goodbye to the clients or the other nodes."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        kill_process(proc)
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        stop_process(proc, timeout)
 
     def monitor(self, path: str, timeout: float = 2.0) -> Any:
         """GET a monitoring endpoint (e.g. "/connz"), decoded."""
