@@ -96,24 +96,24 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-def daemon_config(
+def daemon_base(
     *,
     state_dir: Path,
     nats_url: str,
     database_url: str,
-    tick_interval_ms: float = 100.0,
+    instance_id: str = "bench",
     log_level: str = "WARNING",
     safeguards_off: Sequence[str] = (),
 ) -> str:
-    """The daemon's TOML for the benchmark: like tests/support/daemon.py, but brokers answer with
-    zero simulated latency and never reject, REST is off, logging is quiet, and the materialized
-    views are not refreshed during the run (an hourly refresh would only add noise).
-    `safeguards_off`: further `[safeguards]` limits a benchmark's orders would trip (0: off)."""
+    """The TOML every benchmark daemon shares: REST off, quiet logging, materialized views not
+    refreshed during the run (an hourly refresh would only add noise), and the safeguards one
+    flooding account would trip turned off. `safeguards_off`: further `[safeguards]` limits a
+    benchmark's orders would trip (0: off)."""
     extra_off = "".join(f"{name} = 0\n" for name in safeguards_off)
     return f"""
 [service]
 state_dir = {json.dumps(str(state_dir))}
-instance_id = "bench"
+instance_id = {json.dumps(instance_id)}
 log_level = {json.dumps(log_level)}
 shutdown_grace_s = 5.0
 
@@ -132,7 +132,31 @@ enabled = false
 [safeguards]
 max_orders_per_second = 0
 max_daily_notional = 0
-{extra_off}
+{extra_off}"""
+
+
+def daemon_config(
+    *,
+    state_dir: Path,
+    nats_url: str,
+    database_url: str,
+    tick_interval_ms: float = 100.0,
+    log_level: str = "WARNING",
+    safeguards_off: Sequence[str] = (),
+) -> str:
+    """The daemon's TOML for the benchmark: `daemon_base`, with two simulated brokers like
+    tests/support/daemon.py's, except that they answer with zero simulated latency and never
+    reject."""
+    base = daemon_base(
+        state_dir=state_dir,
+        nats_url=nats_url,
+        database_url=database_url,
+        log_level=log_level,
+        safeguards_off=safeguards_off,
+    )
+    return (
+        base
+        + f"""
 [market]
 seed = 11
 tick_interval_ms = {tick_interval_ms}
@@ -162,6 +186,7 @@ baseRate = "0.0008"
 minCommission = "1"
 tieredRates = [{{ volumeThreshold = "1000000", rate = "0.0005" }}]
 """
+    )
 
 
 # --- a benchmark's process: signals, exit status, children that die with their parent ---------

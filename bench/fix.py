@@ -55,6 +55,7 @@ from _common import (
     REPO,
     BenchStack,
     cpu_seconds,
+    daemon_base,
     exit_with,
     interrupt_on_signals,
     percentile,
@@ -322,29 +323,12 @@ def daemon_config(*, state_dir: Path, nats_url: str, database_url: str, fix_port
     """Like `_common.daemon_config`, but one FIX session instead of the simulated brokers; the
     simulated market still publishes quotes (arrival prices, TCA) as it does there."""
     sender, target = DAEMON_SESSION
-    return f"""
-[service]
-state_dir = {json.dumps(str(state_dir))}
-instance_id = "bench-fix"
-log_level = "WARNING"
-shutdown_grace_s = 5.0
-
-[nats]
-url = {json.dumps(nats_url)}
-
-[database]
-url = {json.dumps(database_url)}
-views_refresh_s = 3600.0
-
-[rest]
-enabled = false
-
-# One account floods: the per-account rate and daily limits off, every other safeguard on (as
-# in `_common.daemon_config`).
-[safeguards]
-max_orders_per_second = 0
-max_daily_notional = 0
-
+    base = daemon_base(
+        state_dir=state_dir, nats_url=nats_url, database_url=database_url, instance_id="bench-fix"
+    )
+    return (
+        base
+        + f"""
 [market_data]
 publish_simulated = true
 
@@ -365,6 +349,7 @@ asset_classes = ["EQUITY"]
 features = ["MARKET_ORDERS", "LIMIT_ORDERS"]
 commission = {{ baseRate = "0.0002" }}
 """
+    )
 
 
 def start_daemon(stack: BenchStack, fix_port: int, timeout: float = 90.0) -> int:
