@@ -70,12 +70,13 @@ WHERE d.seen_at < now() - make_interval(days => %s)
 """
 
 # Candidates come from two small sets: unanswered claims (open_claims, migration 0009) and
-# PENDING attempts (status index). Only then is the owner's lease looked at.
+# PENDING attempts (among open_executions, migration 0013). Only then is the owner's lease looked at.
 _TAKE = b"""
 WITH candidates AS (
     SELECT c.order_id FROM open_claims c
     UNION
-    SELECT b.order_id FROM broker_orders b WHERE b.status = 'PENDING'
+    SELECT b.order_id FROM open_executions e JOIN broker_orders b ON b.id = e.execution_id
+    WHERE b.status = 'PENDING'
 ),
 orphans AS (
     SELECT r.order_id

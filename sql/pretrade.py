@@ -94,11 +94,14 @@ def daily_totals(database_url: str, since: datetime) -> dict[str, tuple[Decimal,
 def open_orders(database_url: str, account_id: str | None) -> list[tuple[str, str]]:
     """(order id, broker id) of every attempt still open at a broker (not final), of one
     account or (None) of all, oldest first."""
-    query = "SELECT order_id, broker_id FROM broker_orders WHERE status = ANY(%s)"
+    query = (
+        "SELECT b.order_id, b.broker_id FROM open_executions e JOIN broker_orders b ON b.id = e.execution_id"
+        " WHERE b.status = ANY(%s)"
+    )
     params: tuple[Any, ...] = (_OPEN,)
     if account_id is not None:
-        query += " AND account_id = %s"
+        query += " AND b.account_id = %s"
         params = (_OPEN, account_id)
     with _connect(database_url) as conn:
-        rows = conn.execute(query + " ORDER BY created_at", params).fetchall()
+        rows = conn.execute(query + " ORDER BY b.created_at", params).fetchall()
     return [(str(r[0]), str(r[1])) for r in rows]

@@ -485,7 +485,9 @@ _WHERE_LATEST = b"""WHERE o.order_id = %s
   AND o.attempt = (SELECT MAX(attempt) FROM broker_orders WHERE order_id = %s)
 ORDER BY f.timestamp, f.id"""
 _WHERE_ORDER = b"WHERE o.order_id = %s ORDER BY o.attempt, f.timestamp, f.id"
-_WHERE_OPEN = b"WHERE o.status = ANY(%s) ORDER BY o.created_at, o.id, f.timestamp, f.id"
+# open_executions (migration 0013) lists the executions whose status is not final.
+_WHERE_OPEN = b"""WHERE o.id IN (SELECT execution_id FROM open_executions) AND o.status = ANY(%s)
+ORDER BY o.created_at, o.id, f.timestamp, f.id"""
 
 _SELECT_UNPUBLISHED = b"""
 SELECT execution_id, sequence, subject, payload, msg_id, created_at

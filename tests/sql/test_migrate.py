@@ -95,7 +95,8 @@ SPEC_INDEXES = {
     "idx_broker_orders_broker_id",
     "idx_broker_orders_account_id",
     "idx_broker_orders_symbol",
-    "idx_broker_orders_status",
+    # idx_broker_orders_status: dropped by 0013 (status changes are HOT updates; open_executions
+    # lists the open ones, tests/sql/test_open_executions.py)
     "idx_broker_orders_created_at",
     "idx_order_fills_broker_order_id",
     "idx_order_fills_timestamp",
