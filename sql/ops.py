@@ -31,6 +31,7 @@ from api.enums import AssetClass, ConnectionStatus
 from api.orders import BrokerOrder, OrderFill
 from api.validation import decimal_problem
 from sql.records import BrokerRecord, ClaimResult, ClaimTakenOver, DuplicateAttempt, OrderClaim, OutboxEvent
+from sql.roundtrip import Rows, Statement
 from sql.trio_pg import TrioConnection
 from sql.writer import WriteOp
 
@@ -49,6 +50,7 @@ __all__ = [
     "raw_json",
     "returned",
     "rows_from",
+    "statement",
     "to_json",
     "write",
 ]
@@ -105,7 +107,7 @@ RETURNING routing_id
 """
 )
 
-_EXECUTION_COLUMNS = rows_from(
+_EXECUTION_SPEC = (
     "id text, order_id text, broker_id text, client_order_id text, broker_order_id text, "
     "account_id text, symbol text, asset_class text, side text, order_type text, "
     "quantity numeric, price numeric, stop_price numeric, time_in_force text, status text, "
@@ -113,6 +115,7 @@ _EXECUTION_COLUMNS = rows_from(
     "execution_strategy text, urgency text, sequence int, created_at timestamptz, "
     "updated_at timestamptz, attempt int"
 )
+_EXECUTION_COLUMNS = rows_from(_EXECUTION_SPEC)
 
 _INSERT_EXECUTIONS = (
     b"""
@@ -128,6 +131,16 @@ SELECT id, order_id, broker_id, client_order_id, broker_order_id, account_id, sy
 FROM """
     + _EXECUTION_COLUMNS
     + b"\n"
+)
+
+# A claim's execution: written only if the claim's routing row is there (this transaction's or,
+# when a batch whose COMMIT went through is run again, an earlier one's) and the execution is not.
+_INSERT_CLAIMED_EXECUTIONS = (
+    _INSERT_EXECUTIONS.replace(_EXECUTION_COLUMNS, rows_from(_EXECUTION_SPEC + ", routing_id text"))
+    + b"""WHERE EXISTS (SELECT 1 FROM routed_orders r
+              WHERE r.order_id = x.order_id AND r.routing_id = x.routing_id)
+  AND NOT EXISTS (SELECT 1 FROM broker_orders b WHERE b.id = x.id)
+"""
 )
 
 # A further attempt: any unique key already taken (the order's attempt number, the execution id,
@@ -162,8 +175,15 @@ ON CONFLICT (execution_id, sequence) DO NOTHING
 """
 )
 
+# A claim's first event: only once its execution is written (not for a claim that lost).
+_INSERT_CLAIMED_EVENTS = _INSERT_EVENTS.replace(
+    b"ON CONFLICT", b"WHERE EXISTS (SELECT 1 FROM broker_orders b WHERE b.id = x.e)\nON CONFLICT"
+)
+
+# The executions not found fail the transaction (`bis_missing`, migration 0014: LookupError).
 _UPDATE_EXECUTIONS = (
     b"""
+WITH updated AS (
 UPDATE broker_orders AS o
 SET status = x.status, broker_order_id = x.broker_order_id, filled_quantity = x.filled_quantity,
     average_price = x.average_price, fees = x.fees, rejection_reason = x.rejection_reason,
@@ -177,6 +197,8 @@ FROM """
     + b"""
 WHERE o.id = x.id AND o.id = ANY(%b::text[])
 RETURNING o.id
+)
+SELECT bis_missing('execution', ARRAY(SELECT unnest(%b::text[]) EXCEPT SELECT id FROM updated))
 """
 )
 
@@ -208,12 +230,15 @@ SELECT order_id FROM answered
 """
 )
 
+# Only for a claim whose routing row is there, still unanswered (see _INSERT_CLAIMED_EXECUTIONS).
 _INSERT_OPEN_CLAIMS = (
     b"""
 INSERT INTO open_claims (order_id, received_at)
 SELECT o, t FROM """
-    + rows_from("o text, t timestamptz")
+    + rows_from("o text, t timestamptz, r text")
     + b"""
+WHERE EXISTS (SELECT 1 FROM routed_orders ro WHERE ro.order_id = x.o AND ro.routing_id = x.r
+              AND ro.response IS NULL)
 ON CONFLICT DO NOTHING
 """
 )
@@ -256,7 +281,7 @@ SELECT r.order_id, r.request_hash, r.response::text,
        (SELECT b.id FROM broker_orders b WHERE b.order_id = r.order_id ORDER BY b.attempt DESC LIMIT 1),
        r.routing_id
 FROM routed_orders r
-WHERE r.order_id = ANY(%s)
+WHERE r.order_id = ANY(%s::text[])
 """
 
 
@@ -305,6 +330,14 @@ async def write(
     """Run a `rows_from` statement, unless there are no rows (`keyed`: as for `returned`)."""
     if rows:
         await cur.execute(statement, _params(rows, keyed))
+
+
+def statement(
+    sql: bytes, rows: Sequence[tuple[Any, ...]], *, keyed: bool = False, returns: bool = False
+) -> list[Statement]:
+    """The `rows_from` statement writing `rows` (`keyed`: as for `returned`), or none if there
+    are no rows: a list to splice into `WriteOp.statements`."""
+    return [Statement(sql, _params(rows, keyed), returns)] if rows else []
 
 
 def _params(rows: Sequence[tuple[Any, ...]], keyed: bool) -> tuple[Any, ...]:
@@ -411,43 +444,49 @@ class Claim(WriteOp[ClaimResult]):
             raise ValueError(f"{claim!r}: the event must belong to the claim's execution")
 
     @classmethod
-    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[ClaimResult]:
-        # The statement inserts in order_id order (then batch order): two processes claiming
+    def statements(cls, ops: Sequence[Self]) -> Sequence[Statement]:
+        # The routing rows go in order_id order (then batch order): two processes claiming
         # overlapping orders lock them in the same order and wait instead of deadlocking, and of
-        # two claims of one order in this batch the first wins.
-        cur = conn.cursor()
-        inserted = await returned(cur, _INSERT_ROUTED, [_routed_values(op.claim) for op in ops])
-        fresh = set(inserted)  # claims whose rows this statement wrote
+        # two claims of one order in this batch the first wins. What a claim brings along (its
+        # open claim, execution and first event) is written only if its routing row is there:
+        # a claim that lost writes nothing more.
+        claims = [op.claim for op in ops]
+        return [
+            *statement(_INSERT_ROUTED, [_routed_values(c) for c in claims], returns=True),
+            *statement(
+                _INSERT_OPEN_CLAIMS,
+                [(c.order_id, c.received_at, c.routing_id) for c in claims if c.response is None],
+            ),
+            *statement(
+                _INSERT_CLAIMED_EXECUTIONS,
+                [
+                    (*_execution_values(c.execution, c.asset_class or ""), c.routing_id)
+                    for c in claims
+                    if c.execution is not None
+                ],
+            ),
+            *statement(
+                _INSERT_CLAIMED_EVENTS, [_event_values(c.event) for c in claims if c.event is not None]
+            ),
+        ]
+
+    @classmethod
+    async def finish(cls, conn: Conn, ops: Sequence[Self], rows: Sequence[Rows]) -> Sequence[ClaimResult]:
+        inserted = {row[0] for row in rows[0]}  # claims whose routing rows this transaction wrote
+        stored: dict[str, ClaimResult] = {}
         missing = sorted({op.claim.order_id for op in ops if op.claim.routing_id not in inserted})
-        if missing:  # a rerun after a broken COMMIT that went through: the row is ours already
+        if missing:  # lost to an earlier claim, or a rerun after a COMMIT that went through
             ours = {op.claim.routing_id for op in ops}
-            for row in await (await cur.execute(SELECT_CLAIMS, (missing,))).fetchall():
+            cur = await conn.execute(SELECT_CLAIMS, (missing,))
+            for row in await cur.fetchall():
+                stored[row[0]] = claim_result(row)
                 if row[4] in ours:
                     inserted.add(row[4])
-        claimed = []
-        for op in ops:
-            won_it = op.claim.routing_id in inserted
-            inserted.discard(op.claim.routing_id)  # a repeated routing id wins once
-            claimed.append(won_it)
-        won = [op.claim for op, c in zip(ops, claimed, strict=True) if c and op.claim.routing_id in fresh]
-        await write(
-            cur, _INSERT_OPEN_CLAIMS, [(c.order_id, c.received_at) for c in won if c.response is None]
-        )
-        await write(
-            cur,
-            _INSERT_EXECUTIONS,
-            [_execution_values(c.execution, c.asset_class or "") for c in won if c.execution is not None],
-        )
-        await write(cur, _INSERT_EVENTS, [_event_values(c.event) for c in won if c.event is not None])
-        stored: dict[str, ClaimResult] = {}
-        lost = sorted({op.claim.order_id for op, c in zip(ops, claimed, strict=True) if not c})
-        if lost:
-            for row in await (await cur.execute(SELECT_CLAIMS, (lost,))).fetchall():
-                stored[row[0]] = claim_result(row)
         results: list[ClaimResult] = []
-        for op, won_it in zip(ops, claimed, strict=True):
+        for op in ops:
             c = op.claim
-            if won_it:
+            if c.routing_id in inserted:
+                inserted.discard(c.routing_id)  # a repeated routing id wins once
                 execution_id = c.execution.id if c.execution is not None else None
                 results.append(ClaimResult(True, c.request_hash, c.response, execution_id, c.routing_id))
             else:
@@ -569,18 +608,20 @@ class SaveTransition(WriteOp[None]):
             raise ValueError(f"{self.event!r} does not belong to {o!r}")
 
     @classmethod
-    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
-        cur = conn.cursor()
+    def statements(cls, ops: Sequence[Self]) -> Sequence[Statement]:
         # Two transitions of one execution in a batch: the later one is the state to keep.
         updates = last_per_key(_update_values(op.order) for op in ops)
-        found = await returned(cur, _UPDATE_EXECUTIONS, updates, keyed=True)
-        for op in ops:
-            if op.order.id not in found:
-                raise LookupError(f"execution {op.order.id} does not exist")
-        await write(
-            cur, _INSERT_FILLS, [_fill_values(op.order.id, op.fill) for op in ops if op.fill is not None]
-        )
-        await write(cur, _INSERT_EVENTS, [_event_values(op.event) for op in ops if op.event is not None])
+        keys = [row[0] for row in updates]
+        return [
+            Statement(_UPDATE_EXECUTIONS, (*_params(updates, True), keys)),
+            *statement(
+                _INSERT_FILLS, [_fill_values(op.order.id, op.fill) for op in ops if op.fill is not None]
+            ),
+            *statement(_INSERT_EVENTS, [_event_values(op.event) for op in ops if op.event is not None]),
+        ]
+
+    @classmethod
+    async def finish(cls, conn: Conn, ops: Sequence[Self], rows: Sequence[Rows]) -> Sequence[None]:
         return [None] * len(ops)
 
 
@@ -589,17 +630,6 @@ def _update_values(o: BrokerOrder) -> tuple[Any, ...]:
         o.id, o.status.value, o.broker_order_id, o.filled_quantity, o.average_price, o.fees,
         o.rejection_reason, o.sequence, o.updated_at,
     )  # fmt: skip
-
-
-async def _set_responses(
-    cur: psycopg.AsyncCursor[Any], responses: Sequence[tuple[str, OrderRoutingResponse]]
-) -> set[str]:
-    """Store each order's response unless one is stored (of two for one order, the first wins);
-    the order ids whose response this call stored."""
-    if not responses:
-        return set()
-    rows = {order_id: (order_id, raw_json(r), r.timestamp) for order_id, r in reversed(responses)}
-    return await returned(cur, _SET_RESPONSES, list(rows.values()), keyed=True)
 
 
 def _fill_values(execution_id: str, f: OrderFill) -> tuple[Any, ...]:
@@ -616,8 +646,16 @@ class SaveResponse(WriteOp[bool]):
     phase: ClassVar[int] = 20
 
     @classmethod
-    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[bool]:
-        stored = await _set_responses(conn.cursor(), [(op.order_id, op.response) for op in ops])
+    def statements(cls, ops: Sequence[Self]) -> Sequence[Statement]:
+        # Stored unless one is stored already; of two for one order in the batch, the first.
+        rows = {
+            op.order_id: (op.order_id, raw_json(op.response), op.response.timestamp) for op in reversed(ops)
+        }
+        return statement(_SET_RESPONSES, list(rows.values()), keyed=True, returns=True)
+
+    @classmethod
+    async def finish(cls, conn: Conn, ops: Sequence[Self], rows: Sequence[Rows]) -> Sequence[bool]:
+        stored = {row[0] for row in rows[0]}
         results = []
         for op in ops:
             results.append(op.order_id in stored)
@@ -632,7 +670,10 @@ class MarkPublished(WriteOp[None]):
     phase: ClassVar[int] = 30
 
     @classmethod
-    async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+    def statements(cls, ops: Sequence[Self]) -> Sequence[Statement]:
         rows = sorted((execution_id, sequence, op.at) for op in ops for execution_id, sequence in op.keys)
-        await write(conn.cursor(), _MARK_PUBLISHED, rows, keyed=True)
+        return statement(_MARK_PUBLISHED, rows, keyed=True)
+
+    @classmethod
+    async def finish(cls, conn: Conn, ops: Sequence[Self], rows: Sequence[Rows]) -> Sequence[None]:
         return [None] * len(ops)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import msgspec
 import psycopg
 
-from sql.ops import json_rows, rows_from
+from sql.ops import rows_from, statement
+from sql.roundtrip import Rows, Statement
 from sql.trio_pg import TrioConnection
 from sql.writer import WriteOp
 
@@ -83,6 +84,8 @@ class PeerRow(msgspec.Struct, frozen=True, array_like=True):
     execution_start: datetime
 
 
+_DELETE_REPORTS = b"DELETE FROM execution_reports WHERE broker_order_id = ANY(%s::text[])"
+
 _INSERT_REPORTS = (
     b"""
 INSERT INTO execution_reports
@@ -119,14 +122,14 @@ class SaveReport(WriteOp[bool]):
     phase: ClassVar[int] = 30  # after the transitions of the same batch (the foreign keys)
 
     @classmethod
-    async def run_batch(cls, conn: TrioConnection, ops: Sequence[Self]) -> Sequence[bool]:
-        rows = [_report_values(op.report) for op in ops]
-        cur = conn.cursor()
+    def statements(cls, ops: Sequence[Self]) -> Sequence[Statement]:
         replaced = [op.report.execution_id for op in ops if op.replace]
-        if replaced:
-            await cur.execute(b"DELETE FROM execution_reports WHERE broker_order_id = ANY(%s)", (replaced,))
-        await cur.execute(_INSERT_REPORTS, (json_rows(rows),))
-        inserted = {row[0] for row in await cur.fetchall()}
+        delete = [Statement(_DELETE_REPORTS, (replaced,))] if replaced else []
+        return [*delete, *statement(_INSERT_REPORTS, [_report_values(op.report) for op in ops], returns=True)]
+
+    @classmethod
+    async def finish(cls, conn: TrioConnection, ops: Sequence[Self], rows: Sequence[Rows]) -> Sequence[bool]:
+        inserted = {row[0] for row in rows[-1]}
         results = []
         for op in ops:
             results.append(op.report.execution_id in inserted)

@@ -43,6 +43,8 @@ class TrioConnection(psycopg.AsyncConnection[Any]):
 
     #: A wait was interrupted (cancelled, timed out) mid-protocol: close this connection.
     interrupted: bool = False
+    #: The statements `sql.roundtrip` has prepared on this connection (by name).
+    roundtrip_prepared: set[bytes] | None = None
 
     async def wait(
         self, gen: Generator[Any, Any, RV], interval: float = 0.1, timeout: float | None = None

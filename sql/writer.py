@@ -30,9 +30,13 @@ behind is followed by one that takes them (with whatever urgent ones are queued,
 order), so under a steady stream of claims the backlog still goes every other batch; with two
 lanes (the default) that batch commits beside the next claims' instead of in front of them.
 
-A write is a `WriteOp`. Ops of the same class in a batch run together through the class's
-`run_batch` (an executemany in pipeline mode), classes in `phase` order; so the ops of one
-submission run in phase order, and ops of the same class in submission order.
+A write is a `WriteOp`. Ops of the same class in a batch run together, classes in `phase`
+order; so the ops of one submission run in phase order, and ops of the same class in submission
+order. When every class of a batch states its writes as statements (`WriteOp.statements`: the
+order path's claims, transitions, answers, marks and reports), the whole batch is one round
+trip (`sql.roundtrip`: every statement sent at once, one Sync, one read) and each class reads
+its results afterwards (`finish`); otherwise each class's `run_batch` runs in a psycopg
+pipeline inside BEGIN ... COMMIT.
 
 Failures: if the batch transaction fails, it is rolled back and each submission is re-run alone
 in its own transaction, so one bad submission cannot fail the others; the bad one gets its
@@ -71,7 +75,8 @@ import trio
 from psycopg.conninfo import conninfo_to_dict
 
 from api.errors import Unavailable
-from sql import trio_pg
+from sql import roundtrip, trio_pg
+from sql.roundtrip import Rows, Statement
 from sql.trio_pg import TrioConnection
 
 __all__ = [
@@ -93,20 +98,47 @@ log = logging.getLogger(__name__)
 
 
 class WriteOp(Generic[R]):
-    """One write whose result is an `R`. Subclasses implement `run_batch`, which executes every
-    op of its class in a batch (inside the batch's transaction) and returns one result per op,
-    in order. A lower `phase` runs earlier in the transaction.
+    """One write whose result is an `R`, executed with every op of its class in a batch, inside
+    the batch's transaction; one result per op, in order. A lower `phase` runs earlier in the
+    transaction. A subclass implements either:
 
-    `run_batch` must be idempotent: after a connection broke mid-batch, the writer runs the
-    batch again on a fresh connection, and the first run may have committed. Running it again
-    must leave the same rows and return the same results (an insert recognises its own row)."""
+    - `statements` (the writes of the ops, none depending on another's rows: see
+      `sql.roundtrip`) and `finish` (the results, from the rows the statements returned; it
+      may read more, on `conn`, after the commit in the one-round-trip form); `run_batch` then
+      runs them in the psycopg form; or
+    - `run_batch` alone, for writes that need a statement's rows before the next statement.
+
+    Either must be idempotent: after a connection broke mid-batch, the writer runs the batch
+    again on a fresh connection, and the first run may have committed. Running it again must
+    leave the same rows and return the same results (an insert recognises its own row). An op
+    that finds a row missing raises LookupError; in SQL, `bis_missing` (migration 0014) raises
+    no_data_found, which the writer turns into LookupError."""
 
     __slots__ = ()
     phase: ClassVar[int] = 0
 
     @classmethod
-    async def run_batch(cls, conn: TrioConnection, ops: Sequence[Self]) -> Sequence[R]:
+    def statements(cls, ops: Sequence[Self]) -> Sequence[Statement] | None:
+        """The statements writing `ops`, or None: this class writes with `run_batch` only."""
+        return None
+
+    @classmethod
+    async def finish(cls, conn: TrioConnection, ops: Sequence[Self], rows: Sequence[Rows]) -> Sequence[R]:
+        """The results of `ops` from the rows of `statements(ops)` (one entry per statement)."""
         raise NotImplementedError
+
+    @classmethod
+    async def run_batch(cls, conn: TrioConnection, ops: Sequence[Self]) -> Sequence[R]:
+        statements = cls.statements(ops)
+        if statements is None:
+            raise NotImplementedError(f"{cls.__name__} implements neither statements nor run_batch")
+        cur = conn.cursor()
+        rows: list[Rows] = []
+        for statement in statements:
+            await cur.execute(statement.sql, statement.params)
+            fetched = await cur.fetchall() if statement.returns else []
+            rows.append([tuple(None if v is None else str(v) for v in row) for row in fetched])
+        return await cls.finish(conn, ops, rows)
 
 
 class WriterClosed(RuntimeError):
@@ -654,18 +686,35 @@ async def connect_trio(conninfo: str, *, statement_timeout: float) -> TrioConnec
 
 
 async def _transact(conn: TrioConnection, batch: Sequence[_Submission]) -> list[list[Any]]:
-    """Run every op of `batch` in one transaction (pipeline mode); results per submission."""
+    """Run every op of `batch` in one transaction; results per submission. One round trip when
+    every class of the batch has `statements`, else a psycopg pipeline (see the module)."""
     groups: dict[type[WriteOp[Any]], list[tuple[int, int, WriteOp[Any]]]] = {}
     for s, sub in enumerate(batch):
         for o, op in enumerate(sub.ops):
             groups.setdefault(type(op), []).append((s, o, op))
     results: list[list[Any]] = [[None] * len(sub.ops) for sub in batch]
     ordered = sorted(groups.items(), key=lambda item: item[0].phase)  # stable: ties keep arrival order
-    async with conn.pipeline(), conn.transaction():
-        for cls, items in ordered:
-            out = await cls.run_batch(conn, [op for _, _, op in items])
-            if len(out) != len(items):
-                raise RuntimeError(f"{cls.__name__}.run_batch: {len(out)} results for {len(items)} ops")
-            for (s, o, _), result in zip(items, out, strict=True):
-                results[s][o] = result
+
+    def keep(cls: type[WriteOp[Any]], items: list[tuple[int, int, WriteOp[Any]]], out: Sequence[Any]) -> None:
+        if len(out) != len(items):
+            raise RuntimeError(f"{cls.__name__}: {len(out)} results for {len(items)} ops")
+        for (s, o, _), result in zip(items, out, strict=True):
+            results[s][o] = result
+
+    try:
+        plans = [(cls, items, cls.statements([op for _, _, op in items])) for cls, items in ordered]
+        if all(statements is not None for _, _, statements in plans):
+            every = [statement for _, _, statements in plans for statement in statements or ()]
+            rows = await roundtrip.run(conn, every)
+            start = 0
+            for cls, items, statements in plans:
+                end = start + len(statements or ())
+                keep(cls, items, await cls.finish(conn, [op for _, _, op in items], rows[start:end]))
+                start = end
+            return results
+        async with conn.pipeline(), conn.transaction():
+            for cls, items in ordered:
+                keep(cls, items, await cls.run_batch(conn, [op for _, _, op in items]))
+    except psycopg.errors.NoDataFound as exc:  # `bis_missing`: a row the op expected is not there
+        raise LookupError(exc.diag.message_primary or str(exc)) from exc
     return results

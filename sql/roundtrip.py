@@ -1,0 +1,176 @@
+"""A write transaction in one round trip: every statement sent at once, one Sync, one read.
+
+psycopg's pipeline mode sends each statement as it is executed (one send to the server per
+statement) and runs its protocol machinery in Python around each one and each result. Measured
+on this project's machines, a three-statement transaction cost the client ~300 µs of CPU that
+way against ~50 µs here, where the statements are queued in libpq (`PGconn.send_query_params` in
+pipeline mode), followed by one Sync, flushed together, and their results read back once.
+
+**One transaction.** No BEGIN or COMMIT is sent: in the extended query protocol the statements
+up to a Sync run in one implicit transaction, committed at the Sync if every one of them
+succeeded; if one fails, the server skips the rest and rolls back everything since the previous
+Sync (PostgreSQL's protocol chapter, "Pipelining", and libpq's "Pipeline Mode"). So the
+statements of one `run` commit together or not at all, as between BEGIN and COMMIT, and a later
+statement sees what an earlier one wrote. A statement cannot depend on another's *result*: the
+results come back only once all of them ran.
+
+**Statements** are written as for psycopg (`%s`/`%b` placeholders, see `Statement`); their
+parameters are sent as text, typed by the statement (`%b::jsonb`, `%s::text[]`: a placeholder
+whose type the server cannot infer must carry a cast). Rows come back as text (`str`, None for
+NULL). Each statement is prepared on the connection the first time it is sent there (in the
+same round trip: Parse, then Bind/Execute by name), as psycopg does for statements it sees
+often: planning the order path's statements anew each time cost the server more than running
+them.
+
+**Errors.** A statement's error is raised as psycopg raises it (`psycopg.errors.error_from_result`)
+once the pipeline is drained and left, the connection still usable. A failure of the connection
+itself, or a cancellation mid-protocol, marks the connection `interrupted` (as `sql.trio_pg`
+does): its owner must close it, since what reached the server is unknown.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import trio
+from psycopg import errors, pq
+from psycopg.types.json import Jsonb
+
+from sql.trio_pg import TrioConnection
+
+__all__ = ["Rows", "Statement", "numbered", "run", "text_array"]
+
+#: The rows of one statement, each value as text (None: NULL).
+Rows = list[tuple[str | None, ...]]
+
+_PLACEHOLDER = re.compile(rb"%[sb]")
+_NUMBERED: dict[bytes, bytes] = {}
+_NAMES: dict[bytes, bytes] = {}  # numbered statement -> the name it is prepared under
+
+_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_FAILED = pq.ExecStatus.FATAL_ERROR
+_ABORTED = pq.ExecStatus.PIPELINE_ABORTED
+
+
+class Statement(NamedTuple):
+    """One statement of a transaction: `sql` with psycopg placeholders (`%s`, `%b`, in order),
+    its parameters (str, bytes, None, `Jsonb`, or a sequence of str for a `text[]`), and
+    whether its rows are wanted."""
+
+    sql: bytes
+    params: tuple[Any, ...] = ()
+    returns: bool = False
+
+
+def numbered(sql: bytes) -> bytes:
+    """`sql` with its `%s`/`%b` placeholders as `$1`, `$2`, ... (libpq's). ValueError if any
+    other `%` is left: a literal percent sign would be read differently by psycopg."""
+    found = _NUMBERED.get(sql)
+    if found is None:
+        counter = iter(range(1, 1 << 16))
+        found = _PLACEHOLDER.sub(lambda _: b"$%d" % next(counter), sql)
+        if b"%" in found:
+            raise ValueError(f"unsupported % in statement: {sql[:80]!r}")
+        _NUMBERED[sql] = found
+    return found
+
+
+def text_array(values: Sequence[str]) -> bytes:
+    """`values` as a PostgreSQL array literal, every element quoted (commas, braces, spaces and
+    the word NULL are then plain text; `"` and `\\` are escaped)."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return ("{" + ",".join(quoted) + "}").encode()
+
+
+def _param(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, Jsonb):
+        dumped = value.dumps(value.obj) if value.dumps is not None else None
+        if dumped is None:
+            raise TypeError("Jsonb parameters need their dumps function")
+        return dumped if isinstance(dumped, bytes) else dumped.encode()
+    if isinstance(value, list | tuple):
+        return text_array(value)
+    raise TypeError(f"unsupported parameter type {type(value).__name__}")
+
+
+def _name(sql: bytes) -> bytes:
+    name = _NAMES.get(sql)
+    if name is None:
+        name = _NAMES[sql] = b"bis_rt_%d" % len(_NAMES)
+    return name
+
+
+async def run(conn: TrioConnection, statements: Sequence[Statement]) -> list[Rows]:
+    """Run `statements` as one transaction in one round trip; the rows of each (empty unless it
+    `returns`), in order. See the module docstring for the transaction and errors."""
+    pgconn = conn.pgconn
+    fileno = pgconn.socket
+    prepared = conn.roundtrip_prepared
+    if prepared is None:
+        prepared = conn.roundtrip_prepared = set()
+    # What each result answers, in order: a Parse (the name it prepares) or a statement (None).
+    expected: list[bytes | None] = []
+    finished = False
+    try:
+        pgconn.enter_pipeline_mode()
+        for statement in statements:
+            sql = numbered(statement.sql)
+            name = _name(sql)
+            if name not in prepared and name not in expected:
+                pgconn.send_prepare(name, sql)
+                expected.append(name)
+            pgconn.send_query_prepared(name, [_param(p) for p in statement.params])
+            expected.append(None)
+        pgconn.pipeline_sync()
+        while pgconn.flush():  # 1: more to send once the socket takes it
+            await trio.lowlevel.wait_writable(fileno)
+        out: list[Rows] = []
+        error: errors.Error | None = None
+        answered = 0
+        while True:
+            if pgconn.is_busy():
+                await trio.lowlevel.wait_readable(fileno)
+                pgconn.consume_input()
+                continue
+            result = pgconn.get_result()
+            if result is None:  # between two commands' results
+                continue
+            status = result.status
+            if status == _SYNC:
+                break
+            preparing = expected[answered]
+            answered += 1
+            if status == _FAILED:
+                if error is None:
+                    error = errors.error_from_result(result, encoding=conn.info.encoding)
+            elif status == _ABORTED:
+                pass
+            elif preparing is not None:
+                prepared.add(preparing)  # prepared statements outlive a rolled-back transaction
+            else:
+                out.append(_rows(result) if statements[len(out)].returns else [])
+        pgconn.exit_pipeline_mode()
+        finished = True
+    finally:
+        if not finished:
+            conn.interrupted = True
+    if error is not None:
+        raise error
+    if len(out) != len(statements):  # pragma: no cover - libpq answers every statement
+        raise errors.InternalError(f"{len(out)} results for {len(statements)} statements")
+    return out
+
+
+def _rows(result: pq.abc.PGresult) -> Rows:
+    width = result.nfields
+    value = result.get_value
+    return [
+        tuple(None if (v := value(r, c)) is None else v.decode() for c in range(width))
+        for r in range(result.ntuples)
+    ]

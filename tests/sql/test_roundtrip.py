@@ -1,0 +1,170 @@
+"""`sql.roundtrip`: statements sent at once, one Sync, one read — one transaction, psycopg's
+errors, parameters as text, the connection marked when a wait is cut short; and the writer
+taking that road for the order path's ops."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+
+from sql import roundtrip, trio_pg
+from sql.ops import json_rows
+from sql.roundtrip import Rows, Statement, numbered, text_array
+from sql.trio_pg import TrioConnection
+from sql.writer import GroupWriter, WriteOp
+
+
+@pytest.fixture
+async def conn(migrated_database_url: str) -> AsyncIterator[TrioConnection]:
+    opened = await trio_pg.connect(migrated_database_url)
+    await opened.execute("CREATE TABLE IF NOT EXISTS rt_items (id text PRIMARY KEY, n int NOT NULL)")
+    try:
+        yield opened
+    finally:
+        await trio_pg.close(opened)
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+async def count(conn: TrioConnection, *ids: str) -> int:
+    cur = await conn.execute("SELECT count(*) FROM rt_items WHERE id = ANY(%s)", (list(ids),))
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+INSERT = b"INSERT INTO rt_items (id, n) VALUES (%s, %s::int)"
+
+
+async def test_statements_commit_together_and_see_each_other(conn: TrioConnection) -> None:
+    a, b = key(), key()
+    rows = await roundtrip.run(
+        conn,
+        [
+            Statement(INSERT, (a, "1")),
+            Statement(b"UPDATE rt_items SET n = n + 1 WHERE id = %s RETURNING n", (a,), returns=True),
+            Statement(INSERT, (b, "7")),
+            Statement(
+                b"SELECT id, NULL FROM rt_items WHERE id = ANY(%s::text[]) ORDER BY n", ([a, b],), True
+            ),
+        ],
+    )
+    assert rows == [[], [("2",)], [], [(a, None), (b, None)]]
+    assert await count(conn, a, b) == 2
+
+
+async def test_a_failing_statement_rolls_back_the_others_and_leaves_the_connection_usable(
+    conn: TrioConnection,
+) -> None:
+    a, b = key(), key()
+    await roundtrip.run(conn, [Statement(INSERT, (b, "1"))])
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await roundtrip.run(
+            conn,
+            [Statement(INSERT, (a, "1")), Statement(INSERT, (b, "2")), Statement(INSERT, (key(), "3"))],
+        )
+    assert await count(conn, a) == 0  # the first statement went with the second
+    assert not conn.interrupted and not conn.broken
+    assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert (await roundtrip.run(conn, [Statement(b"SELECT 41 + 1", (), True)])) == [[("42",)]]
+
+
+async def test_parameters_travel_as_text(conn: TrioConnection) -> None:
+    awkward = ["a,b", 'quote " here', "back\\slash", "{braces}", "NULL", " spaced ", "", "é ü 中"]
+    rows = await roundtrip.run(
+        conn,
+        [
+            Statement(b"SELECT unnest(%s::text[])", (awkward,), True),
+            Statement(
+                b"SELECT x->>0, (x->>1)::int FROM jsonb_array_elements(%b::jsonb) x",
+                (json_rows([("r", 5)]),),
+                True,
+            ),
+            Statement(b"SELECT %s::bytea, %s::text IS NULL", (b"\\x00ff", None), True),
+        ],
+    )
+    assert [r[0] for r in rows[0]] == awkward
+    assert rows[1] == [("r", "5")]
+    assert rows[2] == [("\\x00ff", "t")]
+    assert text_array(["x"]) == b'{"x"}'
+
+
+def test_placeholders_are_numbered_and_a_stray_percent_refused() -> None:
+    assert numbered(b"SELECT %s, %b::jsonb, %s") == b"SELECT $1, $2::jsonb, $3"
+    with pytest.raises(ValueError, match="unsupported %"):
+        numbered(b"SELECT '100%' || %s")
+
+
+async def test_a_wait_cut_short_marks_the_connection(conn: TrioConnection) -> None:
+    with trio.move_on_after(0.2):
+        await roundtrip.run(conn, [Statement(b"SELECT pg_sleep(5)")])
+    assert conn.interrupted
+
+
+class Counted(WriteOp[int]):
+    """An op written as statements: the writer must send its batch in one round trip."""
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+
+    @classmethod
+    def statements(cls, ops: Sequence[Counted]) -> Sequence[Statement]:
+        return [Statement(INSERT + b" RETURNING n", (op.id, "3"), True) for op in ops]
+
+    @classmethod
+    async def finish(
+        cls, conn: TrioConnection, ops: Sequence[Counted], rows: Sequence[Rows]
+    ) -> Sequence[int]:
+        return [int(str(r[0][0])) for r in rows]
+
+
+async def test_the_writer_sends_a_batch_of_statement_ops_in_one_round_trip(
+    conn: TrioConnection, migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = roundtrip.run
+
+    async def spy(conn: TrioConnection, statements: Sequence[Statement]) -> list[Rows]:
+        calls.append(len(statements))
+        return await real(conn, statements)
+
+    monkeypatch.setattr(roundtrip, "run", spy)
+    writer = GroupWriter(migrated_database_url, timeout=10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        ops: list[Any] = [Counted(key()), Counted(key())]
+        assert await writer.submit(ops) == [3, 3]
+        await writer.aclose()
+    assert calls == [2]
+
+
+async def test_statements_are_prepared_once_per_connection_even_across_failures(conn: TrioConnection) -> None:
+    """A Parse before a failing statement stays (prepared statements are not transactional); one
+    after it is skipped: either way the next run finds the connection's statements as recorded."""
+    before, after = (f"SELECT %s::int + 1 /* {key()} */".encode() for _ in range(2))
+    taken = key()
+    await roundtrip.run(conn, [Statement(INSERT, (taken, "1"))])
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await roundtrip.run(
+            conn,
+            [
+                Statement(before, ("1",), returns=True),
+                Statement(INSERT, (taken, "2")),
+                Statement(after, ("1",), returns=True),
+            ],
+        )
+    for _ in range(2):
+        rows = await roundtrip.run(
+            conn, [Statement(before, ("2",), returns=True), Statement(after, ("3",), returns=True)]
+        )
+        assert rows == [[("3",)], [("4",)]]
+    cur = await conn.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'bis_rt_%%'")
+    row = await cur.fetchone()
+    assert row is not None and row[0] == len(conn.roundtrip_prepared or ())
