@@ -135,11 +135,13 @@ FROM """
 
 # A claim's execution: written only if the claim's routing row is there (this transaction's or,
 # when a batch whose COMMIT went through is run again, an earlier one's) and the execution is not.
+# The lookups are scalar subqueries, not EXISTS: the planner may turn a semi-join over the ~100
+# rows it expects from `rows_from` into a hash join reading the whole table; a subquery per row
+# is an index lookup whatever the estimate.
 _INSERT_CLAIMED_EXECUTIONS = (
     _INSERT_EXECUTIONS.replace(_EXECUTION_COLUMNS, rows_from(_EXECUTION_SPEC + ", routing_id text"))
-    + b"""WHERE EXISTS (SELECT 1 FROM routed_orders r
-              WHERE r.order_id = x.order_id AND r.routing_id = x.routing_id)
-  AND NOT EXISTS (SELECT 1 FROM broker_orders b WHERE b.id = x.id)
+    + b"""WHERE (SELECT r.routing_id FROM routed_orders r WHERE r.order_id = x.order_id) = x.routing_id
+  AND (SELECT true FROM broker_orders b WHERE b.id = x.id) IS NULL
 """
 )
 
@@ -177,7 +179,7 @@ ON CONFLICT (execution_id, sequence) DO NOTHING
 
 # A claim's first event: only once its execution is written (not for a claim that lost).
 _INSERT_CLAIMED_EVENTS = _INSERT_EVENTS.replace(
-    b"ON CONFLICT", b"WHERE EXISTS (SELECT 1 FROM broker_orders b WHERE b.id = x.e)\nON CONFLICT"
+    b"ON CONFLICT", b"WHERE (SELECT true FROM broker_orders b WHERE b.id = x.e)\nON CONFLICT"
 )
 
 # The executions not found fail the transaction (`bis_missing`, migration 0014: LookupError).
@@ -223,10 +225,10 @@ WITH answered AS (
     + b"""
     WHERE r.order_id = x.order_id AND r.order_id = ANY(%b::text[]) AND r.response IS NULL
     RETURNING r.order_id
-), closed AS (
-    DELETE FROM open_claims c USING answered a WHERE c.order_id = a.order_id
+), closed AS (  -- through the primary key (migration 0014); a SELECT runs only if referenced
+    SELECT bis_close_claims(ARRAY(SELECT order_id FROM answered))
 )
-SELECT order_id FROM answered
+SELECT a.order_id FROM answered a, closed
 """
 )
 
@@ -237,8 +239,7 @@ INSERT INTO open_claims (order_id, received_at)
 SELECT o, t FROM """
     + rows_from("o text, t timestamptz, r text")
     + b"""
-WHERE EXISTS (SELECT 1 FROM routed_orders ro WHERE ro.order_id = x.o AND ro.routing_id = x.r
-              AND ro.response IS NULL)
+WHERE (SELECT ro.routing_id FROM routed_orders ro WHERE ro.order_id = x.o AND ro.response IS NULL) = x.r
 ON CONFLICT DO NOTHING
 """
 )

@@ -1,4 +1,6 @@
--- 0014: bis_missing(what, keys): raises no_data_found (SQLSTATE P0002) naming the keys a write
+-- 0014: functions of the order path's writes.
+--
+-- bis_missing(what, keys): raises no_data_found (SQLSTATE P0002) naming the keys a write
 -- expected to find, unless there are none. A write sent with others in one round trip
 -- (sql/roundtrip.py) cannot look at its rows before the transaction commits; it fails the
 -- transaction from inside instead, e.g.
@@ -13,4 +15,11 @@ BEGIN
             MESSAGE = what || ' ' || array_to_string(keys, ', ') || ' does not exist';
     END IF;
 END
+$$;
+
+-- bis_close_claims(order_ids): the answered orders leave open_claims, through its primary key
+-- (enable_seqscan off for the function): the planner takes the table for small and scans it, and
+-- a scan reads every row deleted since the last vacuum (one per order answered).
+CREATE FUNCTION bis_close_claims(order_ids text[]) RETURNS void LANGUAGE sql SET enable_seqscan = off AS $$
+    DELETE FROM open_claims WHERE order_id = ANY(order_ids)
 $$;
