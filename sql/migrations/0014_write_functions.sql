@@ -19,7 +19,10 @@ $$;
 
 -- bis_close_claims(order_ids): the answered orders leave open_claims, through its primary key
 -- (enable_seqscan off for the function): the planner takes the table for small and scans it, and
--- a scan reads every row deleted since the last vacuum (one per order answered).
-CREATE FUNCTION bis_close_claims(order_ids text[]) RETURNS void LANGUAGE sql SET enable_seqscan = off AS $$
-    DELETE FROM open_claims WHERE order_id = ANY(order_ids)
+-- a scan reads every row deleted since the last vacuum (one per order answered). PL/pgSQL, not
+-- SQL: a SQL function that is not inlined (this one, for its SET) is planned at every call.
+CREATE FUNCTION bis_close_claims(order_ids text[]) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $$
+BEGIN
+    DELETE FROM open_claims WHERE order_id = ANY(order_ids);
+END
 $$;
