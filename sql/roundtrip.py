@@ -56,8 +56,8 @@ _ABORTED = pq.ExecStatus.PIPELINE_ABORTED
 
 class Statement(NamedTuple):
     """One statement of a transaction: `sql` with psycopg placeholders (`%s`, `%b`, in order),
-    its parameters (str, bytes, None, `Jsonb`, or a sequence of str for a `text[]`), and
-    whether its rows are wanted."""
+    its parameters (str; bytes, sent as they are: the text form of the value; None; `Jsonb`;
+    a sequence of str for a `text[]`), and whether its rows are wanted."""
 
     sql: bytes
     params: tuple[Any, ...] = ()

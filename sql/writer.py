@@ -705,7 +705,7 @@ async def _transact(conn: TrioConnection, batch: Sequence[_Submission]) -> list[
         plans = [(cls, items, cls.statements([op for _, _, op in items])) for cls, items in ordered]
         if all(statements is not None for _, _, statements in plans):
             every = [statement for _, _, statements in plans for statement in statements or ()]
-            rows = await roundtrip.run(conn, every)
+            rows = await roundtrip.run(conn, every) if every else []
             start = 0
             for cls, items, statements in plans:
                 end = start + len(statements or ())

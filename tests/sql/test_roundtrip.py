@@ -8,15 +8,18 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 import trio
 
+from api.enums import BrokerOrderStatus
 from sql import roundtrip, trio_pg
-from sql.ops import json_rows
+from sql.ops import Claim, SaveTransition, UpsertBrokers, json_rows
 from sql.roundtrip import Rows, Statement, numbered, text_array
 from sql.trio_pg import TrioConnection
 from sql.writer import GroupWriter, WriteOp
+from tests.sql import broker_record, execution, new_id, order_claim, outbox_event
 
 
 @pytest.fixture
@@ -168,3 +171,45 @@ async def test_statements_are_prepared_once_per_connection_even_across_failures(
     cur = await conn.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'bis_rt_%%'")
     row = await cur.fetchone()
     assert row is not None and row[0] == len(conn.roundtrip_prepared or ())
+
+
+class Aside(WriteOp[None]):
+    """A write with `run_batch` only: a batch holding one goes the psycopg way, every op in it."""
+
+    @classmethod
+    async def run_batch(cls, conn: TrioConnection, ops: Sequence[Aside]) -> Sequence[None]:
+        await conn.execute("SELECT 1")
+        return [None] * len(ops)
+
+
+@pytest.mark.parametrize("form", ["one round trip", "psycopg pipeline"])
+async def test_both_forms_give_the_order_path_the_same_answers(
+    migrated_database_url: str, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[int] = []
+    real = roundtrip.run
+
+    async def spy(conn: TrioConnection, statements: Sequence[Statement]) -> list[Rows]:
+        trips.append(len(statements))
+        return await real(conn, statements)
+
+    monkeypatch.setattr(roundtrip, "run", spy)
+    aside: list[Any] = [Aside()] if form == "psycopg pipeline" else []
+    writer = GroupWriter(migrated_database_url, timeout=10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        broker = broker_record()
+        await writer.submit([UpsertBrokers((broker,))])
+        first = order_claim(new_id(), broker.broker_id)
+        again = order_claim(first.order_id, broker.broker_id)  # the same order, another routing id
+        *_, won, lost = await writer.submit([*aside, Claim(first), Claim(again)])
+        assert won.claimed and won.routing_id == first.routing_id
+        assert not lost.claimed and lost.routing_id == first.routing_id
+        assert first.execution is not None
+        filled = msgspec.structs.replace(first.execution, status=BrokerOrderStatus.FILLED, sequence=2)
+        await writer.submit([*aside, SaveTransition(filled, None, outbox_event(filled, 2))])
+        ghost = execution(new_id(), broker.broker_id)
+        with pytest.raises(LookupError, match=ghost.id):
+            await writer.submit([*aside, SaveTransition(ghost, None, None)])
+        await writer.aclose()
+    assert bool(trips) == (form == "one round trip")
