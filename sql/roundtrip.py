@@ -38,6 +38,7 @@ import trio
 from psycopg import errors, pq
 from psycopg.types.json import Jsonb
 
+from sql import trio_pg
 from sql.trio_pg import TrioConnection
 
 __all__ = ["Rows", "Statement", "numbered", "run", "text_array"]
@@ -129,7 +130,10 @@ async def run(conn: TrioConnection, statements: Sequence[Statement]) -> list[Row
             expected.append(None)
         pgconn.pipeline_sync()
         while pgconn.flush():  # 1: more to send once the socket takes it
-            await trio.lowlevel.wait_writable(fileno)
+            # Read while sending: a server whose answers nobody reads stops reading too.
+            readable, _ = await trio_pg.readable_or_writable(fileno)
+            if readable:
+                pgconn.consume_input()
         out: list[Rows] = []
         error: errors.Error | None = None
         answered = 0

@@ -30,7 +30,7 @@ import psycopg
 import trio
 from psycopg import errors, generators, pq, waiting
 
-__all__ = ["TrioConnection", "close", "connect"]
+__all__ = ["TrioConnection", "close", "connect", "readable_or_writable"]
 
 RV = TypeVar("RV")
 
@@ -95,6 +95,12 @@ def _ready_now(fileno: int, state: int) -> int:
         if event & select.POLLOUT:
             ready |= _WRITE
     return ready & state
+
+
+async def readable_or_writable(fileno: int) -> tuple[bool, bool]:
+    """Wait until the socket can be read or written; (readable, writable), as far as known."""
+    ready = _ready_now(fileno, _READ | _WRITE) or await _wait(fileno, _READ | _WRITE)
+    return bool(ready & _READ), bool(ready & _WRITE)
 
 
 async def _wait(fileno: int, state: int) -> int:

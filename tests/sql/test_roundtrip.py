@@ -213,3 +213,19 @@ async def test_both_forms_give_the_order_path_the_same_answers(
             await writer.submit([*aside, SaveTransition(ghost, None, None)])
         await writer.aclose()
     assert bool(trips) == (form == "one round trip")
+
+
+async def test_answers_are_read_while_a_large_batch_is_still_being_sent(conn: TrioConnection) -> None:
+    """The first statement answers ~4 MB while the next one's 8 MB parameter is still going out:
+    a client that only sends until it has sent everything and the server that only reads until
+    it could write its answers would wait for each other forever."""
+    big = "y" * (8 << 20)
+    with trio.fail_after(60):
+        rows = await roundtrip.run(
+            conn,
+            [
+                Statement(b"SELECT g, repeat('x', 2000) FROM generate_series(1, 2000) g", returns=True),
+                Statement(b"SELECT length(%s::text)", (big,), returns=True),
+            ],
+        )
+    assert len(rows[0]) == 2000 and rows[1] == [(str(len(big)),)]
