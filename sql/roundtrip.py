@@ -115,18 +115,22 @@ async def run(conn: TrioConnection, statements: Sequence[Statement]) -> list[Row
     prepared = conn.roundtrip_prepared
     if prepared is None:
         prepared = conn.roundtrip_prepared = set()
+    # Everything encoded before the connection is touched: a bad statement or parameter raises
+    # here, with the connection as it was.
+    encoded = []
+    for statement in statements:
+        sql = numbered(statement.sql)
+        encoded.append((sql, _name(sql), [_param(p) for p in statement.params]))
     # What each result answers, in order: a Parse (the name it prepares) or a statement (None).
     expected: list[bytes | None] = []
     finished = False
     try:
         pgconn.enter_pipeline_mode()
-        for statement in statements:
-            sql = numbered(statement.sql)
-            name = _name(sql)
+        for sql, name, params in encoded:
             if name not in prepared and name not in expected:
                 pgconn.send_prepare(name, sql)
                 expected.append(name)
-            pgconn.send_query_prepared(name, [_param(p) for p in statement.params])
+            pgconn.send_query_prepared(name, params)
             expected.append(None)
         pgconn.pipeline_sync()
         while pgconn.flush():  # 1: more to send once the socket takes it

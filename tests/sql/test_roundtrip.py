@@ -229,3 +229,12 @@ async def test_answers_are_read_while_a_large_batch_is_still_being_sent(conn: Tr
             ],
         )
     assert len(rows[0]) == 2000 and rows[1] == [(str(len(big)),)]
+
+
+async def test_a_parameter_it_cannot_send_is_refused_before_the_connection_is_touched(
+    conn: TrioConnection,
+) -> None:
+    with pytest.raises(TypeError, match="unsupported parameter type"):
+        await roundtrip.run(conn, [Statement(INSERT, (key(), "1")), Statement(INSERT, (key(), 2.5))])
+    assert not conn.interrupted
+    assert (await roundtrip.run(conn, [Statement(b"SELECT 1", (), True)])) == [[("1",)]]
