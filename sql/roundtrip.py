@@ -31,7 +31,7 @@ does): its owner must close it, since what reached the server is unknown.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import trio
@@ -46,8 +46,9 @@ __all__ = ["Rows", "Statement", "numbered", "run", "text_array"]
 #: The rows of one statement, each value as text (None: NULL).
 Rows = list[tuple[str | None, ...]]
 
-_PLACEHOLDER = re.compile(rb"%[sb]")
-_NUMBERED: dict[bytes, bytes] = {}
+_TOKEN = re.compile(rb"%\((\w+)\)[sb]|%[sb]|%%|%")
+#: statement -> (numbered statement, parameter names in $-order or None for positional ones)
+_NUMBERED: dict[bytes, tuple[bytes, tuple[str, ...] | None]] = {}
 _NAMES: dict[bytes, bytes] = {}  # numbered statement -> the name it is prepared under
 
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
@@ -56,25 +57,47 @@ _ABORTED = pq.ExecStatus.PIPELINE_ABORTED
 
 
 class Statement(NamedTuple):
-    """One statement of a transaction: `sql` with psycopg placeholders (`%s`, `%b`, in order),
-    its parameters (str; bytes, sent as they are: the text form of the value; None; `Jsonb`;
+    """One statement of a transaction: `sql` with psycopg placeholders — positional (`%s`,
+    `%b`, in order) with a tuple of parameters, or named (`%(name)s`) with a mapping — its
+    parameters (str; int; bytes, sent as they are: the text form of the value; None; `Jsonb`;
     a sequence of str for a `text[]`), and whether its rows are wanted."""
 
     sql: bytes
-    params: tuple[Any, ...] = ()
+    params: tuple[Any, ...] | Mapping[str, Any] = ()
     returns: bool = False
 
 
 def numbered(sql: bytes) -> bytes:
-    """`sql` with its `%s`/`%b` placeholders as `$1`, `$2`, ... (libpq's). ValueError if any
-    other `%` is left: a literal percent sign would be read differently by psycopg."""
+    """`sql` with its placeholders as `$1`, `$2`, ... (libpq's); `%%` as `%`. ValueError for a
+    lone `%`, or positional and named placeholders mixed."""
+    return _compiled(sql)[0]
+
+
+def _compiled(sql: bytes) -> tuple[bytes, tuple[str, ...] | None]:
     found = _NUMBERED.get(sql)
     if found is None:
-        counter = iter(range(1, 1 << 16))
-        found = _PLACEHOLDER.sub(lambda _: b"$%d" % next(counter), sql)
-        if b"%" in found:
-            raise ValueError(f"unsupported % in statement: {sql[:80]!r}")
-        _NUMBERED[sql] = found
+        names: list[str] = []
+        positional = 0
+
+        def number(match: re.Match[bytes]) -> bytes:
+            nonlocal positional
+            token = match.group(0)
+            if token == b"%%":
+                return b"%"
+            if token == b"%":
+                raise ValueError(f"unsupported % in statement: {sql[:80]!r}")
+            if match.group(1) is None:
+                positional += 1
+                return b"$%d" % positional
+            name = match.group(1).decode()
+            if name not in names:
+                names.append(name)
+            return b"$%d" % (names.index(name) + 1)
+
+        text = _TOKEN.sub(number, sql)
+        if positional and names:
+            raise ValueError(f"positional and named placeholders mixed: {sql[:80]!r}")
+        found = _NUMBERED[sql] = (text, tuple(names) if names else None)
     return found
 
 
@@ -90,6 +113,8 @@ def _param(value: Any) -> bytes | None:
         return value
     if isinstance(value, str):
         return value.encode()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return b"%d" % value
     if isinstance(value, Jsonb):
         dumped = value.dumps(value.obj) if value.dumps is not None else None
         if dumped is None:
@@ -117,20 +142,24 @@ async def run(conn: TrioConnection, statements: Sequence[Statement]) -> list[Row
         prepared = conn.roundtrip_prepared = set()
     # Everything encoded before the connection is touched: a bad statement or parameter raises
     # here, with the connection as it was.
-    encoded = []
+    encoded: list[tuple[bytes, bytes, list[bytes | None]]] = []
     for statement in statements:
-        sql = numbered(statement.sql)
-        encoded.append((sql, _name(sql), [_param(p) for p in statement.params]))
+        sql, names = _compiled(statement.sql)
+        params = statement.params
+        if isinstance(params, Mapping) != (names is not None):
+            raise TypeError(f"named placeholders take a mapping, positional ones a tuple: {sql[:80]!r}")
+        values = [params[n] for n in names] if isinstance(params, Mapping) and names else params
+        encoded.append((sql, _name(sql), [_param(p) for p in values]))
     # What each result answers, in order: a Parse (the name it prepares) or a statement (None).
     expected: list[bytes | None] = []
     finished = False
     try:
         pgconn.enter_pipeline_mode()
-        for sql, name, params in encoded:
+        for sql, name, sent in encoded:
             if name not in prepared and name not in expected:
                 pgconn.send_prepare(name, sql)
                 expected.append(name)
-            pgconn.send_query_prepared(name, params)
+            pgconn.send_query_prepared(name, sent)
             expected.append(None)
         pgconn.pipeline_sync()
         while pgconn.flush():  # 1: more to send once the socket takes it

@@ -63,7 +63,7 @@ RECORD_OUTGOING = (
     + _json_rows("seq bigint, msg_type text, raw bytea, client_order_id text, sent_at timestamptz")
     + b" RETURNING 1)"
     b" SELECT (SELECT count(*) FROM guard), (SELECT count(*) FROM stored),"
-    b" ARRAY(SELECT client_order_id FROM dup)"
+    b" array_to_json(ARRAY(SELECT client_order_id FROM dup))"
 )
 
 #: A batch of reports (rows: the columns of fix_executions after session_id, in their order),
@@ -86,7 +86,7 @@ RECORD_EXECUTIONS = (
         " received_at timestamptz"
     )
     + b" ORDER BY m.ord ON CONFLICT (session_id, exec_id) DO NOTHING RETURNING exec_id)"
-    b" SELECT (SELECT count(*) FROM mark), ARRAY(SELECT exec_id FROM stored)"
+    b" SELECT (SELECT count(*) FROM mark), array_to_json(ARRAY(SELECT exec_id FROM stored))"
 )
 
 

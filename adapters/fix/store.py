@@ -20,7 +20,8 @@ Guarantees:
   a second process (another daemon of the same desk) cannot drive the same FIX session.
 
 Every call runs on a dedicated connection, one call at a time per connection: `record_outgoing`
-and `record_executions` each on a `connection.TrioLane` (driven by Trio itself, no thread),
+and `record_executions` each on a `connection.TrioLane` (driven by Trio itself, no thread; their
+statement sent, prepared, in one round trip by `sql.roundtrip`),
 everything else on the `connection.DedicatedConnection` that holds the lock (a worker thread);
 each call is bounded by `timeout`: trio's deadline on our side,
 `statement_timeout` and libpq's TCP timeouts on the server's. A call that times out or is
@@ -55,6 +56,8 @@ from adapters.fix.resend import StoredMessage
 from adapters.fix.tags import FILL_EXEC_TYPES, MsgType
 from api.enums import BrokerOrderStatus
 from api.events import OrderFilled
+from sql import roundtrip
+from sql.roundtrip import Statement
 
 __all__ = [
     "DuplicateNewOrder",
@@ -267,17 +270,17 @@ class FixStore:
 
         async def work(conn: TrioConnection) -> list[str]:
             try:
-                cursor = await conn.execute(RECORD_OUTGOING, params)
-                row = await cursor.fetchone()
+                ((updated, inserted, duplicates),) = (
+                    await roundtrip.run(conn, [Statement(RECORD_OUTGOING, params, returns=True)])
+                )[0]
             except psycopg.errors.UniqueViolation as exc:  # only a race with another writer
                 raise SessionConflict(
                     f"{self._session_id}: a message number or ClOrdID was taken: {exc}"
                 ) from exc
-            assert row is not None
-            updated, inserted, duplicates = row
-            if duplicates:
-                return list(duplicates)
-            if updated != 1 or inserted != len(stored):
+            taken: list[str] = msgspec.json.decode(duplicates or "[]")
+            if taken:
+                return taken
+            if int(updated or 0) != 1 or int(inserted or 0) != len(stored):
                 raise SessionConflict(
                     f"{self._session_id}: next_out_seq is no longer {first} (epoch {numbers_epoch})"
                 )
@@ -347,10 +350,11 @@ class FixStore:
         params = self._execution_params(reports, fees, mark)
 
         async def work(conn: TrioConnection) -> list[RecordedExecution]:
-            row = await (await conn.execute(RECORD_EXECUTIONS, params)).fetchone()
-            assert row is not None
-            self._check_mark(row[0], mark)
-            return _recorded(reports, fees, set(row[1]))
+            ((marked, inserted),) = (
+                await roundtrip.run(conn, [Statement(RECORD_EXECUTIONS, params, returns=True)])
+            )[0]
+            self._check_mark(int(marked or 0), mark)
+            return _recorded(reports, fees, set(msgspec.json.decode(inserted or "[]")))
 
         return await self._inbound.run(work)
 

@@ -238,3 +238,17 @@ async def test_a_parameter_it_cannot_send_is_refused_before_the_connection_is_to
         await roundtrip.run(conn, [Statement(INSERT, (key(), "1")), Statement(INSERT, (key(), 2.5))])
     assert not conn.interrupted
     assert (await roundtrip.run(conn, [Statement(b"SELECT 1", (), True)])) == [[("1",)]]
+
+
+async def test_named_placeholders_integers_and_escaped_percent(conn: TrioConnection) -> None:
+    rows = await roundtrip.run(
+        conn,
+        [Statement(b"SELECT %(a)s::int + %(b)s::int, %(a)s::int, '100%%'", {"a": 2, "b": 3}, returns=True)],
+    )
+    assert rows == [[("5", "2", "100%")]]
+    assert numbered(b"SELECT %(x)s, %(y)s, %(x)s") == b"SELECT $1, $2, $1"
+    with pytest.raises(ValueError, match="mixed"):
+        numbered(b"SELECT %(x)s, %s")
+    with pytest.raises(TypeError, match="mapping"):
+        await roundtrip.run(conn, [Statement(b"SELECT %(a)s::int", ("1",))])
+    assert not conn.interrupted
