@@ -452,42 +452,50 @@ class Claim(WriteOp[ClaimResult]):
         # open claim, execution and first event) is written only if its routing row is there:
         # a claim that lost writes nothing more.
         claims = [op.claim for op in ops]
+        once = list({c.routing_id: c for c in reversed(claims)}.values())[::-1]  # a repeat brings nothing
         return [
             *statement(_INSERT_ROUTED, [_routed_values(c) for c in claims], returns=True),
             *statement(
                 _INSERT_OPEN_CLAIMS,
-                [(c.order_id, c.received_at, c.routing_id) for c in claims if c.response is None],
+                [(c.order_id, c.received_at, c.routing_id) for c in once if c.response is None],
             ),
             *statement(
                 _INSERT_CLAIMED_EXECUTIONS,
                 [
                     (*_execution_values(c.execution, c.asset_class or ""), c.routing_id)
-                    for c in claims
+                    for c in once
                     if c.execution is not None
                 ],
             ),
-            *statement(
-                _INSERT_CLAIMED_EVENTS, [_event_values(c.event) for c in claims if c.event is not None]
-            ),
+            *statement(_INSERT_CLAIMED_EVENTS, [_event_values(c.event) for c in once if c.event is not None]),
         ]
 
     @classmethod
     async def finish(cls, conn: Conn, ops: Sequence[Self], rows: Sequence[Rows]) -> Sequence[ClaimResult]:
         inserted = {row[0] for row in rows[0]}  # claims whose routing rows this transaction wrote
         stored: dict[str, ClaimResult] = {}
+
+        async def read(order_ids: list[str]) -> list[Any]:
+            cur = await conn.execute(SELECT_CLAIMS, (order_ids,))
+            found = await cur.fetchall()
+            stored.update((row[0], claim_result(row)) for row in found)
+            return found
+
         missing = sorted({op.claim.order_id for op in ops if op.claim.routing_id not in inserted})
         if missing:  # lost to an earlier claim, or a rerun after a COMMIT that went through
             ours = {op.claim.routing_id for op in ops}
-            cur = await conn.execute(SELECT_CLAIMS, (missing,))
-            for row in await cur.fetchall():
-                stored[row[0]] = claim_result(row)
-                if row[4] in ours:
-                    inserted.add(row[4])
-        results: list[ClaimResult] = []
+            inserted.update(row[4] for row in await read(missing) if row[4] in ours)
+        won = []
         for op in ops:
+            won.append(op.claim.routing_id in inserted)
+            inserted.discard(op.claim.routing_id)  # a repeated routing id wins once
+        lost = sorted({op.claim.order_id for op, w in zip(ops, won, strict=True) if not w} - stored.keys())
+        if lost:  # the repeats of a claim that won in this batch
+            await read(lost)
+        results: list[ClaimResult] = []
+        for op, won_it in zip(ops, won, strict=True):
             c = op.claim
-            if c.routing_id in inserted:
-                inserted.discard(c.routing_id)  # a repeated routing id wins once
+            if won_it:
                 execution_id = c.execution.id if c.execution is not None else None
                 results.append(ClaimResult(True, c.request_hash, c.response, execution_id, c.routing_id))
             else:

@@ -206,6 +206,9 @@ async def test_both_forms_give_the_order_path_the_same_answers(
         assert won.claimed and won.routing_id == first.routing_id
         assert not lost.claimed and lost.routing_id == first.routing_id
         assert first.execution is not None
+        twice = order_claim(new_id(), broker.broker_id)  # one claim submitted twice: it wins once
+        *_, once, repeat = await writer.submit([*aside, Claim(twice), Claim(twice)])
+        assert once.claimed and not repeat.claimed and repeat.routing_id == twice.routing_id
         filled = msgspec.structs.replace(first.execution, status=BrokerOrderStatus.FILLED, sequence=2)
         await writer.submit([*aside, SaveTransition(filled, None, outbox_event(filled, 2))])
         ghost = execution(new_id(), broker.broker_id)
