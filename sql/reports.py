@@ -96,14 +96,14 @@ INSERT INTO execution_reports
      asset_class, order_type, strategy, size_bucket, executed_notional, fees, arrival_price,
      arrival_cost_bps, end_price, benchmarks, shortfall, unavailable, market_window)
 SELECT i, o, i, b, s, sd, q, fq, ap, bp, bt, sl, mi, tc, es, ee,
-       GREATEST(0, (EXTRACT(EPOCH FROM ee - es) * 1000)::bigint), qs, rk, rc::jsonb, ca,
-       ac, ot, st, sb, en, fe, ar, acb, ep, bm::jsonb, sf::jsonb, un::jsonb, mw
+       GREATEST(0, (EXTRACT(EPOCH FROM ee - es) * 1000)::bigint), qs, rk, rc, ca,
+       ac, ot, st, sb, en, fe, ar, acb, ep, bm, sf, un, mw
 FROM """
     + rows_from(
         "i text, o text, b text, s text, sd text, q numeric, fq numeric, ap numeric, bp numeric, "
         "bt text, sl float8, mi float8, tc float8, es timestamptz, ee timestamptz, qs float8, "
-        "rk int, rc text, ca timestamptz, ac text, ot text, st text, sb smallint, en numeric, "
-        "fe numeric, ar numeric, acb float8, ep numeric, bm text, sf text, un text, mw bytea"
+        "rk int, rc jsonb, ca timestamptz, ac text, ot text, st text, sb smallint, en numeric, "
+        "fe numeric, ar numeric, acb float8, ep numeric, bm jsonb, sf jsonb, un jsonb, mw bytea"
     )
     + b"""
 ON CONFLICT (broker_order_id) DO NOTHING
@@ -142,10 +142,16 @@ def _report_values(r: ReportRecord) -> tuple[Any, ...]:
         r.execution_id, r.order_id, r.broker_id, r.symbol, r.side, r.quantity, r.filled_quantity,
         r.average_price, r.benchmark_price, r.benchmark_type, r.slippage_bps, r.market_impact_bps,
         r.total_cost_bps, r.execution_start, r.execution_end, r.quality_score, r.rank,
-        r.recommendations, r.created_at, r.asset_class, r.order_type, r.strategy, r.size_bucket,
+        _raw(r.recommendations), r.created_at, r.asset_class, r.order_type, r.strategy, r.size_bucket,
         r.executed_notional, r.fees, r.arrival_price, r.arrival_cost_bps, r.end_price,
-        r.benchmarks, r.shortfall, r.unavailable, r.market_window,
+        _raw(r.benchmarks), _raw(r.shortfall), _raw(r.unavailable), r.market_window,
     )  # fmt: skip
+
+
+def _raw(document: str | None) -> msgspec.Raw | None:
+    """A JSON document of the record, embedded as JSON in the batch's rows (parsed once by the
+    server, not quoted as a string and parsed again)."""
+    return None if document is None else msgspec.Raw(document)
 
 
 @dataclass(frozen=True, slots=True)
