@@ -32,6 +32,20 @@ async def conn(migrated_database_url: str) -> AsyncIterator[TrioConnection]:
         await trio_pg.close(opened)
 
 
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many statements each `roundtrip.run` call sent, in order."""
+    sent: list[int] = []
+    real = roundtrip.run
+
+    async def spy(conn: TrioConnection, statements: Sequence[Statement]) -> list[Rows]:
+        sent.append(len(statements))
+        return await real(conn, statements)
+
+    monkeypatch.setattr(roundtrip, "run", spy)
+    return sent
+
+
 def key() -> str:
     return uuid.uuid4().hex
 
@@ -129,23 +143,15 @@ class Counted(WriteOp[int]):
 
 
 async def test_the_writer_sends_a_batch_of_statement_ops_in_one_round_trip(
-    conn: TrioConnection, migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+    conn: TrioConnection, migrated_database_url: str, trips: list[int]
 ) -> None:
-    calls: list[int] = []
-    real = roundtrip.run
-
-    async def spy(conn: TrioConnection, statements: Sequence[Statement]) -> list[Rows]:
-        calls.append(len(statements))
-        return await real(conn, statements)
-
-    monkeypatch.setattr(roundtrip, "run", spy)
     writer = GroupWriter(migrated_database_url, timeout=10)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         ops: list[Any] = [Counted(key()), Counted(key())]
         assert await writer.submit(ops) == [3, 3]
         await writer.aclose()
-    assert calls == [2]
+    assert trips == [2]
 
 
 async def test_statements_are_prepared_once_per_connection_even_across_failures(conn: TrioConnection) -> None:
@@ -184,16 +190,8 @@ class Aside(WriteOp[None]):
 
 @pytest.mark.parametrize("form", ["one round trip", "psycopg pipeline"])
 async def test_both_forms_give_the_order_path_the_same_answers(
-    migrated_database_url: str, form: str, monkeypatch: pytest.MonkeyPatch
+    migrated_database_url: str, form: str, trips: list[int]
 ) -> None:
-    trips: list[int] = []
-    real = roundtrip.run
-
-    async def spy(conn: TrioConnection, statements: Sequence[Statement]) -> list[Rows]:
-        trips.append(len(statements))
-        return await real(conn, statements)
-
-    monkeypatch.setattr(roundtrip, "run", spy)
     aside: list[Any] = [Aside()] if form == "psycopg pipeline" else []
     writer = GroupWriter(migrated_database_url, timeout=10)
     async with trio.open_nursery() as nursery:
