@@ -49,7 +49,7 @@ help:
 	@echo "make lint       ruff check and mypy --strict over the packages"
 	@echo "make browser    install chromium for the console's browser test (root, apt-get) if missing"
 	@echo "make promtool   install promtool to check docs/alerts.yml (root, apt-get prometheus) if missing"
-	@echo "make bench      run every bench/*.py (BENCH_ARGS='...' passed through)"
+	@echo "make bench      run every bench/*.py but ab.py (BENCH_ARGS='...' passed through)"
 	@echo "make install    create $(VENV) and install the project (editable)"
 	@echo "make clean      remove caches and build artefacts (keeps $(VENV) and .state)"
 	@echo "make distclean  clean, and remove $(VENV) too"
@@ -120,7 +120,7 @@ bench: $(INSTALL_STAMP)
 	@found=0; \
 	for script in bench/*.py; do \
 	  [ -e "$$script" ] || continue; \
-	  case "$${script##*/}" in _*|__init__.py) continue;; esac; \
+	  case "$${script##*/}" in _*|__init__.py|ab.py) continue;; esac; \
 	  found=1; echo "== $$script"; \
 	  PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(VENV_PYTHON) "$$script" $(BENCH_ARGS) || exit 1; \
 	done; \
