@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 #: The lines of a benchmark's output worth comparing (first column of its tables).
 SUMMARY = re.compile(
     r"^(sequential p50|concurrent x64|orders/s, to the last ack|PostgreSQL CPU/order|WAL/order"
-    r"|RouteOrder, (sequential|concurrent)|daemon |adapter |sequential scans/order|failed replies|failures)"
+    r"|RouteOrder, (sequential|concurrent)|daemon |adapter |sequential scans/order|failed replies|failures"
+    r"|orders: |with [0-9,]+ resting orders)"
 )
 
 
