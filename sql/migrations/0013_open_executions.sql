@@ -31,10 +31,10 @@ BEGIN
 END
 $$;
 
--- The rows leave by key, through the primary key (enable_seqscan off for the function): the
--- planner takes this table for small and scans it, and a scan reads every row deleted since the
--- last vacuum — thousands, between two autovacuum rounds, of a table with a few live rows.
-CREATE FUNCTION open_executions_updated() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan = off AS $$
+-- The rows leave by key. The writer's sessions run with enable_seqscan off (sql/writer.py), so
+-- this goes through the primary key: a scan of this small, churning table would read every row
+-- deleted since the last vacuum.
+CREATE FUNCTION open_executions_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM open_executions
     WHERE execution_id = ANY(ARRAY(

@@ -1,4 +1,4 @@
--- 0014: functions of the order path's writes.
+-- 0014: a function of the order path's writes.
 --
 -- bis_missing(what, keys): raises no_data_found (SQLSTATE P0002) naming the keys a write
 -- expected to find, unless there are none. A write sent with others in one round trip
@@ -14,15 +14,5 @@ BEGIN
             ERRCODE = 'no_data_found',
             MESSAGE = what || ' ' || array_to_string(keys, ', ') || ' does not exist';
     END IF;
-END
-$$;
-
--- bis_close_claims(order_ids): the answered orders leave open_claims, through its primary key
--- (enable_seqscan off for the function): the planner takes the table for small and scans it, and
--- a scan reads every row deleted since the last vacuum (one per order answered). PL/pgSQL, not
--- SQL: a SQL function that is not inlined (this one, for its SET) is planned at every call.
-CREATE FUNCTION bis_close_claims(order_ids text[]) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $$
-BEGIN
-    DELETE FROM open_claims WHERE order_id = ANY(order_ids);
 END
 $$;
