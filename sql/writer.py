@@ -132,13 +132,19 @@ class WriteOp(Generic[R]):
         statements = cls.statements(ops)
         if statements is None:
             raise NotImplementedError(f"{cls.__name__} implements neither statements nor run_batch")
-        cur = conn.cursor()
-        rows: list[Rows] = []
-        for statement in statements:
-            await cur.execute(statement.sql, statement.params)
-            fetched = await cur.fetchall() if statement.returns else []
-            rows.append([tuple(None if v is None else str(v) for v in row) for row in fetched])
-        return await cls.finish(conn, ops, rows)
+        return await cls.finish(conn, ops, await _executed(conn, statements))
+
+
+async def _executed(conn: TrioConnection, statements: Sequence[Statement]) -> list[Rows]:
+    """`statements` run one by one through psycopg (in the caller's pipeline and transaction);
+    their rows as `sql.roundtrip` gives them (text)."""
+    cur = conn.cursor()
+    rows: list[Rows] = []
+    for statement in statements:
+        await cur.execute(statement.sql, statement.params)
+        fetched = await cur.fetchall() if statement.returns else []
+        rows.append([tuple(None if v is None else str(v) for v in row) for row in fetched])
+    return rows
 
 
 class WriterClosed(RuntimeError):
@@ -726,8 +732,12 @@ async def _transact(conn: TrioConnection, batch: Sequence[_Submission]) -> list[
                 start = end
             return results
         async with conn.pipeline(), conn.transaction():
-            for cls, items in ordered:
-                keep(cls, items, await cls.run_batch(conn, [op for _, _, op in items]))
+            for cls, items, statements in plans:  # statements as planned above, not made twice
+                ops = [op for _, _, op in items]
+                if statements is None:
+                    keep(cls, items, await cls.run_batch(conn, ops))
+                else:
+                    keep(cls, items, await cls.finish(conn, ops, await _executed(conn, statements)))
     except psycopg.errors.NoDataFound as exc:  # `bis_missing`: a row the op expected is not there
         raise LookupError(exc.diag.message_primary or str(exc)) from exc
     return results
