@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from daemon.servers import process_alive
+
 __all__ = [
     "APP_NAME",
     "RuntimeNotFound",
@@ -82,13 +84,7 @@ def remove_runtime(state_dir: Path) -> None:
 def _alive(pid: object) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return True  # cannot tell: let the connection attempt decide
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)
 
 
 def find_runtime(state_dir: Path | None) -> tuple[Path, dict[str, Any]]:

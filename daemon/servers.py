@@ -108,6 +108,17 @@ class NatsServer:
         kill_process(proc)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user's counts: it exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
     """SIGTERM, then SIGKILL past `timeout`; nothing if it is not running."""
     if proc is None or proc.poll() is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from daemon.servers import free_port, wait_for_port
+from daemon.servers import free_port, process_alive, wait_for_port
 from tests.support.polling import NotReached, poll_until
 
 SUPERUSER = "postgres"
@@ -166,13 +166,7 @@ class RestartablePostgres:
             pid = int(pid_file.read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return process_alive(pid)
 
     def create_database(self, name: str) -> str:
         with psycopg.connect(self.url(), autocommit=True) as admin:
