@@ -31,6 +31,7 @@ import difflib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -99,6 +100,19 @@ def unknown_symbol(symbol: str, known: Sequence[str]) -> str:
         shown = sorted(known)[:20]
         return f"{message}; known: {', '.join(shown)}{', ...' if len(known) > 20 else ''}"
     return message
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrived:
+    """An order new here, and what was settled as it arrived: what refusing it and routing it
+    both start from."""
+
+    request: OrderRoutingRequest
+    asset_class: AssetClass
+    fingerprint: str  # the request's hash: a repeat must carry the same
+    received: datetime
+    arrival: Decimal | None  # the market's mid as it arrived
+    reference: Decimal | None  # the price it is valued at (its limit or stop, else `arrival`)
 
 
 class MarketView(Protocol):
@@ -198,49 +212,35 @@ class OrderRouter:
         received = self._clock()
         milestones.received(request)
         arrival = self._market.mid(request.symbol)
-        reference = request.price or request.stop_price or arrival
+        new = _Arrived(
+            request,
+            asset_class,
+            fingerprint,
+            received,
+            arrival,
+            request.price or request.stop_price or arrival,
+        )
         gate = self.pre_trade
         if gate is None:
-            response, _ = await self._route_admitted(
-                request, asset_class, fingerprint, received, arrival, reference
-            )
+            response, _ = await self._route_admitted(new)
             return response
         verdict = gate.check(request, asset_class, trio.current_time())
         if isinstance(verdict, Refusal):
             outcome = SafeguardOutcome(False, verdict.safeguard, verdict.reason, verdict.limit, verdict.value)
-            return await self._refuse(
-                request,
-                asset_class,
-                fingerprint,
-                received,
-                arrival,
-                reference,
-                verdict,
-                PreTradeRecord(outcome),
-            )
+            return await self._refuse(new, verdict, PreTradeRecord(outcome))
         # An error on the way (the database, a broker) keeps the order counted: its outcome
         # may be that it was routed, and a safeguard errs on the side of counting.
-        response, routed = await self._route_admitted(
-            request, asset_class, fingerprint, received, arrival, reference
-        )
+        response, routed = await self._route_admitted(new)
         if not routed:
             gate.release(verdict)
         return response
 
     async def _refuse(
-        self,
-        request: OrderRoutingRequest,
-        asset_class: AssetClass,
-        fingerprint: str,
-        received: datetime,
-        arrival: Decimal | None,
-        reference: Decimal | None,
-        refusal: Refusal,
-        record: PreTradeRecord,
-        selection: Selection = _NOT_ROUTED,
+        self, new: _Arrived, refusal: Refusal, record: PreTradeRecord, selection: Selection = _NOT_ROUTED
     ) -> OrderRoutingResponse:
         """Claim the order with its REJECTED answer (nothing is sent) and count the refusal,
         or answer it as a repeat of an order claimed before."""
+        request, received = new.request, new.received
         response = OrderRoutingResponse(
             routing_id=str(uuid.uuid4()),
             order_id=request.order_id,
@@ -248,22 +248,22 @@ class OrderRouter:
             timestamp=received,
             rejection_reason=refusal.rejection_reason,
         )
-        decision = merge(encode_decision(decision_of(selection, received, reference)).decode(), record)
+        decision = merge(encode_decision(decision_of(selection, received, new.reference)).decode(), record)
         claim = OrderClaim(
             order_id=request.order_id,
             routing_id=response.routing_id,
-            request_hash=fingerprint,
+            request_hash=new.fingerprint,
             request=request,
             received_at=received,
-            arrival_price=arrival,
-            asset_class=asset_class.value,
+            arrival_price=new.arrival,
+            asset_class=new.asset_class.value,
             response=response,
             decision=decision,
             owner=self._owner,
         )
         result = await self._store.claim_order(claim)
         if not result.claimed:
-            return await self._answer_repeat(request.order_id, fingerprint, result, may_take=True)
+            return await self._answer_repeat(request.order_id, new.fingerprint, result, may_take=True)
         if self.pre_trade is not None:
             self.pre_trade.count(refusal)
         milestones.refused(request.order_id, received, refusal.rejection_reason)
@@ -278,50 +278,33 @@ class OrderRouter:
         )
         return response
 
-    async def _route_admitted(
-        self,
-        request: OrderRoutingRequest,
-        asset_class: AssetClass,
-        fingerprint: str,
-        received: datetime,
-        arrival: Decimal | None,
-        reference: Decimal | None,
-    ) -> tuple[OrderRoutingResponse, bool]:
+    async def _route_admitted(self, new: _Arrived) -> tuple[OrderRoutingResponse, bool]:
         """Choose, claim and place an order the pre-trade checks let through; its answer, and
         whether it was routed (claimed here with a chosen broker)."""
+        request, received = new.request, new.received
         self._stats.advance(trio.current_time())
         within = self._attempt_deadline(request.urgency)
         selection = select_broker(
             [b.candidate(within) for b in self._brokers.values()],
             request,
-            asset_class,
-            reference,
+            new.asset_class,
+            new.reference,
             stats=self._stats,
             market=self._market.stats(request.symbol),
             config=self._routing_config,
         )
-        decision = encode_decision(decision_of(selection, received, reference)).decode()
+        decision = encode_decision(decision_of(selection, received, new.reference)).decode()
         broker_id = selection.chosen
         risk = self.risk
         if risk is not None and broker_id is not None:
             verdict = await risk.assess(
-                request, asset_class, selection.score_of(broker_id), broker_id, reference
+                request, new.asset_class, selection.score_of(broker_id), broker_id, new.reference
             )
             safeguards = _PASSED.safeguards if self.pre_trade is not None else None
             record = PreTradeRecord(safeguards, verdict)
             if not verdict.routed:
                 refusal = refusal_of(verdict, risk.config.timeout_ms)
-                return await self._refuse(
-                    request,
-                    asset_class,
-                    fingerprint,
-                    received,
-                    arrival,
-                    reference,
-                    refusal,
-                    record,
-                    selection,
-                ), False
+                return await self._refuse(new, refusal, record, selection), False
             decision = merge(decision, record)
         elif self.pre_trade is not None:
             decision = merge(decision, _PASSED)
@@ -359,12 +342,12 @@ class OrderRouter:
         claim = OrderClaim(
             order_id=request.order_id,
             routing_id=routing_id,
-            request_hash=fingerprint,
+            request_hash=new.fingerprint,
             request=request,
             received_at=received,
-            arrival_price=arrival,
+            arrival_price=new.arrival,
             execution=order,
-            asset_class=asset_class.value,
+            asset_class=new.asset_class.value,
             event=None,
             response=response,
             decision=decision,
@@ -373,7 +356,7 @@ class OrderRouter:
         )
         result = await self._store.claim_order(claim)  # write before send
         if not result.claimed:
-            return await self._answer_repeat(request.order_id, fingerprint, result, may_take=True), False
+            return await self._answer_repeat(request.order_id, new.fingerprint, result, may_take=True), False
         if response is not None:  # no eligible broker: the rejection is the recorded answer
             milestones.refused(request.order_id, received, response.rejection_reason)
             return response, False
@@ -382,11 +365,11 @@ class OrderRouter:
         milestones.routed(order, chosen.score if chosen is not None else None)
         live = LiveExecution(order)
         live.estimate_ms = estimate_ms(selection, order.broker_id)
-        live.arrival_price, live.arrival_known = arrival, True
+        live.arrival_price, live.arrival_known = new.arrival, True
         live.decision = decision
         self._live.add(live)
         try:
-            return await self._failover.place(live, selection, routing_id, asset_class, request), True
+            return await self._failover.place(live, selection, routing_id, new.asset_class, request), True
         finally:  # routed: the decision is in the store; not kept for every resting order
             live.decision = None
             final = self._live.by_order(request.order_id)
