@@ -58,6 +58,9 @@ __all__ = [
 Conn = TrioConnection
 
 _BROKER_NAMESPACE = uuid.UUID("3b0f8e1c-5a7d-4e2b-9c41-7d2e6f9a1b30")
+#: Key of the transaction advisory lock that serialises broker upserts (`UpsertBrokers`); the
+#: migrations' lock is 0x0B15_0001 (sql/migrate.py).
+_UPSERT_BROKERS_LOCK = 0x0B15_0002
 #: broker_orders.attempt is a SMALLINT.
 _MAX_ATTEMPT = 32767
 
@@ -413,6 +416,11 @@ class UpsertBrokers(WriteOp[None]):
 
     @classmethod
     async def run_batch(cls, conn: Conn, ops: Sequence[Self]) -> Sequence[None]:
+        # One upsert of brokers at a time across daemons (a lock held until the commit): two of
+        # them inserting the same new broker at once both pass ON CONFLICT's check on broker_id,
+        # and the second then fails on the primary key (derived from broker_id) instead of
+        # updating. Waiting, it finds the first one's row and updates it.
+        await conn.execute(b"SELECT pg_advisory_xact_lock(%s)", (_UPSERT_BROKERS_LOCK,))
         records = sorted((r for op in ops for r in op.records), key=lambda r: r.broker_id)
         await conn.cursor().executemany(_UPSERT_BROKER, [_broker_values(r) for r in records])
         return [None] * len(ops)

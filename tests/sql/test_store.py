@@ -518,3 +518,26 @@ async def test_a_rerun_attempt_is_not_a_duplicate(
     other = msgspec.structs.replace(second, broker_id="someone-else")
     with pytest.raises(DuplicateAttempt):  # the same number for another broker is still refused
         await store.start_attempt(other, "EQUITY")
+
+
+async def test_daemons_starting_together_register_the_same_new_brokers(migrated_database_url: str) -> None:
+    """Two daemons upserting the same brokers at once, on a database that has none of them yet
+    (both daemons of a fresh deployment starting): both succeed, one row per broker. The upsert's
+    conflict target is broker_id; without serialising the upserts, the loser tripped over the
+    primary key (derived from broker_id) instead and its daemon died at start."""
+    async with (
+        Store.open(migrated_database_url, pool_size=2) as a,
+        Store.open(migrated_database_url, pool_size=2) as b,
+    ):
+        for _ in range(15):
+            records = [broker_record() for _ in range(4)]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.upsert_brokers, records)
+                nursery.start_soon(b.upsert_brokers, list(reversed(records)))
+            ids = [r.broker_id for r in records]
+            rows = await query(
+                migrated_database_url,
+                "SELECT count(*) FROM broker_connections WHERE broker_id = ANY(%s)",
+                ids,
+            )
+            assert rows == [(4,)]
