@@ -439,7 +439,7 @@ class BenchStack:
         import psycopg
 
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            row = conn.execute("SELECT count(*) FROM execution_events WHERE published_at IS NULL").fetchone()
+            row = conn.execute("SELECT count(*) FROM unpublished_events").fetchone()
         return int(row[0]) if row else 0
 
 

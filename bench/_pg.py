@@ -205,7 +205,7 @@ class PgProbe:
                     return stats, now - started
 
     def unpublished_updates(self) -> int:
-        return int(self._one("SELECT count(*) FROM execution_events WHERE published_at IS NULL")[0])
+        return int(self._one("SELECT count(*) FROM unpublished_events")[0])
 
     def analyze(self) -> float:
         """`ANALYZE` the whole database; seconds. Dependent cached plans (prepared statements,

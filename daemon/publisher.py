@@ -111,7 +111,7 @@ class Publisher:
             return True
         keys, self._unmarked = self._unmarked, []
         try:
-            await self._store.mark_published(keys, datetime.now(UTC))
+            await self._store.mark_published(keys)
         except Exception as exc:
             self._unmarked = keys + self._unmarked
             log.warning(

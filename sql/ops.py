@@ -17,7 +17,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Self
 
@@ -77,12 +76,15 @@ def rows_from(columns: str) -> bytes:
     """A FROM item `x` reading the statement's parameter — a JSON array of rows (`json_rows`) —
     as a table: `columns` is "name type, ..." in row order, and `n` numbers the rows from 1.
     One parameter per statement: the rows are encoded at C speed (msgspec) instead of one
-    Python-dumped array per column, and the server parses them once."""
+    Python-dumped array per column, and the server parses them once. A `json` column takes its
+    document as a JSON string (`to_json`), stored as sent; a `jsonb` one an embedded document."""
     selects = []
     for i, column in enumerate(columns.split(",")):
         name, kind = column.split()
         if kind == "jsonb":
             expr = f"nullif(r->{i}, 'null')"  # JSON null: SQL NULL
+        elif kind == "json":
+            expr = f"(r->>{i})::json"  # the text as sent: not jsonb's spaced, key-sorted form
         elif kind == "bytea":
             expr = f"decode(r->>{i}, 'base64')"
         else:
@@ -100,8 +102,8 @@ INSERT INTO routed_orders
 SELECT o, r, h, q, s, a, t, u, d, c, w
 FROM """
     + rows_from(
-        "o text, r text, h text, q jsonb, s jsonb, a numeric, t timestamptz, u timestamptz, "
-        "d jsonb, c text, w text"
+        "o text, r text, h text, q json, s json, a numeric, t timestamptz, u timestamptz, "
+        "d json, c text, w text"
     )
     + b"""
 ORDER BY o, n
@@ -170,13 +172,18 @@ SELECT id FROM broker_orders
 WHERE id = %s AND order_id = %s AND attempt = %s AND broker_id = %s AND client_order_id = %s
 """
 
+# An event is also still to publish (unpublished_events, migration 0015), in the same statement.
 _INSERT_EVENTS = (
     b"""
+WITH inserted AS (
 INSERT INTO execution_events (execution_id, sequence, subject, payload, msg_id, created_at)
 SELECT e, s, j, p, m, c FROM """
     + rows_from("e text, s int, j text, p bytea, m text, c timestamptz")
     + b"""
 ON CONFLICT (execution_id, sequence) DO NOTHING
+RETURNING execution_id, sequence, created_at
+)
+INSERT INTO unpublished_events (execution_id, sequence, created_at) SELECT * FROM inserted
 """
 )
 
@@ -224,7 +231,7 @@ _SET_RESPONSES = (
 WITH answered AS (
     UPDATE routed_orders AS r SET response = x.response, responded_at = x.responded_at
     FROM """
-    + rows_from("order_id text, response jsonb, responded_at timestamptz")
+    + rows_from("order_id text, response json, responded_at timestamptz")
     + b"""
     WHERE r.order_id = x.order_id AND r.order_id = ANY(%b::text[]) AND r.response IS NULL
     RETURNING r.order_id
@@ -247,14 +254,14 @@ ON CONFLICT DO NOTHING
 """
 )
 
+# Published: no longer waiting (the event itself is never changed).
 _MARK_PUBLISHED = (
     b"""
-UPDATE execution_events AS e SET published_at = x.at
-FROM """
-    + rows_from("execution_id text, sequence int, at timestamptz")
+DELETE FROM unpublished_events AS u
+USING """
+    + rows_from("execution_id text, sequence int")
     + b"""
-WHERE e.execution_id = x.execution_id AND e.sequence = x.sequence AND e.execution_id = ANY(%b::text[])
-  AND e.published_at IS NULL
+WHERE u.execution_id = x.execution_id AND u.sequence = x.sequence AND u.execution_id = ANY(%b::text[])
 """
 )
 
@@ -301,6 +308,7 @@ def claim_result(row: Sequence[Any]) -> ClaimResult:
 
 
 def to_json(value: Any) -> str:
+    """`value` as JSON text: a `json` column's value in `json_rows`, or a `%s::jsonb` parameter."""
     return encode(value).decode()
 
 
@@ -512,12 +520,11 @@ class Claim(WriteOp[ClaimResult]):
 
 
 def _routed_values(c: OrderClaim) -> tuple[Any, ...]:
-    response = raw_json(c.response) if c.response is not None else None
+    response = to_json(c.response) if c.response is not None else None
     responded_at = c.response.timestamp if c.response is not None else None
-    decision = msgspec.Raw(c.decision.encode()) if c.decision is not None else None
     return (
-        c.order_id, c.routing_id, c.request_hash, raw_json(c.request), response, c.arrival_price,
-        c.received_at, responded_at, decision, c.chosen_broker, c.owner,
+        c.order_id, c.routing_id, c.request_hash, to_json(c.request), response, c.arrival_price,
+        c.received_at, responded_at, c.decision, c.chosen_broker, c.owner,
     )  # fmt: skip
 
 
@@ -666,7 +673,7 @@ class SaveResponse(WriteOp[bool]):
     def statements(cls, ops: Sequence[Self]) -> Sequence[Statement]:
         # Stored unless one is stored already; of two for one order in the batch, the first.
         rows = {
-            op.order_id: (op.order_id, raw_json(op.response), op.response.timestamp) for op in reversed(ops)
+            op.order_id: (op.order_id, to_json(op.response), op.response.timestamp) for op in reversed(ops)
         }
         return statement(_SET_RESPONSES, list(rows.values()), keyed=True, returns=True)
 
@@ -682,13 +689,15 @@ class SaveResponse(WriteOp[bool]):
 
 @dataclass(frozen=True, slots=True)
 class MarkPublished(WriteOp[None]):
+    """The stream acknowledged these events (execution id, sequence): they leave
+    unpublished_events. Events already gone are ignored."""
+
     keys: tuple[tuple[str, int], ...]
-    at: datetime
     phase: ClassVar[int] = 30
 
     @classmethod
     def statements(cls, ops: Sequence[Self]) -> Sequence[Statement]:
-        rows = sorted((execution_id, sequence, op.at) for op in ops for execution_id, sequence in op.keys)
+        rows = sorted({key for op in ops for key in op.keys})
         return statement(_MARK_PUBLISHED, rows, keyed=True)
 
     @classmethod

@@ -219,10 +219,10 @@ class Store:
         (stored,) = await self._writer.submit([SaveResponse(order_id, response)])
         return stored
 
-    async def mark_published(self, keys: Sequence[tuple[str, int]], at: datetime) -> None:
-        """Mark outbox events (execution_id, sequence) published at `at` (first time only)."""
+    async def mark_published(self, keys: Sequence[tuple[str, int]]) -> None:
+        """Outbox events (execution_id, sequence) the stream acknowledged: no longer unpublished."""
         if keys:
-            await self._writer.submit([MarkPublished(tuple(keys), at)], urgent=False)
+            await self._writer.submit([MarkPublished(tuple(keys))], urgent=False)
 
     async def upsert_brokers(self, records: Sequence[BrokerRecord]) -> None:
         """Insert or update brokers by broker_id: created_at, credentials and the maintenance
@@ -490,10 +490,10 @@ _WHERE_OPEN = b"""WHERE o.id IN (SELECT execution_id FROM open_executions) AND o
 ORDER BY o.created_at, o.id, f.timestamp, f.id"""
 
 _SELECT_UNPUBLISHED = b"""
-SELECT execution_id, sequence, subject, payload, msg_id, created_at
-FROM execution_events
-WHERE published_at IS NULL
-ORDER BY created_at, execution_id, sequence
+SELECT e.execution_id, e.sequence, e.subject, e.payload, e.msg_id, e.created_at
+FROM unpublished_events u
+JOIN execution_events e ON e.execution_id = u.execution_id AND e.sequence = u.sequence
+ORDER BY u.created_at, u.execution_id, u.sequence
 LIMIT %s
 """
 

@@ -120,7 +120,8 @@ def read_ledger(database_url: str) -> Ledger:
         events = {
             msg_id: published
             for msg_id, published in conn.execute(
-                "SELECT msg_id, published_at IS NOT NULL FROM execution_events"
+                "SELECT e.msg_id, u.execution_id IS NULL FROM execution_events e"
+                " LEFT JOIN unpublished_events u USING (execution_id, sequence)"
             )
         }
         (rows,) = conn.execute("SELECT count(*) FROM execution_events").fetchone() or (0,)
@@ -175,7 +176,7 @@ def settled(database_url: str) -> bool | None:
         row = conn.execute(
             "SELECT (SELECT count(*) FROM routed_orders WHERE response IS NULL),"
             " (SELECT count(*) FROM broker_orders WHERE status = 'PENDING'),"
-            " (SELECT count(*) FROM execution_events WHERE published_at IS NULL)"
+            " (SELECT count(*) FROM unpublished_events)"
         ).fetchone()
     return True if row is not None and not any(row) else None
 

@@ -175,8 +175,7 @@ def test_sigterm_during_a_burst_answers_every_request_and_loses_nothing(
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT bo.order_id, bo.status, ro.response->>'status',"
-            " (SELECT count(*) FROM execution_events e"
-            "  WHERE e.execution_id = bo.id AND e.published_at IS NULL)"
+            " (SELECT count(*) FROM unpublished_events u WHERE u.execution_id = bo.id)"
             " FROM broker_orders bo JOIN routed_orders ro USING (order_id) WHERE bo.order_id LIKE %s",
             (f"burst-{prefix}-%",),
         ).fetchall()

@@ -128,11 +128,11 @@ def test_every_spec_table_index_and_view_exists(migrated_database_url: str) -> N
         "execution_reports",
         "routed_orders",
         "execution_events",
+        "unpublished_events",
         "broker_status_transitions",
         "schema_migrations",
     } <= tables
     assert indexes >= SPEC_INDEXES | {
-        "idx_execution_events_unpublished",
         "idx_broker_status_transitions_broker_at",
     }
     assert "broker_performance" in views
