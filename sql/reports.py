@@ -84,7 +84,8 @@ class PeerRow(msgspec.Struct, frozen=True, array_like=True):
     execution_start: datetime
 
 
-_DELETE_REPORTS = b"DELETE FROM execution_reports WHERE broker_order_id = ANY(%s::text[])"
+# id = broker_order_id (migration 0017): the primary key is the execution id.
+_DELETE_REPORTS = b"DELETE FROM execution_reports WHERE id = ANY(%s::text[])"
 
 _INSERT_REPORTS = (
     b"""
@@ -106,7 +107,7 @@ FROM """
         "fe numeric, ar numeric, acb float8, ep numeric, bm jsonb, sf jsonb, un jsonb, mw bytea"
     )
     + b"""
-ON CONFLICT (broker_order_id) DO NOTHING
+ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
 )
@@ -182,7 +183,7 @@ class SaveClose(WriteOp[None]):
 def load_report(conn: Conn, execution_id: str) -> StoredReport | None:
     row = conn.execute(
         b"SELECT id, arrival_price, end_price, market_window, created_at"
-        b" FROM execution_reports WHERE broker_order_id = %s",
+        b" FROM execution_reports WHERE id = %s",
         (execution_id,),
     ).fetchone()
     return None if row is None else StoredReport(row[0], row[1], row[2], row[3], row[4])
@@ -213,7 +214,7 @@ def load_unreported(conn: Conn, since: datetime, limit: int) -> list[str]:
         b"SELECT bo.id FROM broker_orders bo"
         b" WHERE bo.status IN ('FILLED', 'CANCELED', 'EXPIRED', 'REJECTED') AND bo.filled_quantity > 0"
         b" AND bo.updated_at >= %s"
-        b" AND NOT EXISTS (SELECT 1 FROM execution_reports r WHERE r.broker_order_id = bo.id)"
+        b" AND NOT EXISTS (SELECT 1 FROM execution_reports r WHERE r.id = bo.id)"
         b" ORDER BY bo.updated_at LIMIT %s",
         (since, limit),
     ).fetchall()

@@ -134,7 +134,7 @@ def read_ledger(database_url: str) -> Ledger:
 UNREPORTED = (
     "SELECT bo.id FROM broker_orders bo"
     " WHERE bo.status IN ('FILLED', 'CANCELED', 'EXPIRED', 'REJECTED') AND bo.filled_quantity > 0"
-    " AND NOT EXISTS (SELECT 1 FROM execution_reports r WHERE r.broker_order_id = bo.id)"
+    " AND NOT EXISTS (SELECT 1 FROM execution_reports r WHERE r.id = bo.id)"
     " ORDER BY bo.id"
 )
 

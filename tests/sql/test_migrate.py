@@ -209,15 +209,6 @@ def test_broker_orders_reference_broker_connections(migrated_database_url: str) 
         conn.rollback()
 
 
-def test_broker_orders_reference_routed_orders(migrated_database_url: str) -> None:
-    broker_id = new_id()
-    with psycopg.connect(migrated_database_url) as conn:
-        _insert_broker(conn, broker_id)
-        with pytest.raises(errors.ForeignKeyViolation):
-            _insert_order(conn, new_id(), broker_id)
-        conn.rollback()
-
-
 def test_broker_id_is_unique(migrated_database_url: str) -> None:
     broker_id = new_id()
     with psycopg.connect(migrated_database_url) as conn:
