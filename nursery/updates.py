@@ -1,6 +1,6 @@
 """Execution updates: what each persisted transition publishes, built once and stored in the
 outbox in the same transaction as the state it describes (so a crash between commit and publish
-loses nothing: the publisher sends it again with the same Nats-Msg-Id)."""
+loses nothing: the publisher sends it again with the same Nats-Msg-Id, `OutboxEvent.msg_id`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,6 @@ from api.contracts import ExecutionUpdate
 from api.orders import BrokerOrder, OrderFill
 from api.subjects import execution_subject
 from sql.records import OutboxEvent
-
-
-def msg_id(execution_id: str, sequence: int) -> str:
-    return f"{execution_id}:{sequence}"
 
 
 def outbox_event(order: BrokerOrder, fill: OrderFill | None) -> OutboxEvent:
@@ -35,6 +31,5 @@ def outbox_event(order: BrokerOrder, fill: OrderFill | None) -> OutboxEvent:
         sequence=order.sequence,
         subject=execution_subject(order.broker_id, status.value, order.order_id),
         payload=encode(update),
-        msg_id=msg_id(order.id, order.sequence),
         created_at=order.updated_at,
     )

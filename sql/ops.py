@@ -176,9 +176,9 @@ WHERE id = %s AND order_id = %s AND attempt = %s AND broker_id = %s AND client_o
 _INSERT_EVENTS = (
     b"""
 WITH inserted AS (
-INSERT INTO execution_events (execution_id, sequence, subject, payload, msg_id, created_at)
-SELECT e, s, j, p, m, c FROM """
-    + rows_from("e text, s int, j text, p bytea, m text, c timestamptz")
+INSERT INTO execution_events (execution_id, sequence, subject, payload, created_at)
+SELECT e, s, j, p, c FROM """
+    + rows_from("e text, s int, j text, p bytea, c timestamptz")
     + b"""
 ON CONFLICT (execution_id, sequence) DO NOTHING
 RETURNING execution_id, sequence, created_at
@@ -407,7 +407,7 @@ def _execution_values(o: BrokerOrder, asset_class: str) -> tuple[Any, ...]:
 
 
 def _event_values(e: OutboxEvent) -> tuple[Any, ...]:
-    return (e.execution_id, e.sequence, e.subject, e.payload, e.msg_id, e.created_at)
+    return (e.execution_id, e.sequence, e.subject, e.payload, e.created_at)
 
 
 # --- ops ---------------------------------------------------------------------------------------

@@ -50,18 +50,22 @@ class StatusChange(msgspec.Struct, frozen=True):
 
 class OutboxEvent(msgspec.Struct, frozen=True):
     """One published execution update (`execution_events` row): `payload` is the exact bytes
-    published on `subject`, `msg_id` its Nats-Msg-Id. (execution_id, sequence) is its key."""
+    published on `subject`. (execution_id, sequence) is its key, and `msg_id` (its Nats-Msg-Id,
+    by which JetStream drops a republished copy) is made of it."""
 
     execution_id: str
     sequence: int
     subject: str
     payload: bytes
-    msg_id: str
     created_at: datetime
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.execution_id, self.sequence)
+
+    @property
+    def msg_id(self) -> str:
+        return f"{self.execution_id}:{self.sequence}"
 
     def __repr__(self) -> str:
         return f"<OutboxEvent {self.execution_id}#{self.sequence} {self.subject}>"

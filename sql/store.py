@@ -490,7 +490,7 @@ _WHERE_OPEN = b"""WHERE o.id IN (SELECT execution_id FROM open_executions) AND o
 ORDER BY o.created_at, o.id, f.timestamp, f.id"""
 
 _SELECT_UNPUBLISHED = b"""
-SELECT e.execution_id, e.sequence, e.subject, e.payload, e.msg_id, e.created_at
+SELECT e.execution_id, e.sequence, e.subject, e.payload, e.created_at
 FROM unpublished_events u
 JOIN execution_events e ON e.execution_id = u.execution_id AND e.sequence = u.sequence
 ORDER BY u.created_at, u.execution_id, u.sequence
@@ -498,7 +498,7 @@ LIMIT %s
 """
 
 _SELECT_EVENTS = b"""
-SELECT execution_id, sequence, subject, payload, msg_id, created_at
+SELECT execution_id, sequence, subject, payload, created_at
 FROM execution_events WHERE execution_id = %s ORDER BY sequence
 """
 
@@ -606,8 +606,7 @@ def _event(row: Sequence[Any]) -> OutboxEvent:
         sequence=row[1],
         subject=row[2],
         payload=bytes(row[3]),
-        msg_id=row[4],
-        created_at=_utc(row[5]),
+        created_at=_utc(row[4]),
     )
 
 

@@ -120,7 +120,7 @@ def read_ledger(database_url: str) -> Ledger:
         events = {
             msg_id: published
             for msg_id, published in conn.execute(
-                "SELECT e.msg_id, u.execution_id IS NULL FROM execution_events e"
+                "SELECT e.execution_id || ':' || e.sequence, u.execution_id IS NULL FROM execution_events e"
                 " LEFT JOIN unpublished_events u USING (execution_id, sequence)"
             )
         }

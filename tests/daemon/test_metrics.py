@@ -55,7 +55,7 @@ def update(
         reason=reason,
     )
     return OutboxEvent(
-        "x-1", sequence, execution_subject(broker, status.value, "o-1"), encode(body), f"x-1:{sequence}", NOW
+        "x-1", sequence, execution_subject(broker, status.value, "o-1"), encode(body), NOW
     )
 
 

@@ -84,7 +84,6 @@ def outbox_event(order: BrokerOrder, sequence: int, *, at: datetime | None = Non
         sequence=sequence,
         subject=f"trading.broker.v1.executions.{order.broker_id}.{order.status}.{order.order_id}",
         payload=f'{{"executionId":"{order.id}","sequence":{sequence},"filledQuantity":1.10}}'.encode(),
-        msg_id=f"{order.id}:{sequence}",
         created_at=at or T0 + timedelta(microseconds=sequence),
     )
 
