@@ -283,6 +283,7 @@ class AdapterClient:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,
+            limit=1 << 24,  # a block's result is one JSON line: ~25 B per order's latencies
         )
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), timeout)

@@ -308,3 +308,65 @@ def test_0002_columns(migrated_database_url: str) -> None:
     defaults = {c: d for _, c, _, _, d in rows}
     assert defaults["maintenance"] == "false"
     assert defaults["id"].startswith("nextval(")
+
+
+def test_0015_to_0019_keep_the_outbox_the_claims_and_the_reports(empty_database_url: str) -> None:
+    """A database written by the release before 0015 (outbox marks in published_at, jsonb
+    documents, msg_id stored) upgrades without losing what waits or what was answered."""
+    before = [m for m in load_migrations() if m.version < "0015"]
+    apply_migrations(empty_database_url, migrations=before)
+    broker_id, order_id, execution_id = new_id(), new_id(), new_id()
+    request = f'{{"orderId": "{order_id}", "quantity": 10, "price": 189.985000}}'
+    decision = '{"chosen": "x", "candidates": [["x", 1, false, 5.354750704002948]]}'
+    with psycopg.connect(empty_database_url) as conn:
+        _insert_broker(conn, broker_id)
+        conn.execute(
+            "INSERT INTO routed_orders (order_id, routing_id, request_hash, request, response,"
+            " responded_at, routing_decision, received_at)"
+            " VALUES (%s, %s, 'h', %s, '{\"status\": \"ACCEPTED\"}', now(), %s, now())",
+            (order_id, new_id(), request, decision),
+        )
+        _insert_order(conn, order_id, broker_id, id=execution_id, status="FILLED", filled_quantity=10)
+        for sequence, published in ((1, True), (2, False)):
+            conn.execute(
+                "INSERT INTO execution_events (execution_id, sequence, subject, payload, msg_id,"
+                " created_at, published_at) VALUES (%s, %s, 's', 'p', %s, now(),"
+                " CASE WHEN %s THEN now() END)",
+                (execution_id, sequence, f"{execution_id}:{sequence}", published),
+            )
+        conn.execute(
+            "INSERT INTO execution_reports (id, order_id, broker_order_id, broker_id, symbol, side,"
+            " quantity, filled_quantity, average_price, benchmark_type, execution_start,"
+            " execution_end, execution_duration_ms, created_at)"
+            " VALUES (%s, %s, %s, %s, 'AAPL', 'BUY', 10, 10, 190, 'ARRIVAL_PRICE', now(), now(), 0,"
+            " now())",
+            (execution_id, order_id, execution_id, broker_id),
+        )
+
+    applied = apply_migrations(empty_database_url)
+    assert applied[0] == "0015_unpublished_events" and "0019_event_msg_id" in applied
+    with psycopg.connect(empty_database_url) as conn:
+        # only the update still to publish waits
+        assert conn.execute("SELECT execution_id, sequence FROM unpublished_events").fetchall() == [
+            (execution_id, 2)
+        ]
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'execution_events'"
+            )
+        }
+        assert {"published_at", "msg_id"}.isdisjoint(columns)
+        # the documents are the same JSON (now json: text, read back whole)
+        row = conn.execute(
+            "SELECT request::jsonb = %s::jsonb, routing_decision::jsonb = %s::jsonb, response->>'status',"
+            " pg_typeof(request)::text FROM routed_orders WHERE order_id = %s",
+            (request, decision, order_id),
+        ).fetchone()
+        assert row == (True, True, "ACCEPTED", "json")
+        # a report keyed by its execution, and a second one for it refused by the primary key
+        assert conn.execute(
+            "SELECT count(*) FROM execution_reports WHERE id = %s", (execution_id,)
+        ).fetchone() == (1,)
+        with pytest.raises(errors.CheckViolation):
+            conn.execute("UPDATE execution_reports SET id = %s WHERE id = %s", (new_id(), execution_id))
