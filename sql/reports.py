@@ -103,8 +103,8 @@ FROM """
     + rows_from(
         "i text, o text, b text, s text, sd text, q numeric, fq numeric, ap numeric, bp numeric, "
         "bt text, sl float8, mi float8, tc float8, es timestamptz, ee timestamptz, qs float8, "
-        "rk int, rc jsonb, ca timestamptz, ac text, ot text, st text, sb smallint, en numeric, "
-        "fe numeric, ar numeric, acb float8, ep numeric, bm jsonb, sf jsonb, un jsonb, mw bytea"
+        "rk int, rc json, ca timestamptz, ac text, ot text, st text, sb smallint, en numeric, "
+        "fe numeric, ar numeric, acb float8, ep numeric, bm json, sf json, un json, mw bytea"
     )
     + b"""
 ON CONFLICT (id) DO NOTHING
@@ -143,16 +143,10 @@ def _report_values(r: ReportRecord) -> tuple[Any, ...]:
         r.execution_id, r.order_id, r.broker_id, r.symbol, r.side, r.quantity, r.filled_quantity,
         r.average_price, r.benchmark_price, r.benchmark_type, r.slippage_bps, r.market_impact_bps,
         r.total_cost_bps, r.execution_start, r.execution_end, r.quality_score, r.rank,
-        _raw(r.recommendations), r.created_at, r.asset_class, r.order_type, r.strategy, r.size_bucket,
+        r.recommendations, r.created_at, r.asset_class, r.order_type, r.strategy, r.size_bucket,
         r.executed_notional, r.fees, r.arrival_price, r.arrival_cost_bps, r.end_price,
-        _raw(r.benchmarks), _raw(r.shortfall), _raw(r.unavailable), r.market_window,
+        r.benchmarks, r.shortfall, r.unavailable, r.market_window,
     )  # fmt: skip
-
-
-def _raw(document: str | None) -> msgspec.Raw | None:
-    """A JSON document of the record, embedded as JSON in the batch's rows (parsed once by the
-    server, not quoted as a string and parsed again)."""
-    return None if document is None else msgspec.Raw(document)
 
 
 @dataclass(frozen=True, slots=True)
