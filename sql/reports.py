@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import msgspec
 import psycopg
 
-from sql.ops import rows_from, statement
+from sql.batch_rows import rows_from, statement
 from sql.roundtrip import Rows, Statement
 from sql.trio_pg import TrioConnection
 from sql.writer import WriteOp

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Self
 
 from api.contracts import LatencyStats
 from api.enums import ConnectionStatus
-from sql.ops import raw_json, returned, rows_from
+from sql.batch_rows import raw_json, returned, rows_from
 from sql.records import StatusChange
 from sql.trio_pg import TrioConnection
 from sql.writer import WriteOp

@@ -15,7 +15,8 @@ import trio
 
 from api.enums import BrokerOrderStatus
 from sql import roundtrip, trio_pg
-from sql.ops import Claim, SaveTransition, UpsertBrokers, json_rows
+from sql.batch_rows import json_rows
+from sql.ops import Claim, SaveTransition, UpsertBrokers
 from sql.roundtrip import Rows, Statement, numbered, text_array
 from sql.trio_pg import TrioConnection
 from sql.writer import GroupWriter, WriteOp
