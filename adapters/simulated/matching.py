@@ -51,6 +51,11 @@ _INFINITY = Decimal("Infinity")
 _ZERO = Decimal(0)
 #: How many fills a venue remembers for `fills_since` (a real broker keeps days of them).
 FILL_MEMORY = 100_000
+#: How many finished orders (filled, canceled, expired) a venue remembers, the oldest forgotten
+#: first: what `order`, `snapshot`, `cancel` and the duplicate check still know of. Open orders
+#: are always kept. Without a bound a venue under a steady flow grew by ~1 kB per order for as
+#: long as the daemon ran.
+FINISHED_MEMORY = 100_000
 _OPEN = frozenset({BrokerOrderStatus.ACCEPTED, BrokerOrderStatus.PARTIALLY_FILLED})
 _LIMIT_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
 _STOP_TYPES = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
@@ -307,7 +312,8 @@ class _Book:
 
 
 class MatchingEngine:
-    """One venue's orders and fills. Ids are `<broker_id>-[<session>-]O<n>` for orders and
+    """One venue's orders and fills: every open order, the last `FINISHED_MEMORY` finished ones
+    and the last `FILL_MEMORY` fills. Ids are `<broker_id>-[<session>-]O<n>` for orders and
     `...F<n>` for fills; pass a `session` unique per engine life when ids must stay unique across
     restarts (the venue does)."""
 
@@ -329,6 +335,8 @@ class MatchingEngine:
         self.liquidity_share = liquidity_share
         self._prefix = f"{broker_id}-{session}-" if session else f"{broker_id}-"
         self._orders: dict[str, WorkingOrder] = {}
+        #: Client order ids of the finished orders still in `_orders`, oldest first.
+        self._finished: deque[str] = deque()
         self._books: dict[str, _Book] = {}
         self._order_count = 0
         self._fill_count = 0
@@ -434,6 +442,7 @@ class MatchingEngine:
         expired.sort(key=_seq)
         for order in expired:
             order.status = BrokerOrderStatus.EXPIRED
+            self._ended(order)
         return [
             OrderExpired(o.client_order_id, at, "DAY order expired at the end of the day") for o in expired
         ]
@@ -535,8 +544,17 @@ class MatchingEngine:
         )
         self.fills.append(filled)
         events.append(filled)
+        if order.status is BrokerOrderStatus.FILLED:
+            self._ended(order)
 
-    @staticmethod
-    def _cancel(order: WorkingOrder, at: datetime, reason: str, events: list[AnyBrokerEvent]) -> None:
+    def _cancel(self, order: WorkingOrder, at: datetime, reason: str, events: list[AnyBrokerEvent]) -> None:
         order.status = BrokerOrderStatus.CANCELED
         events.append(OrderCanceled(order.client_order_id, at, reason))
+        self._ended(order)
+
+    def _ended(self, order: WorkingOrder) -> None:
+        """`order` reached a final status: remembered among the last `FINISHED_MEMORY` ones."""
+        finished = self._finished
+        finished.append(order.client_order_id)
+        if len(finished) > FINISHED_MEMORY:
+            self._orders.pop(finished.popleft(), None)

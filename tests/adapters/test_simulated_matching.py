@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.base import CancelRejected, SubmitRequest
+from adapters.simulated import matching
 from adapters.simulated.market import QuoteEvent
 from adapters.simulated.matching import MatchingEngine, order_problem
 from api.commission import commission
@@ -626,6 +627,28 @@ def test_a_resting_order_costs_its_record_and_a_slot_in_its_price_level() -> Non
             tracemalloc.stop()
     assert len(ids) == engine.open_orders == 20_000
     assert per_order < 350, f"{per_order:.0f} bytes per resting order"
+
+
+def test_finished_orders_are_forgotten_oldest_first_open_ones_never(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(matching, "FINISHED_MEMORY", 3)
+    engine = make_engine()
+    engine.on_quote(quote("99.00", "100.00"))
+    submit(engine, request("resting", Side.BUY, OrderType.LIMIT, "1", price="90.00"))
+    for n in range(5):
+        submit(engine, request(f"filled-{n}", Side.BUY, OrderType.MARKET, "1"))
+    submit(engine, request("ioc", Side.BUY, OrderType.LIMIT, "1", TimeInForce.IOC, price="90.00"))  # canceled
+    # the three last finished orders are known; the two oldest are forgotten; the open one stays
+    assert [cid in engine for cid in ("filled-0", "filled-1", "filled-2", "filled-3", "filled-4", "ioc")] == [
+        False, False, False, True, True, True,
+    ]  # fmt: skip
+    assert "resting" in engine and engine.open_orders == 1
+    with pytest.raises(CancelRejected, match="already filled"):
+        engine.cancel("filled-4", AT)
+    with pytest.raises(CancelRejected, match="unknown order"):
+        engine.cancel("filled-0", AT)
+    cancel = engine.cancel("resting", AT)  # finishing it makes it the newest finished order
+    assert [type(e) for e in cancel] == [OrderCanceled]
+    assert ["filled-3" in engine, "resting" in engine] == [False, True]
 
 
 # --- the engine against a naive model --------------------------------------------------
