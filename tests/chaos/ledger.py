@@ -190,26 +190,20 @@ async def _stream_msg_ids(nats_url: str, stream: str, timeout: float) -> list[st
     nc = await nats.connect(servers=[nats_url], connect_timeout=5)
     try:
         js = nc.jetstream()
-        info = await js.stream_info(stream)
-        expected = info.state.messages
-        ids: list[str] = []
-        if expected == 0:
-            return ids
-        done = asyncio.Event()
-
-        async def on_message(msg: Any) -> None:
-            ids.append((msg.headers or {}).get("Nats-Msg-Id", ""))
-            if len(ids) >= expected:
-                done.set()
-
-        subject = (info.config.subjects or [">"])[0]
-        sub = await js.subscribe(
-            subject,
-            stream=stream,
-            cb=on_message,
-            ordered_consumer=True,
-            deliver_policy=nats.js.api.DeliverPolicy.ALL,
-        )
+        # Right after a cluster node dies, JetStream's API may not answer until the survivors
+        # have elected new leaders (seconds): ask again until `timeout`, then let it raise.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reading = await _read_stream(js, stream)
+                break
+            except (TimeoutError, nats.errors.Error):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        if reading is None:
+            return []
+        ids, expected, done, sub = reading
         try:
             await asyncio.wait_for(done.wait(), timeout)
         except TimeoutError:
@@ -221,6 +215,32 @@ async def _stream_msg_ids(nats_url: str, stream: str, timeout: float) -> list[st
         return ids
     finally:
         await nc.close()
+
+
+async def _read_stream(js: Any, stream: str) -> tuple[list[str], int, asyncio.Event, Any] | None:
+    """Start reading every message of `stream` (None if it is empty): the Nats-Msg-Ids read so
+    far, how many there are, an event set once all are read, and the subscription."""
+    info = await js.stream_info(stream)
+    expected = info.state.messages
+    if expected == 0:
+        return None
+    ids: list[str] = []
+    done = asyncio.Event()
+
+    async def on_message(msg: Any) -> None:
+        ids.append((msg.headers or {}).get("Nats-Msg-Id", ""))
+        if len(ids) >= expected:
+            done.set()
+
+    subject = (info.config.subjects or [">"])[0]
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        cb=on_message,
+        ordered_consumer=True,
+        deliver_policy=nats.js.api.DeliverPolicy.ALL,
+    )
+    return ids, expected, done, sub
 
 
 def execution_attempts_held(flood: Flood) -> dict[str, int]:
