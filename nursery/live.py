@@ -3,8 +3,9 @@
 A `LiveExecution` serialises everything that changes one order: broker events are queued on it
 and applied in arrival order by a single drain task at a time, under its lock, so the persisted
 sequence of states is exactly the order in which they were applied. Finished executions stay for
-`retain` so that late events (a fill racing a cancel) still find them; older ones are reloaded
-from PostgreSQL on demand.
+`retain` so that late events (a fill racing a cancel) still find them, at most the last `keep`
+of them (~2 kB each: at 2,000 orders a second, 300 s of them were over a gigabyte); older ones
+are reloaded from PostgreSQL on demand.
 """
 
 from __future__ import annotations
@@ -105,12 +106,13 @@ class LiveExecution:
 class LiveBook:
     """Live executions by client order id, execution id and order id."""
 
-    def __init__(self, retain: float = 300.0) -> None:
+    def __init__(self, retain: float = 300.0, keep: int = 20_000) -> None:
         self._by_client: dict[str, LiveExecution] = {}
         self._by_execution: dict[str, LiveExecution] = {}
         self._by_order: dict[str, LiveExecution] = {}
         self._finished: deque[LiveExecution] = deque()
         self.retain = retain
+        self.keep = keep
 
     def __len__(self) -> int:
         return len(self._by_client)
@@ -137,20 +139,27 @@ class LiveBook:
         if live.finished_at is None:
             live.finished_at = trio.current_time()
             self._finished.append(live)
+            if len(self._finished) > self.keep:
+                self.evict_finished()
 
     def open_count(self) -> int:
         return len(self._by_client) - len(self._finished)
 
     def evict_finished(self) -> int:
-        """Forget executions finished more than `retain` seconds ago; returns how many."""
+        """Forget executions finished more than `retain` seconds ago, and the oldest beyond the
+        last `keep` finished; returns how many. The oldest one still busy (events queued, being
+        drained, changes unsaved) stops the eviction until a later call."""
         now = trio.current_time()
         evicted = 0
-        while self._finished:
-            live = self._finished[0]
+        finished = self._finished
+        while finished:
+            live = finished[0]
             assert live.finished_at is not None
-            if now - live.finished_at < self.retain or live.queue or live.draining or live.unsaved:
+            if len(finished) <= self.keep and now - live.finished_at < self.retain:
                 break
-            self._finished.popleft()
+            if live.queue or live.draining or live.unsaved:
+                break
+            finished.popleft()
             order = live.order
             self._by_client.pop(order.client_order_id, None)
             self._by_execution.pop(order.id, None)

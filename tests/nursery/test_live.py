@@ -130,6 +130,22 @@ async def test_finished_execution_is_kept_until_retain_has_passed(mock_clock: tr
     assert book.evict_finished() == 0
 
 
+async def test_only_the_last_keep_finished_executions_are_kept(mock_clock: trio.testing.MockClock) -> None:
+    book = LiveBook(retain=300.0, keep=2)
+    resting = live_order("resting")
+    book.add(resting)
+    done = [live_order(f"ord-{i}", status=BrokerOrderStatus.FILLED) for i in range(4)]
+    for live in done:
+        book.add(live)
+        book.finished(live)  # within retain: only the count forgets the oldest
+        mock_clock.jump(1.0)
+    for live in done[:2]:
+        assert_absent(book, live)
+    for live in (*done[2:], resting):
+        assert_present(book, live)
+    assert len(book) == 3 and book.open_count() == 1
+
+
 async def test_open_execution_is_never_evicted(mock_clock: trio.testing.MockClock) -> None:
     book = LiveBook(retain=1.0)
     live = live_order("ord-1")
