@@ -8,7 +8,8 @@ Starts everything itself, as bench/route.py does (`_common.BenchStack`, the same
 configuration: two simulated brokers with zero latency, MARKET orders filled at once). The
 baseline is the idle daemon's RSS, read before any order. Then `--waves` waves of `--orders`
 RouteOrders each (MARKET, 10 shares, 64 in flight, bench/route.py's requests), each followed by
-`--settle` seconds of quiet and a reading of the daemon's memory (`_memory.Memory`).
+`--settle` seconds of quiet and a reading of the daemon's memory (`_memory.Memory`) and of the
+CPU it used per order since the wave began (its post-trade work included).
 
 What it shows: whether the daemon keeps something per order it has finished with. It must not,
 beyond its bounded memories: the last 20,000 finished executions (`nursery.live.LiveBook`,
@@ -32,7 +33,7 @@ from pathlib import Path
 import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BenchStack, exit_with, format_table, interrupt_on_signals
+from _common import BenchStack, cpu_seconds, exit_with, format_table, interrupt_on_signals
 from _memory import Memory, mb
 from route import ROUTE_SUBJECT, check_route, concurrent, order_payloads
 
@@ -70,24 +71,27 @@ def main(argv: list[str] | None = None) -> int:
         pid = stack.start_daemon()
         time.sleep(args.settle)
         idle = Memory.of(pid)
-        rows = [["idle (baseline)", "0", "-", mb(idle.rss), mb(idle.anon), "-"]]
+        rows = [["idle (baseline)", "0", "-", "-", mb(idle.rss), mb(idle.anon), "-"]]
         previous, sent = idle.rss, 0
         for n in range(args.waves):
+            cpu = cpu_seconds(pid)
             elapsed, failures = asyncio.run(wave(stack.nats_url, n, args.orders))
             failed += failures
             if not stack.daemon_alive():
                 print(f"the daemon died:\n{stack.daemon_log_tail()}", file=sys.stderr)
                 return 1
-            time.sleep(args.settle)
-            now = Memory.of(pid)
+            time.sleep(args.settle)  # the wave's post-trade work (reports, publishing) ends here
+            now, cpu_us = Memory.of(pid), (cpu_seconds(pid) - cpu) / args.orders * 1e6
             sent += args.orders
             growth = (now.rss - previous) / args.orders
-            rate, per_order = f"{args.orders / elapsed:,.0f}", f"{growth:,.0f}"
-            rows.append([f"after wave {n + 1}", f"{sent:,}", rate, mb(now.rss), mb(now.anon), per_order])
+            rate = args.orders / elapsed
+            figures = [f"{rate:,.0f}", f"{cpu_us:,.0f}", mb(now.rss), mb(now.anon), f"{growth:,.0f}"]
+            rows.append([f"after wave {n + 1}", f"{sent:,}", *figures])
             print(f"  wave {n + 1}/{args.waves}: RSS {mb(now.rss)} MB, {growth:,.0f} B per order", flush=True)
             previous = now.rss
     print()
-    headers = ["reading", "orders sent", "orders/s", "RSS (MB)", "RssAnon (MB)", "RSS growth per order (B)"]
+    headers = ["reading", "orders sent", "orders/s", "daemon CPU/order (us)", "RSS (MB)", "RssAnon (MB)",
+               "RSS growth per order (B)"]  # fmt: skip
     print(format_table(headers, rows))
     if failed:
         print(f"{failed} replies were not ACCEPTED RouteOrder responses", file=sys.stderr)
