@@ -148,7 +148,7 @@ class LiveBook:
     def evict_finished(self) -> int:
         """Forget executions finished more than `retain` seconds ago, and the oldest beyond the
         last `keep` finished; returns how many. The oldest one still busy (events queued, being
-        drained, changes unsaved) stops the eviction until a later call."""
+        drained, changes or an answer unsaved) stops the eviction until a later call."""
         now = trio.current_time()
         evicted = 0
         finished = self._finished
@@ -157,7 +157,7 @@ class LiveBook:
             assert live.finished_at is not None
             if len(finished) <= self.keep and now - live.finished_at < self.retain:
                 break
-            if live.queue or live.draining or live.unsaved:
+            if live.queue or live.draining or live.unsaved or live.unsaved_response is not None:
                 break
             finished.popleft()
             order = live.order

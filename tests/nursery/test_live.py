@@ -146,6 +146,22 @@ async def test_only_the_last_keep_finished_executions_are_kept(mock_clock: trio.
     assert len(book) == 3 and book.open_count() == 1
 
 
+async def test_a_finished_execution_holding_an_unsaved_answer_is_kept(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    book = LiveBook(retain=10.0, keep=1)
+    held, later = (live_order(f"ord-{i}", status=BrokerOrderStatus.FILLED) for i in range(2))
+    held.unsaved_response = (held.order.order_id, object())  # type: ignore[assignment]
+    for live in (held, later):
+        book.add(live)
+        book.finished(live)
+    mock_clock.jump(60.0)
+    assert book.evict_finished() == 0  # the answer waits for the database: the router gives it
+    assert_present(book, held)
+    held.unsaved_response = None
+    assert book.evict_finished() == 2
+
+
 async def test_open_execution_is_never_evicted(mock_clock: trio.testing.MockClock) -> None:
     book = LiveBook(retain=1.0)
     live = live_order("ord-1")
