@@ -41,7 +41,7 @@ from psycopg.types.json import Jsonb
 from sql import trio_pg
 from sql.trio_pg import TrioConnection
 
-__all__ = ["Rows", "Statement", "numbered", "run", "text_array"]
+__all__ = ["Rows", "Statement", "numbered", "rows_of", "run", "text_array"]
 
 #: The rows of one statement, each value as text (None: NULL).
 Rows = list[tuple[str | None, ...]]
@@ -191,7 +191,7 @@ async def run(conn: TrioConnection, statements: Sequence[Statement]) -> list[Row
             elif preparing is not None:
                 prepared.add(preparing)  # prepared statements outlive a rolled-back transaction
             else:
-                out.append(_rows(result) if statements[len(out)].returns else [])
+                out.append(rows_of(result) if statements[len(out)].returns else [])
         pgconn.exit_pipeline_mode()
         finished = True
     finally:
@@ -204,7 +204,8 @@ async def run(conn: TrioConnection, statements: Sequence[Statement]) -> list[Row
     return out
 
 
-def _rows(result: pq.abc.PGresult) -> Rows:
+def rows_of(result: pq.abc.PGresult) -> Rows:
+    """The rows of a text-format result, each value as text (None: NULL)."""
     width = result.nfields
     value = result.get_value
     return [

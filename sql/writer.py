@@ -137,13 +137,17 @@ class WriteOp(Generic[R]):
 
 async def _executed(conn: TrioConnection, statements: Sequence[Statement]) -> list[Rows]:
     """`statements` run one by one through psycopg (in the caller's pipeline and transaction);
-    their rows as `sql.roundtrip` gives them (text)."""
+    their rows as `sql.roundtrip` gives them: the server's text, read from the same results."""
     cur = conn.cursor()
     rows: list[Rows] = []
     for statement in statements:
         await cur.execute(statement.sql, statement.params)
-        fetched = await cur.fetchall() if statement.returns else []
-        rows.append([tuple(None if v is None else str(v) for v in row) for row in fetched])
+        if statement.returns:
+            await cur.fetchall()  # in a pipeline, the result arrives here
+            result = cur.pgresult
+            rows.append(roundtrip.rows_of(result) if result is not None else [])
+        else:
+            rows.append([])
     return rows
 
 
@@ -687,10 +691,7 @@ class _Lane:
 #: Measured in bench/fix.py: 2,304 scans reading 4.2 million rows of fix_outbound_messages and
 #: 1,294 reading 644,000 of broker_orders for 1,365 orders. A statement with no usable index
 #: still scans; a small table's index lookup costs about what its scan does.
-_CONFIGURE_WRITER = (
-    b"SELECT set_config('TimeZone', 'UTC', false), set_config('statement_timeout', %s, false),"
-    b" set_config('enable_seqscan', 'off', false)"
-)
+_CONFIGURE_WRITER = _CONFIGURE + b", set_config('enable_seqscan', 'off', false)"
 
 
 async def connect_trio(conninfo: str, *, statement_timeout: float) -> TrioConnection:
