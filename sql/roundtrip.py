@@ -47,9 +47,9 @@ __all__ = ["Rows", "Statement", "numbered", "rows_of", "run", "text_array"]
 Rows = list[tuple[str | None, ...]]
 
 _TOKEN = re.compile(rb"%\((\w+)\)[sb]|%[sb]|%%|%")
-#: statement -> (numbered statement, parameter names in $-order or None for positional ones)
-_NUMBERED: dict[bytes, tuple[bytes, tuple[str, ...] | None]] = {}
-_NAMES: dict[bytes, bytes] = {}  # numbered statement -> the name it is prepared under
+#: statement -> (numbered statement, parameter names in $-order or None for positional ones,
+#: the name it is prepared under)
+_NUMBERED: dict[bytes, tuple[bytes, tuple[str, ...] | None, bytes]] = {}
 
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 _FAILED = pq.ExecStatus.FATAL_ERROR
@@ -73,7 +73,7 @@ def numbered(sql: bytes) -> bytes:
     return _compiled(sql)[0]
 
 
-def _compiled(sql: bytes) -> tuple[bytes, tuple[str, ...] | None]:
+def _compiled(sql: bytes) -> tuple[bytes, tuple[str, ...] | None, bytes]:
     found = _NUMBERED.get(sql)
     if found is None:
         names: list[str] = []
@@ -97,7 +97,7 @@ def _compiled(sql: bytes) -> tuple[bytes, tuple[str, ...] | None]:
         text = _TOKEN.sub(number, sql)
         if positional and names:
             raise ValueError(f"positional and named placeholders mixed: {sql[:80]!r}")
-        found = _NUMBERED[sql] = (text, tuple(names) if names else None)
+        found = _NUMBERED[sql] = (text, tuple(names) if names else None, b"bis_rt_%d" % len(_NUMBERED))
     return found
 
 
@@ -125,13 +125,6 @@ def _param(value: Any) -> bytes | None:
     raise TypeError(f"unsupported parameter type {type(value).__name__}")
 
 
-def _name(sql: bytes) -> bytes:
-    name = _NAMES.get(sql)
-    if name is None:
-        name = _NAMES[sql] = b"bis_rt_%d" % len(_NAMES)
-    return name
-
-
 async def run(conn: TrioConnection, statements: Sequence[Statement]) -> list[Rows]:
     """Run `statements` as one transaction in one round trip; the rows of each (empty unless it
     `returns`), in order. See the module docstring for the transaction and errors."""
@@ -144,12 +137,12 @@ async def run(conn: TrioConnection, statements: Sequence[Statement]) -> list[Row
     # here, with the connection as it was.
     encoded: list[tuple[bytes, bytes, list[bytes | None]]] = []
     for statement in statements:
-        sql, names = _compiled(statement.sql)
+        sql, names, name = _compiled(statement.sql)
         params = statement.params
         if isinstance(params, Mapping) != (names is not None):
             raise TypeError(f"named placeholders take a mapping, positional ones a tuple: {sql[:80]!r}")
         values = [params[n] for n in names] if isinstance(params, Mapping) and names else params
-        encoded.append((sql, _name(sql), [_param(p) for p in values]))
+        encoded.append((sql, name, [_param(p) for p in values]))
     # What each result answers, in order: a Parse (the name it prepares) or a statement (None).
     expected: list[bytes | None] = []
     finished = False
