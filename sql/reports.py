@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import msgspec
 import psycopg
@@ -16,9 +16,6 @@ from sql.batch_rows import rows_from, statement
 from sql.roundtrip import Rows, Statement
 from sql.trio_pg import TrioConnection
 from sql.writer import WriteOp
-
-if TYPE_CHECKING:
-    pass
 
 Conn = psycopg.Connection[Any]
 
