@@ -359,8 +359,16 @@ class BenchStack:
 
     # --- the daemon ---------------------------------------------------------------------
 
-    def start_daemon(self, *, tick_interval_ms: float = 100.0, timeout: float = 90.0) -> int:
-        """Start `python -m daemon.cli run --config ...`; return its pid once runtime.json exists."""
+    def start_daemon(
+        self,
+        *,
+        tick_interval_ms: float = 100.0,
+        timeout: float = 90.0,
+        launcher: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> int:
+        """Start `python -m daemon.cli run --config ...` (or `<launcher> run --config ...`, with
+        `env` added to its environment); return its pid once runtime.json exists."""
         state_dir = self.tmp / "state"
         config = self.tmp / "daemon.toml"
         config.write_text(
@@ -371,14 +379,18 @@ class BenchStack:
                 tick_interval_ms=tick_interval_ms,
             )
         )
-        env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL", "BIS_LOG_LEVEL")}
-        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        dropped = ("NATS_URL", "DATABASE_URL", "BIS_LOG_LEVEL")
+        environ = {k: v for k, v in os.environ.items() if k not in dropped}
+        environ["PYTHONPATH"] = str(REPO) + (
+            os.pathsep + environ["PYTHONPATH"] if environ.get("PYTHONPATH") else ""
+        )
+        environ.update(env or {})
         runtime = state_dir / "runtime.json"
         with open(self.daemon_log, "ab") as log:
             self.daemon = subprocess.Popen(
-                [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+                [*(launcher or (sys.executable, "-m", "daemon.cli")), "run", "--config", str(config)],
                 cwd=REPO,
-                env=env,
+                env=environ,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches only us; we stop it in order
@@ -391,6 +403,10 @@ class BenchStack:
                 return self.daemon.pid
             time.sleep(0.05)
         raise RuntimeError(f"daemon not ready after {timeout}s:\n{_tail(self.daemon_log)}")
+
+    def stop_daemon(self) -> None:
+        """Stop the daemon (SIGTERM, then SIGKILL past 30 s) and wait for it to exit."""
+        _stop_process(self.daemon, timeout=30.0)
 
     def daemon_alive(self) -> bool:
         return self.daemon is not None and self.daemon.poll() is None

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _steps
 import msgspec
 import nats
 from _common import (
@@ -126,6 +127,7 @@ class Phase:
     name: str
     count: int = 0
     elapsed: float = 0.0
+    started: float = 0.0  # perf_counter() at its first request (CLOCK_MONOTONIC: `--steps`)
     latencies: list[float] = field(default_factory=list)  # seconds, sorted after the run
     failures: Counter[str] = field(default_factory=Counter)
     cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds in the phase
@@ -160,7 +162,7 @@ async def sequential(
 ) -> Phase:
     phase = Phase(name)
     request, perf = nc.request, time.perf_counter
-    begun = perf()
+    begun = phase.started = perf()
     for payload in payloads:
         Stop.check()
         started = perf()
@@ -205,7 +207,7 @@ async def concurrent(
             if problem:
                 phase.failures[problem] += 1
 
-    started = perf()
+    started = phase.started = perf()
     await asyncio.gather(*(requester() for _ in range(requesters)))
     phase.elapsed = perf() - started
     phase.count = len(payloads)
@@ -264,6 +266,7 @@ class Settings:
     profile: Path | None
     profile_rate: int
     profile_phase: str
+    steps: bool  # time the daemon's task steps (bench/_steps.py)
     analyze: bool
     seed: int  # RouteOrders sent before the first ANALYZE
     embedded: bool
@@ -595,6 +598,15 @@ def wal_table(results: dict[str, Any], phases: tuple[Phase, Phase]) -> str:
     return "\n".join(lines)
 
 
+def steps_table(log: _steps.StepLog, results: dict[str, Any]) -> None:
+    """Where each RouteOrder's time went in the daemon's Trio thread, per measured phase."""
+    print("\nThe daemon's Trio thread per RouteOrder, task by task (--steps; bench/_steps.py):")
+    for kind in ("sequential", "concurrent"):
+        phase: Phase = results[f"r_{kind}"]
+        print(f"{kind} ({phase.count:,} orders):")
+        print(log.table(phase.started, phase.started + phase.elapsed, phase.count))
+
+
 def report(results: dict[str, Any], settings: Settings) -> int:
     es, ts, rs = results["e_sequential"], results["t_sequential"], results["r_sequential"]
     ec, tc, rc = results["e_concurrent"], results["t_concurrent"], results["r_concurrent"]
@@ -702,6 +714,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="time every task step of the daemon's Trio thread (bench/_steps.py) and show, per "
+        "RouteOrder phase, where each order's time went, task by task",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=1000,
@@ -732,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile.resolve() if args.profile else None,
         profile_rate=args.profile_rate,
         profile_phase=args.profile_phase,
+        steps=args.steps,
         analyze=not args.no_analyze,
         seed=args.seed,
         embedded=False,  # known once the servers run
@@ -746,7 +765,12 @@ def main(argv: list[str] | None = None) -> int:
     with BenchStack(keep=args.keep) as stack:
         print(f"bench/route.py: temp dir {stack.tmp}", flush=True)
         stack.start_servers()
-        daemon_pid = stack.start_daemon(tick_interval_ms=100.0)
+        steps_file = stack.tmp / "steps.json"
+        daemon_pid = stack.start_daemon(
+            tick_interval_ms=100.0,
+            launcher=_steps.launcher() if args.steps else None,
+            env={_steps.ENV: str(steps_file)} if args.steps else None,
+        )
         echo_pid = stack.start_echo(ECHO_SUBJECT, "echo")
         trio_echo_pid = stack.start_echo(TRIO_ECHO_SUBJECT, "bridge-echo")
         settings.embedded = stack.pgdata is not None
@@ -795,6 +819,9 @@ def main(argv: list[str] | None = None) -> int:
         if not stack.daemon_alive():
             print(f"the daemon died during the run; its log:\n{stack.daemon_log_tail()}", file=sys.stderr)
             status = 1
+        elif args.steps:
+            stack.stop_daemon()  # the clock writes its steps as the daemon's trio.run returns
+            steps_table(_steps.StepLog.read(steps_file), results)
     print(f"\ntotal {time.monotonic() - started:.0f} s; exit status {status}")
     return status
 
