@@ -38,7 +38,7 @@ __all__ = ["METRICS_TOKEN_VARIABLE", "Observability", "resolve_metrics_token"]
 #: (so the token can stay out of the configuration file, like `NATS_URL` and `DATABASE_URL`).
 METRICS_TOKEN_VARIABLE = "BIS_METRICS_TOKEN"
 
-#: How often the outbox is sampled (s), and how many unpublished rows one sample reads at most
+#: How often the outbox is sampled (s), and how many unpublished rows one sample counts at most
 #: (bis_outbox_depth saturates there: "at least that many").
 OUTBOX_SAMPLE_S = 5.0
 OUTBOX_SAMPLE_ROWS = 10_000
@@ -113,10 +113,9 @@ class Observability:
         while True:
             try:
                 with trio.fail_after(every):
-                    pending = await store.unpublished_events(OUTBOX_SAMPLE_ROWS)
+                    depth, oldest = await store.outbox_depth(OUTBOX_SAMPLE_ROWS)
             except Exception as exc:
                 log.debug("outbox not sampled", extra={"error": repr(exc)})
             else:
-                oldest = min((event.created_at for event in pending), default=None)
-                self.metrics.set_outbox(len(pending), oldest)
+                self.metrics.set_outbox(depth, oldest)
             await trio.sleep(every)

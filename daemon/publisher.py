@@ -126,7 +126,7 @@ class Publisher:
         if not await self._mark():
             return  # the database is not answering: nothing to read the outbox from either
         while True:
-            pending = [e for e in await self._store.unpublished_events(MAX_BATCH) if e.created_at <= cutoff]
+            pending = await self._store.unpublished_events(MAX_BATCH, older_than=cutoff)
             if not pending:
                 return
             before = self.published

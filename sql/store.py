@@ -376,11 +376,28 @@ class Store:
         """Every execution not in a final status, with its fills, oldest first."""
         return await self._read(lambda conn: _load_orders(conn, _WHERE_OPEN, (_OPEN_STATUSES,)))
 
-    async def unpublished_events(self, limit: int) -> list[OutboxEvent]:
-        """Up to `limit` outbox events not yet published, oldest first."""
+    async def unpublished_events(
+        self, limit: int, *, older_than: datetime | None = None
+    ) -> list[OutboxEvent]:
+        """Up to `limit` outbox events not yet published (created at `older_than` or before, if
+        given), oldest first. Reads `limit` rows of execution_events at most, by key, whatever
+        the backlog: the oldest keys are found in the narrow unpublished_events first."""
+        cutoff = older_than if older_than is not None else _FAR_FUTURE
         return await self._read(
-            lambda conn: [_event(row) for row in conn.execute(_SELECT_UNPUBLISHED, (limit,))]
+            lambda conn: [_event(row) for row in conn.execute(_SELECT_UNPUBLISHED, (cutoff, limit))]
         )
+
+    async def outbox_depth(self, limit: int) -> tuple[int, datetime | None]:
+        """How many outbox events are not yet published (counted up to `limit`: "at least that
+        many" beyond), and when the oldest of them was created (None: none). Reads only the
+        narrow unpublished_events, no event itself."""
+
+        def read(conn: psycopg.Connection[Any]) -> tuple[int, datetime | None]:
+            row = conn.execute(_SELECT_OUTBOX_DEPTH, (limit,)).fetchone()
+            assert row is not None
+            return int(row[0]), (_utc(row[1]) if row[1] is not None else None)
+
+        return await self._read(read)
 
     async def execution_events(self, execution_id: str) -> list[OutboxEvent]:
         """Every update published (or to publish) for one execution, by sequence."""
@@ -489,13 +506,31 @@ _WHERE_ORDER = b"WHERE o.order_id = %s ORDER BY o.attempt, f.timestamp, f.id"
 _WHERE_OPEN = b"""WHERE o.id IN (SELECT execution_id FROM open_executions) AND o.status = ANY(%s)
 ORDER BY o.created_at, o.id, f.timestamp, f.id"""
 
+# The page of keys first, from the narrow table; then its events, one primary-key lookup each.
+# Joined before the LIMIT, a backlog of thousands made the planner hash-join the whole of
+# execution_events (the audit trail: it only grows) on every sweep and every sample.
 _SELECT_UNPUBLISHED = b"""
 SELECT e.execution_id, e.sequence, e.subject, e.payload, e.created_at
-FROM unpublished_events u
-JOIN execution_events e ON e.execution_id = u.execution_id AND e.sequence = u.sequence
+FROM (
+    SELECT execution_id, sequence, created_at FROM unpublished_events
+    WHERE created_at <= %s
+    ORDER BY created_at, execution_id, sequence
+    LIMIT %s
+) AS u
+CROSS JOIN LATERAL (  -- LIMIT 1 (the key is unique) keeps it a lookup per key: never flattened
+    SELECT * FROM execution_events x WHERE x.execution_id = u.execution_id AND x.sequence = u.sequence
+    LIMIT 1
+) AS e
 ORDER BY u.created_at, u.execution_id, u.sequence
-LIMIT %s
 """
+
+_SELECT_OUTBOX_DEPTH = b"""
+SELECT (SELECT count(*) FROM (SELECT 1 FROM unpublished_events LIMIT %s) AS page),
+       (SELECT min(created_at) FROM unpublished_events)
+"""
+
+#: `unpublished_events` without a cutoff: every row is older than this.
+_FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
 
 _SELECT_EVENTS = b"""
 SELECT execution_id, sequence, subject, payload, created_at

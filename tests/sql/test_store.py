@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 import trio
 
@@ -12,6 +13,7 @@ from api.contracts import OrderRoutingResponse
 from api.enums import BrokerOrderStatus, RoutingStatus
 from api.orders import BrokerOrder, OrderFill
 from sql import BrokerRecord, ClaimResult, DuplicateAttempt, OrderClaim, Store
+from sql.store import _SELECT_UNPUBLISHED
 from tests.sql import T0, broker_record, execution, new_id, order_claim, outbox_event, query
 
 
@@ -392,6 +394,75 @@ async def test_outbox_events_until_published(store: Store, broker_id: str) -> No
     await store.mark_published([pending[0].key])
     assert not [e for e in await store.unpublished_events(100_000) if e.execution_id == accepted.id]
     assert len(await store.execution_events(accepted.id)) == 2  # the audit trail keeps them
+
+
+async def test_outbox_page_older_than_a_cutoff_and_depth(store: Store, broker_id: str) -> None:
+    claim = order_claim(new_id(), broker_id, with_event=False)
+    assert claim.execution is not None
+    await store.claim_order(claim)
+    before, _ = await store.outbox_depth(10_000_000)
+    old_at = datetime(2001, 1, 1, tzinfo=UTC)  # older than every other test's updates
+    accepted = msgspec.structs.replace(claim.execution, status=BrokerOrderStatus.ACCEPTED, sequence=2)
+    first, second = (
+        outbox_event(accepted, 1, at=old_at),
+        outbox_event(accepted, 2, at=old_at + timedelta(hours=1)),
+    )
+    await store.save_changes([(accepted, None, first), (accepted, None, second)])
+
+    def mine(events: list[Any]) -> list[int]:
+        return [e.sequence for e in events if e.execution_id == accepted.id]
+
+    assert mine(await store.unpublished_events(100_000)) == [1, 2]
+    assert mine(await store.unpublished_events(100_000, older_than=old_at)) == [1]
+    assert mine(await store.unpublished_events(1, older_than=old_at + timedelta(hours=1))) == [
+        1
+    ]  # oldest first
+    depth, oldest = await store.outbox_depth(10_000_000)
+    assert depth == before + 2 and oldest == old_at
+    assert (await store.outbox_depth(1))[0] == 1  # counted up to the limit: "at least that many"
+    await store.mark_published([first.key, second.key])
+    assert (await store.outbox_depth(10_000_000))[0] == before
+
+
+async def test_outbox_page_reads_events_by_key_whatever_the_backlog(
+    store: Store, migrated_database_url: str
+) -> None:
+    """A page of a backlog of thousands is found in unpublished_events and its events are looked
+    up by key: execution_events (the audit trail, which only grows) is never scanned whole."""
+    tag = f"plan-{new_id()[:8]}"
+
+    def run(*statements: tuple[str, tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+            for sql, params in statements:
+                cursor = conn.execute(sql.encode(), params)
+                rows = cursor.fetchall() if cursor.description else []
+        return rows
+
+    backlog = """
+        WITH e AS (
+            INSERT INTO execution_events (execution_id, sequence, subject, payload, created_at)
+            SELECT %s || '-' || i, 1, 'trading.broker.v1.executions.x.EXECUTING.o',
+                   convert_to('{}', 'UTF8'), TIMESTAMPTZ '2002-01-01' + i * INTERVAL '1 second'
+            FROM generate_series(1, 5000) AS i
+            RETURNING execution_id, sequence, created_at)
+        INSERT INTO unpublished_events SELECT * FROM e"""
+    await trio.to_thread.run_sync(
+        run, (backlog, (tag,)), ("ANALYZE execution_events, unpublished_events", ())
+    )
+    try:
+        plan = await trio.to_thread.run_sync(
+            run, ("EXPLAIN " + _SELECT_UNPUBLISHED.decode(), (datetime(9999, 1, 1, tzinfo=UTC), 512))
+        )
+        text = "\n".join(row[0] for row in plan)
+        assert "Seq Scan on execution_events" not in text, text
+        assert len(await store.unpublished_events(512)) == 512
+    finally:
+        await trio.to_thread.run_sync(
+            run,
+            ("DELETE FROM unpublished_events WHERE execution_id LIKE %s", (f"{tag}-%",)),
+            ("DELETE FROM execution_events WHERE execution_id LIKE %s", (f"{tag}-%",)),
+        )
 
 
 async def test_brokers_upsert_keeps_created_at_and_no_credentials(
