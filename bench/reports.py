@@ -71,8 +71,10 @@ from market.book import MarketBook  # noqa: E402
 from market.messages import QuoteMessage, TradeMessage  # noqa: E402
 from routing.stats import RoutingStats  # noqa: E402
 from sql.migrate import apply_migrations  # noqa: E402
-from sql.reports import PeerRow, ReportRecord  # noqa: E402
+from sql.reports import PeerGroupRow, ReportRecord  # noqa: E402
 from sql.store import Store  # noqa: E402
+from tca.model import ns_of  # noqa: E402
+from tca.peers import hour_key, peer_stats  # noqa: E402
 from tca_online.peers import PeerCache  # noqa: E402
 from tca_online.queue import ReportJob  # noqa: E402
 from tca_online.reporter import ExecutionReporter  # noqa: E402
@@ -182,24 +184,45 @@ def executions(scenario: str, n: int, seed: int, rate: float) -> list[BrokerOrde
     return out
 
 
-def peer_rows() -> list[PeerRow]:
+def peer_groups() -> list[PeerGroupRow]:
+    """A month of 6,000 reports, as the server's sums per peer group (`load_peer_groups`)."""
     rng = np.random.default_rng(2)
-    rows = []
+    drawn = []
     for k in range(6_000):
-        broker = BROKERS[k % 3]
-        rows.append(
-            PeerRow(
-                "EQUITY",
+        drawn.append(
+            (
                 int(rng.integers(0, 3)),
                 float(rng.normal((2.0, 1.0, 4.0)[k % 3], 1.5)),
-                Decimal(f"{rng.uniform(1e3, 2e5):.2f}"),
-                broker,
-                "SMART",
+                float(Decimal(f"{rng.uniform(1e3, 2e5):.2f}")),
+                BROKERS[k % 3],
                 str(rng.choice(["MARKET", "LIMIT"])),
-                T0 - timedelta(hours=float(rng.uniform(1, 700))),
+                hour_key(ns_of(T0 - timedelta(hours=float(rng.uniform(1, 700))))),
             )
         )
-    return rows
+    stats = peer_stats(
+        asset_classes=["EQUITY"] * len(drawn),
+        buckets=[d[0] for d in drawn],
+        costs=[d[1] for d in drawn],
+        weights=[d[2] for d in drawn],
+        brokers=[d[3] for d in drawn],
+        strategies=["SMART"] * len(drawn),
+        order_types=[d[4] for d in drawn],
+        hours=[d[5] for d in drawn],
+    )
+    return [
+        PeerGroupRow(
+            g.dimension.value,
+            g.key,
+            g.asset_class,
+            g.size_bucket,
+            g.count,
+            g.weight,
+            g.weighted_sum,
+            g.weighted_squares,
+            g.squared_weights,
+        )
+        for g in stats.groups
+    ]
 
 
 class Kept:
@@ -220,12 +243,12 @@ class Kept:
         return [True] * len(reports)
 
 
-async def fresh_reporter(store: Any, book: MarketBook, rows: list[PeerRow]) -> ExecutionReporter:
+async def fresh_reporter(store: Any, book: MarketBook, rows: list[PeerGroupRow]) -> ExecutionReporter:
     """A reporter with the month's peer statistics, frozen for the run (merging the run's own
     reports in would make the two kinds' rows differ by when the merge happened)."""
     peers = PeerCache(merge_every=math.inf)
 
-    async def load(since: datetime) -> list[PeerRow]:
+    async def load(since: datetime) -> list[PeerGroupRow]:
         return rows
 
     await peers.refresh(load, T0)
@@ -365,7 +388,7 @@ def database(directory: Path) -> Iterator[str]:
 
 async def run(args: argparse.Namespace, url: str | None) -> int:
     book = market()
-    rows = peer_rows()
+    rows = peer_groups()
     status = 0
     table = []
     for scenario in args.scenarios:

@@ -278,7 +278,7 @@ async def _serve(
             root.start_soon(market.run)  # only what feeds simulated venues or simulated data
         await _wait_for_quotes(book, config.market_data.first_quote_wait_s)
         root.start_soon(  # not awaited: start-up does not wait for a month of reports
-            reporter.peers.refresh_every, store.load_peer_rows, lambda: datetime.now(UTC), 300.0
+            reporter.peers.refresh_every, store.load_peer_groups, lambda: datetime.now(UTC), 300.0
         )
         root.start_soon(backfill_reports, reporter.backfill)
         await root.start(observe.feed.run, publish_receive, observed_send)

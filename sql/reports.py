@@ -70,15 +70,19 @@ class StoredReport(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
-class PeerRow(msgspec.Struct, frozen=True, array_like=True):
+class PeerGroupRow(msgspec.Struct, frozen=True, array_like=True):
+    """One peer group's notional-weighted cost moments over the reports since a time, summed by
+    the server (`load_peer_groups`): what `tca.peers.CostStats` holds."""
+
+    dimension: str  # BROKER, STRATEGY, ORDER_TYPE or HOUR
+    key: str
     asset_class: str
-    size_bucket: int
-    arrival_cost_bps: float | None
-    executed_notional: Decimal
-    broker_id: str
-    strategy: str
-    order_type: str
-    execution_start: datetime
+    size_bucket: int | None  # None: every size
+    count: int
+    weight: float
+    weighted_sum: float
+    weighted_squares: float
+    squared_weights: float
 
 
 # id = broker_order_id (migration 0017): the primary key is the execution id.
@@ -212,12 +216,45 @@ def load_unreported(conn: Conn, since: datetime, limit: int) -> list[str]:
     return [row[0] for row in rows]
 
 
-def load_peer_rows(conn: Conn, since: datetime) -> list[PeerRow]:
-    """Every report since `since` with a known cost: what the peer statistics are built from."""
-    rows = conn.execute(
-        b"SELECT asset_class, size_bucket, arrival_cost_bps, executed_notional, broker_id, strategy,"
-        b" order_type, execution_start FROM execution_reports"
-        b" WHERE created_at >= %s AND asset_class IS NOT NULL AND executed_notional > 0",
-        (since,),
-    ).fetchall()
-    return [PeerRow(*row) for row in rows]
+def load_peer_groups(conn: Conn, since: datetime) -> list[PeerGroupRow]:
+    """The peer groups of every report since `since` with a known cost, aggregated by the server
+    (a month of reports stays in PostgreSQL: what comes back is a row per group). The same groups
+    and the same rules as `tca.peers.peer_stats`: by broker, strategy, order type and UTC hour of
+    arrival, each per (asset class, size bucket) and per asset class over every size; a report
+    with an unknown or infinite cost, no executed notional or an empty key is left out."""
+    rows = conn.execute(_SELECT_PEER_GROUPS, (since,)).fetchall()
+    return [
+        PeerGroupRow(d, k, a, None if every_size else b, n, w, ws, wss, sw)
+        for d, k, a, b, n, w, ws, wss, sw, every_size in rows
+    ]
+
+
+# Summed once per (asset class, bucket, broker, strategy, order type, hour), then per group of
+# each dimension from those sums: the month's rows are grouped once, not once per dimension.
+_SELECT_PEER_GROUPS = b"""
+WITH r AS (
+    SELECT asset_class, size_bucket::int AS size_bucket, broker_id, strategy, order_type,
+           (floor(date_part('epoch', execution_start) / 3600)::bigint %% 24)::int AS hour,  -- UTC
+           count(*) AS n, sum(w) AS w, sum(w * x) AS wx, sum(w * x * x) AS wxx, sum(w * w) AS ww
+    FROM (
+        SELECT asset_class, size_bucket, broker_id, strategy, order_type, execution_start,
+               arrival_cost_bps AS x, executed_notional::float8 AS w
+        FROM execution_reports
+        WHERE created_at >= %s AND asset_class IS NOT NULL AND executed_notional > 0
+          AND arrival_cost_bps IS NOT NULL AND arrival_cost_bps NOT IN ('NaN', 'Infinity', '-Infinity')
+          AND size_bucket >= 0
+    ) AS report
+    GROUP BY 1, 2, 3, 4, 5, 6
+)
+SELECT d.dimension, d.key, r.asset_class, r.size_bucket, sum(r.n)::int,
+       sum(r.w), sum(r.wx), sum(r.wxx), sum(r.ww), GROUPING(r.size_bucket) = 1
+FROM r
+CROSS JOIN LATERAL (VALUES
+    ('BROKER', r.broker_id), ('STRATEGY', r.strategy), ('ORDER_TYPE', r.order_type),
+    ('HOUR', lpad(r.hour::text, 2, '0'))
+) AS d (dimension, key)
+WHERE d.key <> ''
+GROUP BY GROUPING SETS (
+    (d.dimension, d.key, r.asset_class, r.size_bucket), (d.dimension, d.key, r.asset_class)
+)
+"""

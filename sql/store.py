@@ -61,7 +61,7 @@ from sql.ops import (
     claim_result,
 )
 from sql.records import BrokerRecord, ClaimResult, OrderClaim, OutboxEvent, StatusChange
-from sql.reports import PeerRow, ReportRecord, SaveClose, SaveReport, StoredReport
+from sql.reports import PeerGroupRow, ReportRecord, SaveClose, SaveReport, StoredReport
 from sql.status import PruneStatusHistory, RecordStatus, SetMaintenance, UpdateBrokerRuntime
 from sql.writer import (
     DatabaseUnavailable,
@@ -343,8 +343,9 @@ class Store:
     async def load_unreported(self, since: datetime, limit: int = 1000) -> list[str]:
         return await self._read(lambda conn: reports.load_unreported(conn, since, limit))
 
-    async def load_peer_rows(self, since: datetime) -> list[PeerRow]:
-        return await self._read(lambda conn: reports.load_peer_rows(conn, since))
+    async def load_peer_groups(self, since: datetime) -> list[PeerGroupRow]:
+        """The peer groups of the reports since `since` (`sql.reports.load_peer_groups`)."""
+        return await self._read(lambda conn: reports.load_peer_groups(conn, since))
 
     async def load_decision(self, order_id: str, *, abandonable: bool = False) -> str | None:
         """The order's routing decision (JSON text), or None (unknown order, or routed before

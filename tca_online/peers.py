@@ -1,35 +1,47 @@
 """Peer statistics for online TCA (broker rank, savings, recommendations): built from the
 execution reports of the last `lookback` in PostgreSQL, refreshed periodically, and extended
-with each new report in between."""
+with each new report in between.
+
+A refresh reads the groups' sums, aggregated by the server (`sql.reports.load_peer_groups`):
+a month of reports never comes into the daemon, whatever the desk's volume."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 import trio
 
-from sql.reports import PeerRow
-from tca.model import ns_of
-from tca.peers import PeerStats, hour_key, peer_stats, peer_stats_of
+from sql.reports import PeerGroupRow
+from tca.peers import CostStats, Dimension, PeerStats, peer_stats_of
 from tca.result import TcaResult
 
 log = logging.getLogger(__name__)
 
+#: Reads the peer groups of the reports since a time (`sql.store.Store.load_peer_groups`).
+LoadGroups = Callable[[datetime], Awaitable[Sequence[PeerGroupRow]]]
 
-def stats_of_rows(rows: list[PeerRow]) -> PeerStats:
-    return peer_stats(
-        asset_classes=[r.asset_class for r in rows],
-        buckets=[r.size_bucket for r in rows],
-        costs=[math.nan if r.arrival_cost_bps is None else r.arrival_cost_bps for r in rows],
-        weights=[float(r.executed_notional) for r in rows],
-        brokers=[r.broker_id for r in rows],
-        strategies=[r.strategy for r in rows],
-        order_types=[r.order_type for r in rows],
-        hours=[hour_key(ns_of(r.execution_start)) for r in rows],
+
+def stats_of_groups(rows: Sequence[PeerGroupRow]) -> PeerStats:
+    """The peer statistics of the groups the server summed."""
+    return PeerStats(
+        tuple(
+            CostStats(
+                dimension=Dimension(r.dimension),
+                key=r.key,
+                asset_class=r.asset_class,
+                size_bucket=r.size_bucket,
+                count=r.count,
+                weight=r.weight,
+                weighted_sum=r.weighted_sum,
+                weighted_squares=r.weighted_squares,
+                squared_weights=r.squared_weights,
+            )
+            for r in rows
+        )
     )
 
 
@@ -65,17 +77,14 @@ class PeerCache:
         """A new report: counted within `merge_every`, not only at the next refresh."""
         self._pending.append(result)
 
-    async def refresh(self, load: Callable[[datetime], Awaitable[list[PeerRow]]], now: datetime) -> None:
-        rows = await load(now - self.lookback)
-        # Aggregating a month of reports takes a while: not on the Trio thread.
-        stats = await trio.to_thread.run_sync(stats_of_rows, rows)
-        self._stats = stats  # includes every report written before `now`
+    async def refresh(self, load: LoadGroups, now: datetime) -> None:
+        self._stats = stats_of_groups(await load(now - self.lookback))  # every report before `now`
         self._pending = []
         self.loaded_at = now
 
     async def refresh_every(
         self,
-        load: Callable[[datetime], Awaitable[list[PeerRow]]],
+        load: LoadGroups,
         clock: Callable[[], datetime],
         seconds: float,
         *,

@@ -34,9 +34,10 @@ from api.orders import BrokerOrder, OrderFill
 from market.book import MarketBook
 from market.messages import QuoteMessage, TradeMessage
 from routing.stats import TcaObservation
-from sql.reports import PeerRow, ReportRecord
+from sql.reports import PeerGroupRow, ReportRecord
 from sql.writer import DatabaseUnavailable
 from tca.model import MarketData, Trades, ns_of
+from tca.peers import hour_key, peer_stats
 from tca.result import TcaResult
 from tca_online import windows
 from tca_online.peers import PeerCache
@@ -185,29 +186,50 @@ def jobs_and_arrivals() -> tuple[list[ReportJob], dict[str, tuple[Decimal | None
     return jobs, arrivals
 
 
-def peer_rows() -> list[PeerRow]:
-    """A month of reports in which broker a cost more than b: ranks and recommendations."""
+def peer_groups() -> list[PeerGroupRow]:
+    """A month of reports in which broker a cost more than b (ranks and recommendations), as
+    the server's sums per peer group (`sql.reports.load_peer_groups`)."""
     rng = np.random.default_rng(29)
-    return [
-        PeerRow(
-            "EQUITY",
+    brokers = ["a"] * 80 + ["b"] * 80
+    drawn = [  # bucket, cost, notional: drawn row by row
+        (
             int(rng.integers(0, 2)),
             float(rng.normal(8.0 if broker == "a" else 1.0, 0.5)),
-            Decimal(f"{rng.uniform(2e3, 9e3):.2f}"),
-            broker,
-            "SMART",
-            "LIMIT",
-            T0 - timedelta(days=1),
+            float(Decimal(f"{rng.uniform(2e3, 9e3):.2f}")),
         )
-        for broker in ["a"] * 80 + ["b"] * 80
+        for broker in brokers
+    ]
+    stats = peer_stats(
+        asset_classes=["EQUITY"] * len(brokers),
+        buckets=[bucket for bucket, _, _ in drawn],
+        costs=[cost for _, cost, _ in drawn],
+        weights=[notional for _, _, notional in drawn],
+        brokers=brokers,
+        strategies=["SMART"] * len(brokers),
+        order_types=["LIMIT"] * len(brokers),
+        hours=[hour_key(ns_of(T0 - timedelta(days=1)))] * len(brokers),
+    )
+    return [
+        PeerGroupRow(
+            g.dimension.value,
+            g.key,
+            g.asset_class,
+            g.size_bucket,
+            g.count,
+            g.weight,
+            g.weighted_sum,
+            g.weighted_squares,
+            g.squared_weights,
+        )
+        for g in stats.groups
     ]
 
 
 async def reporter_for(store: Captured, book: MarketBook, stats: Observed) -> ExecutionReporter:
     peers = PeerCache(merge_every=1e9)  # the statistics of the month, unmoved by the test's reports
 
-    async def load(since: datetime) -> list[PeerRow]:
-        return peer_rows()
+    async def load(since: datetime) -> list[PeerGroupRow]:
+        return peer_groups()
 
     await peers.refresh(load, CREATED)
     peers._merged_at = math.inf
