@@ -3,13 +3,15 @@ process), echo responders (the same-run baselines), percentiles and table printi
 
 Everything here starts real processes and owns them: `BenchStack` is a context manager that
 stops every process it started and removes its temporary directory, whatever happens (an error,
-Ctrl-C). Run as a script, this module is one of the two echo responders:
+Ctrl-C). Run as a script, this module is one of the echo responders:
 
     python bench/_common.py echo NATS_URL SUBJECT          bare nats-py, asyncio, plain subscribe
     python bench/_common.py bridge-echo NATS_URL SUBJECT   the daemon's own request plumbing
         (daemon.bus.NatsBus.serve: nats.micro in trio-asyncio -> memory channel -> Trio workers
         -> aio_as_trio reply) around a handler that returns the payload: what the architecture
         costs before any business logic
+    python bench/_common.py trio-nats-echo NATS_URL SUBJECT   the same shape on a minimal
+        Trio-native NATS client (bench/_trio_nats.py): the bridge's cost, by difference
 """
 
 from __future__ import annotations
@@ -318,14 +320,19 @@ class BenchStack:
 
     # --- servers ------------------------------------------------------------------------
 
-    def start_servers(self) -> None:
-        from daemon.servers import NatsServer, database_url_from_env, embedded_postgres
+    def start_nats(self) -> None:
+        """nats-server alone (JetStream on, in the temporary directory)."""
+        from daemon.servers import NatsServer
 
         self.nats = NatsServer(self.tmp / "nats")
         self._stack.callback(self.nats.stop)
         self.nats.start()
         self.nats_url = self.nats.url
 
+    def start_servers(self) -> None:
+        from daemon.servers import database_url_from_env, embedded_postgres
+
+        self.start_nats()
         server_url = database_url_from_env()
         if server_url is None:
             with warnings.catch_warnings():  # platformdirs, inside pgserver: XDG_RUNTIME_DIR not set
@@ -417,7 +424,8 @@ class BenchStack:
     # --- the echo responders ------------------------------------------------------------
 
     def start_echo(self, subject: str, kind: str = "echo", timeout: float = 30.0) -> int:
-        """Start an echo responder (`echo` or `bridge-echo`) on `subject`; its pid once subscribed."""
+        """Start an echo responder (`echo`, `bridge-echo` or `trio-nats-echo`: bench/_trio_nats.py)
+        on `subject`; its pid once subscribed."""
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), kind, self.nats_url, subject],
@@ -527,5 +535,10 @@ if __name__ == "__main__":
         _echo_main(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "bridge-echo":
         _bridge_echo_main(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "trio-nats-echo":
+        import _trio_nats
+        import trio
+
+        trio.run(_trio_nats.serve_echo, sys.argv[2], sys.argv[3])
     else:
-        sys.exit("usage: _common.py echo|bridge-echo NATS_URL SUBJECT")
+        sys.exit("usage: _common.py echo|bridge-echo|trio-nats-echo NATS_URL SUBJECT")
