@@ -539,6 +539,6 @@ if __name__ == "__main__":
         import _trio_nats
         import trio
 
-        trio.run(_trio_nats.serve_echo, sys.argv[2], sys.argv[3])
+        trio.run(_trio_nats.serve_echo, sys.argv[2], sys.argv[3], ECHO_READY)
     else:
         sys.exit("usage: _common.py echo|bridge-echo|trio-nats-echo NATS_URL SUBJECT")

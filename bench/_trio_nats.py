@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 
 import trio
 
-READY = "echo-ready"  # bench/_common.ECHO_READY, without importing the benchmark's helpers
 WORKERS = 128
 BACKLOG = 4096
 MAX_REPLY_BATCH = 256
@@ -107,7 +106,8 @@ class TrioNats:
             send.send_nowait((reply, payload))  # the backlog bounds it, as in daemon.bus
 
 
-async def serve_echo(url: str, subject: str) -> None:
+async def serve_echo(url: str, subject: str, ready_line: str) -> None:
+    """Serve echo replies on `subject`; print `ready_line` once subscribed, stop when stdin closes."""
     client = await TrioNats.connect(url)
     requests_send, requests = trio.open_memory_channel[tuple[bytes, bytes]](BACKLOG)
     replies_send, replies = trio.open_memory_channel[tuple[bytes, bytes]](BACKLOG + WORKERS)
@@ -138,6 +138,6 @@ async def serve_echo(url: str, subject: str) -> None:
         nursery.start_soon(send_replies)
         await client.subscribe(subject, requests_send)
         await ready.wait()
-        print(READY, flush=True)
+        print(ready_line, flush=True)
         await parent_gone()
         nursery.cancel_scope.cancel()

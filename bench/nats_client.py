@@ -27,20 +27,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import msgspec
 import nats
 from _common import BenchStack, cpu_seconds, exit_with, interrupt_on_signals, print_table
-from route import Phase, check_echo, concurrent, sequential
+from route import Phase, check_echo, concurrent, order_payloads, sequential
 
 RESPONDERS = (
     ("echo", "nats-py, asyncio"),
     ("bridge-echo", "nats-py in Trio (the daemon's bus)"),
     ("trio-nats-echo", "Trio-native client"),
 )
-REQUEST = msgspec.json.encode(
-    {"orderId": "bench-nats-client-0000000", "accountId": "ACC-BENCH", "symbol": "AAPL", "side": "BUY",
-     "type": "MARKET", "quantity": 10, "timeInForce": "DAY", "urgency": "MEDIUM"}
-)  # fmt: skip
+REQUEST = order_payloads("nc", "nc", 1)[0]  # a RouteOrder request, as route.py sends
 
 
 async def measure(

@@ -266,7 +266,6 @@ class Settings:
     profile: Path | None
     profile_rate: int
     profile_phase: str
-    steps: bool  # time the daemon's task steps (bench/_steps.py)
     analyze: bool
     seed: int  # RouteOrders sent before the first ANALYZE
     embedded: bool
@@ -750,7 +749,6 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile.resolve() if args.profile else None,
         profile_rate=args.profile_rate,
         profile_phase=args.profile_phase,
-        steps=args.steps,
         analyze=not args.no_analyze,
         seed=args.seed,
         embedded=False,  # known once the servers run
