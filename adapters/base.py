@@ -140,6 +140,11 @@ class BrokerAdapter(Protocol):
     broker_id: str
     capabilities: Capabilities
     commission: CommissionStructure
+    #: The broker keeps the orders it acknowledged when this process dies, and `query` finds
+    #: them by client order id afterwards (every real broker). False for a venue that lives and
+    #: dies with the process (the simulated ones): the daemon then writes an acknowledgement
+    #: before it answers the OMS, since nobody could tell the answer again after a crash.
+    outlives_daemon: bool
 
     async def run(
         self,

@@ -25,9 +25,11 @@ before the broker is called â€” the claim, the attempt and its client order id â
 the daemon dies before the deferred write, the claim is found unanswered and its attempt
 PENDING, and the daemon that takes it over (`nursery.orphans`) asks the broker by client order
 id and records the same outcome (ACCEPTED with the broker's order id); nothing is ever sent
-twice. A repeat of the order meanwhile gets the same answer, held in memory until it is
-written (`nursery.router`), and `LiveExecution.unsaved_response` tells the sweeper it is being
-answered.
+twice. That needs a broker that outlives the daemon: one that dies with it (a simulated venue,
+`BrokerAdapter.outlives_daemon` False) would say "never received" and the takeover would record
+REJECTED for an order the OMS was told ACCEPTED, so its acks are written before the reply.
+A repeat of the order meanwhile gets the same answer, held in memory until it is written
+(`nursery.router`), and `LiveExecution.unsaved_response` tells the sweeper it is being answered.
 Later changes of the execution are written behind the deferred ones, in order: a durable
 `apply` writes everything still unsaved first, in the same submission.
 

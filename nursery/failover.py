@@ -15,8 +15,9 @@ routing answer. Contract:
   (policy "failover"); an order it provably never got fails over; no answer yet: PENDING, and
   `nursery.resolver` goes on in the background. No order is ever sent twice.
 - ACCEPTED is answered before the broker's ack is written (`durable=False`, see
-  `nursery.applier`, "Deferred writes"); a cancel requested while the order was PENDING is
-  sent as soon as it is acknowledged.
+  `nursery.applier`, "Deferred writes") when the broker outlives the daemon
+  (`BrokerAdapter.outlives_daemon`); with one that dies with it, after. A cancel requested
+  while the order was PENDING is sent as soon as it is acknowledged.
 """
 
 from __future__ import annotations
@@ -219,9 +220,11 @@ class Failover:
         live.accepted_at = at
         milestones.acked(live.order, broker_order_id)
         # The reply goes out before the ack is written: the claim made the order recoverable
-        # (see nursery.applier, "Deferred writes").
+        # from a broker that outlives us (see nursery.applier, "Deferred writes"). One that dies
+        # with us (a simulated venue) could not tell it again: its ack is written first.
         accepted = OrderAccepted(live.order.client_order_id, at, broker_order_id)
-        await self._applier.apply(live, [accepted], answer, durable=False)
+        deferred = self._brokers[live.order.broker_id].adapter.outlives_daemon
+        await self._applier.apply(live, [accepted], answer, durable=not deferred)
         if live.cancel_requested and not live.order.status.is_final:
             self._spawn(self._cancels.send_cancel, live)
         return answer

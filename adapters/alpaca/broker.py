@@ -120,6 +120,7 @@ class AlpacaBroker:
             rate_limits=config.rate_limits,
         )
         self.commission = config.commission
+        self.outlives_daemon = True
         self._credentials = credentials
         self._rest = AlpacaRest(config, credentials)
         self._ledger = ExecutionLedger()

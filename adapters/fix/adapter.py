@@ -126,6 +126,7 @@ class FixBroker:
         self.name = config.name
         self.capabilities = config.capabilities()
         self.commission = config.commission
+        self.outlives_daemon = True
         self._store = store
         self._clock = _utcnow if clock is None else clock
         self._session: FixSession | None = None

@@ -110,6 +110,7 @@ class IbBroker:
             rate_limits=config.rate_limits,
         )
         self.commission = config.commission
+        self.outlives_daemon = True
         #: Told every change of the connection status the TWS codes imply (the daemon sets it).
         self.status_listener: StatusListener | None = None
         self._clock = clock

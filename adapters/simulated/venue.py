@@ -78,6 +78,7 @@ class SimulatedBroker:
             rate_limits=config.rate_limits,
         )
         self.commission = config.commission
+        self.outlives_daemon = False  # orders live in this process only
         self._market = market
         self._clock = market.now if clock is None else clock
         self._random = random.Random(config.seed)

@@ -34,6 +34,7 @@ class ProbeBroker:
     broker_id = "probe"
     capabilities = Capabilities(frozenset({AssetClass.EQUITY}), frozenset(BrokerFeature))
     commission = CommissionStructure(base_rate=Decimal("0.0001"))
+    outlives_daemon = True  # a broker outside the daemon
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
@@ -122,6 +123,27 @@ async def test_order_broker_and_client_order_id_are_committed_before_the_broker_
     # with the broker and the client order id the broker received; the answer not yet stored.
     assert broker.visible_at_submit == [(order_id, "probe", "PENDING", True)]
     assert request.client_order_id.startswith("bis-")
+
+
+@pytest.mark.parametrize("outlives_daemon", [True, False])
+async def test_an_ack_is_written_before_the_reply_only_when_the_broker_dies_with_the_daemon(
+    stack: Any, outlives_daemon: bool
+) -> None:
+    """A broker that outlives the daemon can tell the answer again after a crash: its ack is
+    written after the reply. One that dies with it (a simulated venue) cannot: the OMS hears
+    ACCEPTED only once the ack and the answer are committed."""
+    engine, broker, _ = stack
+    broker.outlives_daemon = outlives_daemon
+    order_id = new_id()
+    response = await engine.route_order(aapl_order(order_id))
+    assert response.status is RoutingStatus.ACCEPTED
+    # Read at once, with no checkpoint in between: a deferred write has not run yet.
+    (request,) = broker.submits
+    committed = broker._visible(request.client_order_id)
+    if outlives_daemon:
+        assert committed == (order_id, "probe", "PENDING", True)
+    else:
+        assert committed == (order_id, "probe", "ACCEPTED", False)
 
 
 async def test_concurrent_duplicates_reach_the_broker_once(stack: Any) -> None:

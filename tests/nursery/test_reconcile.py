@@ -20,6 +20,7 @@ class Answering:
     broker_id = "answering"
     capabilities = Capabilities(frozenset({AssetClass.EQUITY}), frozenset(BrokerFeature))
     commission = CommissionStructure(base_rate=Decimal(0))
+    outlives_daemon = True  # a broker outside the daemon
 
     def __init__(self, status: BrokerOrderStatus | None) -> None:
         self.status = status

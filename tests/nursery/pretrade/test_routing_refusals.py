@@ -37,6 +37,7 @@ class RecordingBroker:
     broker_id = "rec"
     capabilities = Capabilities(frozenset({AssetClass.EQUITY}), frozenset(BrokerFeature))
     commission = CommissionStructure(base_rate=Decimal("0.0001"))
+    outlives_daemon = True  # a broker outside the daemon
 
     def __init__(self) -> None:
         self.submits: list[SubmitRequest] = []
