@@ -223,8 +223,8 @@ class Failover:
         # from a broker that outlives us (see nursery.applier, "Deferred writes"). One that dies
         # with us (a simulated venue) could not tell it again: its ack is written first.
         accepted = OrderAccepted(live.order.client_order_id, at, broker_order_id)
-        deferred = self._brokers[live.order.broker_id].adapter.outlives_daemon
-        await self._applier.apply(live, [accepted], answer, durable=not deferred)
+        recoverable = self._brokers[live.order.broker_id].adapter.outlives_daemon
+        await self._applier.apply(live, [accepted], answer, durable=not recoverable)
         if live.cancel_requested and not live.order.status.is_final:
             self._spawn(self._cancels.send_cancel, live)
         return answer
