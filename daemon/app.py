@@ -55,6 +55,7 @@ from daemon.publisher import Publisher
 from daemon.readiness import Readiness
 from daemon.rest import create_app
 from daemon.schedule import (
+    Prompt,
     backfill_reports,
     close_sessions_daily,
     persist_broker_runtime,
@@ -254,7 +255,8 @@ async def _serve(
         reporter=reporter,
         owner=lease.id,
     )
-    sweeper = OrphanSweeper(store, lease, engine.adopt, engine.routing_here)
+    reports_left = Prompt()  # a dead daemon's orders taken over: its reports too (backfilled)
+    sweeper = OrphanSweeper(store, lease, engine.adopt, engine.routing_here, taken_over=reports_left.set)
     engine.take_orphan = sweeper.take_one
     observe.bind(
         Sources(handles, bus, store, publisher, book, intake, sweeper), engine, lambda: reporter.peers.stats
@@ -280,7 +282,7 @@ async def _serve(
         root.start_soon(  # not awaited: start-up does not wait for a month of reports
             reporter.peers.refresh_every, store.load_peer_groups, lambda: datetime.now(UTC), 300.0
         )
-        root.start_soon(backfill_reports, reporter.backfill)
+        root.start_soon(functools.partial(backfill_reports, reporter.backfill, prompt=reports_left))
         await root.start(observe.feed.run, publish_receive, observed_send)
         await root.start(publisher.run, observed_receive)
         root.start_soon(observe.sample_outbox, store)

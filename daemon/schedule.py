@@ -108,21 +108,50 @@ async def refresh_views_every(store: Store, every: float) -> None:
 
 #: Executions finished without a report (a crash, a database outage while reporting) are
 #: reported by a pass over this much history at start, then every `BACKFILL_EVERY_S` over
-#: the last `BACKFILL_RECENT`.
+#: the last `BACKFILL_RECENT`, and at once when the orphan sweeper took over a dead daemon's
+#: orders (`Prompt`): its reports died with it.
 BACKFILL_AT_START = timedelta(days=7)
 BACKFILL_EVERY_S = 600.0
 BACKFILL_RECENT = timedelta(days=1)
+#: After start, a pass leaves the executions finished this recently to this daemon's own report
+#: tasks (which wait for the market data to cover the execution's end; a backfill cannot). A
+#: dead daemon's executions are older than that by the time its lease lapsed (`nursery.lease`).
+BACKFILL_SETTLE = timedelta(seconds=5)
+
+
+class Prompt:
+    """Wakes a periodic duty early: `set` (from any task, never blocks) ends its current or
+    next `wait` at once; several sets before a wait ends count once."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Prompt set={self._event.is_set()}>"
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Until `set` was called (before or during the wait) or `timeout` seconds passed."""
+        with trio.move_on_after(timeout):
+            await self._event.wait()
+        self._event = trio.Event()
 
 
 async def backfill_reports(
-    backfill: Callable[[datetime], Awaitable[int]],
+    backfill: Callable[[datetime, datetime | None], Awaitable[int]],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     every: float = BACKFILL_EVERY_S,
+    prompt: Prompt | None = None,
 ) -> None:
     """Run `backfill` (the reporter's: it never raises) at start over `BACKFILL_AT_START`,
-    then every `every` seconds over `BACKFILL_RECENT`: a report lost to an outage is written
-    within `every`, not at the next start."""
-    await backfill(clock() - BACKFILL_AT_START)
+    then every `every` seconds, or as soon as `prompt` is set, over `BACKFILL_RECENT` up to
+    `BACKFILL_SETTLE` ago: a report lost to an outage is written within `every`, not at the
+    next start, and one a dead peer left is written once its orders are taken over."""
+    await backfill(clock() - BACKFILL_AT_START, None)
+    prompt = prompt if prompt is not None else Prompt()
     while True:
-        await trio.sleep(every)
-        await backfill(clock() - BACKFILL_RECENT)
+        await prompt.wait(every)
+        now = clock()
+        await backfill(now - BACKFILL_RECENT, now - BACKFILL_SETTLE)

@@ -10,6 +10,10 @@ here is routing) and hands each to `adopt` (`ExecutionEngine.adopt`), which asks
 became of its latest attempt and records the answer. The order is never sent again: a PENDING
 attempt is resolved by client order id, exactly as after an unknown outcome.
 
+`taken_over` (when given) is called after every sweep or `take_one` that took orders over: the
+daemon that left them may have left work besides its answers (its execution reports, which the
+daemon then backfills at once).
+
 Taking over is fenced: a daemon whose lease lapsed (but which is alive) cannot start a further
 attempt of an order it no longer owns (`StartAttempt.owner`), and answers are first-wins.
 """
@@ -43,6 +47,7 @@ class OrphanSweeper:
         *,
         interval: float = SWEEP_S,
         own_after_s: float = OWN_AFTER_S,
+        taken_over: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._lease = lease
@@ -50,6 +55,7 @@ class OrphanSweeper:
         self._routing_here = routing_here
         self._interval = interval
         self._own_after_s = own_after_s
+        self._taken_over = taken_over
         self._limiter = trio.CapacityLimiter(CONCURRENCY)
         self.adopted = 0
         self.failed = 0
@@ -72,6 +78,7 @@ class OrphanSweeper:
             async with trio.open_nursery() as nursery:
                 for order_id in taken:
                     nursery.start_soon(self._adopt_one, order_id)
+            self._taken_over()
         return len(taken)
 
     async def take_one(self, order_id: str) -> bool:
@@ -80,6 +87,7 @@ class OrphanSweeper:
         if not await self._take([order_id]):
             return False
         await self._adopt_one(order_id)
+        self._taken_over()
         return True
 
     async def _take(self, only: list[str] | None) -> list[str]:

@@ -202,16 +202,16 @@ def load_arrival(conn: Conn, order_id: str) -> tuple[Decimal | None, datetime | 
     return (None if row[0] is None else Decimal(row[0])), row[1]
 
 
-def load_unreported(conn: Conn, since: datetime, limit: int) -> list[str]:
-    """Executions finished with fills since `since` that have no report (a report task cut
-    short by a stop or a crash), oldest first."""
+def load_unreported(conn: Conn, since: datetime, until: datetime, limit: int) -> list[str]:
+    """Executions finished with fills from `since` until before `until` that have no report (a
+    report task cut short by a stop or a crash), oldest first."""
     rows = conn.execute(
         b"SELECT bo.id FROM broker_orders bo"
         b" WHERE bo.status IN ('FILLED', 'CANCELED', 'EXPIRED', 'REJECTED') AND bo.filled_quantity > 0"
-        b" AND bo.updated_at >= %s"
+        b" AND bo.updated_at >= %s AND bo.updated_at < %s"
         b" AND NOT EXISTS (SELECT 1 FROM execution_reports r WHERE r.id = bo.id)"
         b" ORDER BY bo.updated_at LIMIT %s",
-        (since, limit),
+        (since, until, limit),
     ).fetchall()
     return [row[0] for row in rows]
 

@@ -340,8 +340,13 @@ class Store:
         """The order's stored arrival price and when it was received."""
         return await self._read(lambda conn: reports.load_arrival(conn, order_id))
 
-    async def load_unreported(self, since: datetime, limit: int = 1000) -> list[str]:
-        return await self._read(lambda conn: reports.load_unreported(conn, since, limit))
+    async def load_unreported(
+        self, since: datetime, limit: int = 1000, *, until: datetime | None = None
+    ) -> list[str]:
+        """Finished executions with fills and no report, from `since` until before `until`
+        (None: no end), oldest first (`sql.reports.load_unreported`)."""
+        end = until if until is not None else _FAR_FUTURE
+        return await self._read(lambda conn: reports.load_unreported(conn, since, end, limit))
 
     async def load_peer_groups(self, since: datetime) -> list[PeerGroupRow]:
         """The peer groups of the reports since `since` (`sql.reports.load_peer_groups`)."""

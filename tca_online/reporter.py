@@ -310,18 +310,21 @@ class ExecutionReporter(ReportQueue):
                 )
             )
 
-    async def backfill(self, since: datetime) -> int:
+    async def backfill(self, since: datetime, until: datetime | None = None) -> int:
         """Write the reports a stop or crash cut short (finished executions with fills and no
-        report since `since`); their windows are gone with the old tapes unless still held, so
-        VWAP/TWAP may be unavailable for them. Returns how many were written. Never raises: an
-        execution that cannot be reported is logged and skipped (and not asked for again in
-        this pass), so one bad row cannot stop the daemon or hide the others."""
+        report, from `since` until before `until`: None, up to now); their windows are gone
+        with the old tapes unless still held, so VWAP/TWAP may be unavailable for them. Returns
+        how many were written. Never raises: an execution that cannot be reported is logged and
+        skipped (and not asked for again in this pass), so one bad row cannot stop the daemon or
+        hide the others."""
         written = failed = 0
         seen: set[str] = set()
         try:
             while True:
                 batch = [
-                    e for e in await self._store.load_unreported(since, 200 + len(seen)) if e not in seen
+                    e
+                    for e in await self._store.load_unreported(since, 200 + len(seen), until=until)
+                    if e not in seen
                 ]
                 if not batch:
                     break

@@ -6,6 +6,8 @@ from daemon.schedule import (
     BACKFILL_AT_START,
     BACKFILL_EVERY_S,
     BACKFILL_RECENT,
+    BACKFILL_SETTLE,
+    Prompt,
     backfill_reports,
     close_sessions_daily,
     next_daily,
@@ -58,19 +60,46 @@ async def test_reports_are_backfilled_at_start_then_periodically_over_recent_his
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     start = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
-    passes: list[tuple[float, datetime]] = []
+    passes: list[tuple[float, datetime, datetime | None]] = []
 
     def clock() -> datetime:
         return start + timedelta(seconds=trio.current_time())
 
-    async def backfill(since: datetime) -> int:
-        passes.append((trio.current_time(), since))
+    async def backfill(since: datetime, until: datetime | None) -> int:
+        passes.append((trio.current_time(), since, until))
         return 0
 
     with trio.move_on_after(BACKFILL_EVERY_S * 2 + 1):
         await backfill_reports(backfill, clock)
+    first, second = (start + timedelta(seconds=BACKFILL_EVERY_S * n) for n in (1, 2))
     assert passes == [
-        (0.0, start - BACKFILL_AT_START),
-        (BACKFILL_EVERY_S, clock() - timedelta(seconds=BACKFILL_EVERY_S + 1) - BACKFILL_RECENT),
-        (BACKFILL_EVERY_S * 2, clock() - timedelta(seconds=1) - BACKFILL_RECENT),
+        (0.0, start - BACKFILL_AT_START, None),  # at start: up to now (a crash just before)
+        (BACKFILL_EVERY_S, first - BACKFILL_RECENT, first - BACKFILL_SETTLE),
+        (BACKFILL_EVERY_S * 2, second - BACKFILL_RECENT, second - BACKFILL_SETTLE),
     ]
+
+
+async def test_a_prompt_brings_the_next_backfill_forward_once(autojump_clock: trio.testing.MockClock) -> None:
+    start = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
+    passes: list[float] = []
+    prompt = Prompt()
+
+    async def backfill(since: datetime, until: datetime | None) -> int:
+        passes.append(trio.current_time())
+        if len(passes) == 2:  # prompted again while this pass runs: one more pass, at once
+            prompt.set()
+            prompt.set()
+        await trio.sleep(1)
+        return 0
+
+    async def prompt_at(seconds: float) -> None:
+        await trio.sleep(seconds)
+        prompt.set()
+
+    with trio.move_on_after(BACKFILL_EVERY_S + 100):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(prompt_at, 30.0)
+            await backfill_reports(
+                backfill, lambda: start + timedelta(seconds=trio.current_time()), prompt=prompt
+            )
+    assert passes == [0.0, 30.0, 31.0, 32.0 + BACKFILL_EVERY_S]

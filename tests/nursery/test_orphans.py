@@ -7,7 +7,7 @@ answers it from what the broker says — never sending it again.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,6 +96,16 @@ def database(migrated_database_url: str) -> Iterator[str]:
         yield url
 
 
+class Told:
+    """Counts the sweeper's `taken_over` calls."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
 @dataclass
 class Daemon:
     stack: EngineStack
@@ -112,9 +122,10 @@ async def daemon(
     renew: bool = True,
     sweep_every: float = 0.1,
     deadline: float = 1.0,
+    taken_over: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[Daemon]:
     """An engine with its lease (renewed only if `renew`: else registered once, then left to
-    lapse, as by a process that died) and its orphan sweeper."""
+    lapse, as by a process that died) and its orphan sweeper (which calls `taken_over`)."""
     seat = new_seat(name, f"/tmp/orphans-{name}-{uuid.uuid4().hex[:6]}")
     async with (
         engine_stack(
@@ -130,7 +141,13 @@ async def daemon(
     ):
         lease = Lease(s.store, seat, renew_s=0.1, lease_s=LEASE_S)
         sweeper = OrphanSweeper(
-            s.store, lease, s.engine.adopt, s.engine.routing_here, interval=sweep_every, own_after_s=0.5
+            s.store,
+            lease,
+            s.engine.adopt,
+            s.engine.routing_here,
+            interval=sweep_every,
+            own_after_s=0.5,
+            taken_over=taken_over,
         )
         if renew:
             await nursery.start(lease.run)
@@ -184,10 +201,13 @@ async def test_a_dead_daemons_order_at_the_broker_is_answered_accepted_by_a_surv
     order_id = new_id()
     await claim_and_die(database, venue, order_id)
     assert len(venue.submits) == 1
-    async with daemon(database, venue, "survivor") as survivor:
+    told = Told()
+    async with daemon(database, venue, "survivor", taken_over=told) as survivor:
         store = survivor.stack.store
         assert await stored_response(store, order_id) is None  # its lease has not lapsed yet
+        assert told.count == 0
         answer = await wait_answer(store, order_id)
+        await wait_until(lambda: condition(lambda: told.count), what="the takeover told (for the backfill)")
         assert answer.status is RoutingStatus.ACCEPTED
         assert answer.broker_order_id == "V-1"
         again = await survivor.stack.engine.route_order(aapl_order(order_id))  # the OMS's retry
@@ -214,7 +234,8 @@ async def test_a_repeated_request_takes_the_orphan_over_at_once(database: str) -
     venue = Venue()
     order_id = new_id()
     await claim_and_die(database, venue, order_id)
-    async with daemon(database, venue, "survivor", sweep_every=3600) as survivor:
+    told = Told()
+    async with daemon(database, venue, "survivor", sweep_every=3600, taken_over=told) as survivor:
         # The survivor may judge leases, and the dead daemon's (registered before the survivor
         # started) has lapsed.
         await may_judge_leases(survivor.lease)
@@ -223,6 +244,7 @@ async def test_a_repeated_request_takes_the_orphan_over_at_once(database: str) -
             answer = await survivor.stack.engine.route_order(aapl_order(order_id))
         assert answer.status is RoutingStatus.ACCEPTED
         assert trio.current_time() - started < 3.0  # not the 10 s wait then 503 of old
+        assert told.count == 1  # once the order was taken over and answered
     assert len(venue.submits) == 1
 
 
@@ -232,7 +254,8 @@ async def test_a_live_peers_orders_are_left_alone(database: str) -> None:
     venue.hang = True
     async with daemon(database, venue, "busy", deadline=30.0) as busy, trio.open_nursery() as nursery:
         nursery.start_soon(busy.stack.engine.route_order, aapl_order(order_id))
-        async with daemon(database, venue, "peer") as peer:
+        told = Told()
+        async with daemon(database, venue, "peer", taken_over=told) as peer:
             await may_judge_leases(peer.lease)  # and the busy order's claim is old enough to take
             # Sweeps that judge leases take nothing: the busy daemon's lease is renewed.
             assert await peer.sweeper.sweep() == 0, "peer"
@@ -240,6 +263,7 @@ async def test_a_live_peers_orders_are_left_alone(database: str) -> None:
             assert peer.sweeper.adopted == 0, "peer"
             assert busy.sweeper.adopted == 0, "busy"
             assert await stored_response(peer.stack.store, order_id) is None
+            assert told.count == 0  # nothing taken over, nothing to backfill
         nursery.cancel_scope.cancel()
 
 

@@ -226,7 +226,10 @@ async def test_reports_cut_short_by_a_stop_are_backfilled_at_start(desk: Desk) -
 
     await desk.store._read(forget)  # as if the daemon had stopped before writing it
     fresh = ExecutionReporter(desk.store, MarketBook({SYMBOL: AssetClass.EQUITY}), market_settle_s=0.0)
-    assert await fresh.backfill(execution.updated_at - timedelta(minutes=1)) >= 1
+    since = execution.updated_at - timedelta(minutes=1)
+    await fresh.backfill(since, execution.updated_at)  # it finished at `until`: left alone
+    assert await desk.store.load_report(execution.id) is None
+    assert await fresh.backfill(since) >= 1
     stored = await desk.store.load_report(execution.id)
     assert stored is not None and stored.arrival_price == (quote.bid + quote.ask) / 2
     assert await fresh.backfill(execution.updated_at - timedelta(minutes=1)) == 0  # once only
