@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
+from typing import Protocol
 
 import trio
 
@@ -97,13 +98,34 @@ async def persist_broker_runtime(store: Store, handles: Sequence[BrokerHandle], 
                 )
 
 
-async def refresh_views_every(store: Store, every: float) -> None:
+#: The materialized views aggregate the whole history, so a refresh grows with it: it may take
+#: at most this share of the time (the next one waits that much longer than `every` if need be).
+REFRESH_DUTY = 0.1
+
+
+class _Refreshes(Protocol):
+    async def refresh_views(self) -> None: ...
+
+
+async def refresh_views_every(store: _Refreshes, every: float) -> None:
+    """Refresh the read models every `every` seconds, or less often when a refresh takes more
+    than `REFRESH_DUTY` of that: years of history must not keep a core and a pooled connection
+    busy most of the time. A failed refresh is logged and tried again at the next turn."""
+    pause = every
     while True:
-        await trio.sleep(every)
+        await trio.sleep(pause)
+        started = trio.current_time()
         try:
             await store.refresh_views()
         except Exception as exc:
             log.warning("refreshing read models failed", extra={"error": repr(exc)})
+        took = trio.current_time() - started
+        pause = max(every, took * (1 / REFRESH_DUTY - 1))
+        if pause > every:
+            log.warning(
+                "read models are slow to refresh; refreshing less often",
+                extra={"took_s": round(took, 3), "next_in_s": round(pause, 1), "configured_s": every},
+            )
 
 
 #: Executions finished without a report (a crash, a database outage while reporting) are

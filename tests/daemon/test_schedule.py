@@ -7,10 +7,12 @@ from daemon.schedule import (
     BACKFILL_EVERY_S,
     BACKFILL_RECENT,
     BACKFILL_SETTLE,
+    REFRESH_DUTY,
     Prompt,
     backfill_reports,
     close_sessions_daily,
     next_daily,
+    refresh_views_every,
 )
 
 
@@ -103,3 +105,26 @@ async def test_a_prompt_brings_the_next_backfill_forward_once(autojump_clock: tr
                 backfill, lambda: start + timedelta(seconds=trio.current_time()), prompt=prompt
             )
     assert passes == [0.0, 30.0, 31.0, 32.0 + BACKFILL_EVERY_S]
+
+
+class SlowViews:
+    """Read models whose refresh takes `took[i]` seconds the i-th time (the last one after)."""
+
+    def __init__(self, took: list[float]) -> None:
+        self.took = took
+        self.started: list[float] = []
+
+    async def refresh_views(self) -> None:
+        self.started.append(trio.current_time())
+        await trio.sleep(self.took[min(len(self.started), len(self.took)) - 1])
+
+
+async def test_read_models_are_refreshed_less_often_while_a_refresh_is_slow(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    views = SlowViews([1.0, 20.0, 1.0, 1.0])
+    with trio.move_on_after(400):
+        await refresh_views_every(views, 60.0)
+    # 60 s apart (plus the refresh itself) while quick; after one of 20 s, the next waits
+    # 20 * (1 / REFRESH_DUTY - 1) = 180 s; quick again, 60 s again.
+    assert views.started == [60.0, 121.0, 141.0 + 20 * (1 / REFRESH_DUTY - 1), 322.0 + 60.0]
